@@ -1,0 +1,234 @@
+//! Buffer pool: GPU buffers reused by size class, with live/peak statistics.
+//!
+//! Allocating a wgpu buffer is a driver call and, on some backends, a heap allocation;
+//! a training step allocates the same sizes every step, so buffers released by one step
+//! are handed to the next. Sizes are rounded up to quarter steps between powers of two
+//! (at most 25% slack) so nearby sizes share a class.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Smallest buffer the pool hands out, in bytes.
+pub const MIN_CLASS_BYTES: u64 = 256;
+
+/// What a pooled buffer is used for; each kind has its own usage flags and free lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BufferKind {
+    /// Storage buffer that can be copied to and from (tensors).
+    Storage,
+    /// Small uniform buffer for kernel parameters.
+    Uniform,
+    /// Mappable buffer for readback.
+    Readback,
+}
+
+impl BufferKind {
+    fn usage(self) -> wgpu::BufferUsages {
+        use wgpu::BufferUsages as U;
+        match self {
+            BufferKind::Storage => U::STORAGE | U::COPY_SRC | U::COPY_DST,
+            BufferKind::Uniform => U::UNIFORM | U::COPY_DST,
+            BufferKind::Readback => U::MAP_READ | U::COPY_DST,
+        }
+    }
+}
+
+/// The size class a request of `bytes` is served from: the next of 1, 1.25, 1.5, 1.75
+/// times a power of two, at least [`MIN_CLASS_BYTES`], capped at `max` (then the request
+/// itself rounded up to 4 bytes).
+pub fn size_class(bytes: u64, max: u64) -> u64 {
+    let b = bytes.max(MIN_CLASS_BYTES);
+    let p = b.next_power_of_two();
+    let base = if p == b { b } else { p / 2 };
+    let step = base / 4;
+    let class = base + step * b.saturating_sub(base).div_ceil(step.max(1));
+    if class > max {
+        bytes.div_ceil(4) * 4
+    } else {
+        class
+    }
+}
+
+/// Counters describing the pool at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Bytes in buffers currently handed out.
+    pub live_bytes: u64,
+    /// Buffers currently handed out.
+    pub live_count: u64,
+    /// Highest `live_bytes` ever seen.
+    pub peak_live_bytes: u64,
+    /// Bytes in free buffers kept for reuse.
+    pub cached_bytes: u64,
+    /// Free buffers kept for reuse.
+    pub cached_count: u64,
+    /// Buffers created over the pool's life.
+    pub created_count: u64,
+    /// Requests served from the free lists.
+    pub reused_count: u64,
+}
+
+#[derive(Default)]
+struct PoolState {
+    free: HashMap<(BufferKind, u64), Vec<(wgpu::Buffer, u64)>>,
+    stats: PoolStats,
+}
+
+struct PoolShared {
+    device: wgpu::Device,
+    max_buffer: u64,
+    state: Mutex<PoolState>,
+    next_id: AtomicU64,
+}
+
+/// A pool of reusable GPU buffers; owned by [`crate::Gpu`].
+pub struct BufferPool {
+    shared: Arc<PoolShared>,
+}
+
+impl BufferPool {
+    pub(crate) fn new(device: wgpu::Device) -> Self {
+        let max_buffer = device.limits().max_buffer_size;
+        Self {
+            shared: Arc::new(PoolShared {
+                device,
+                max_buffer,
+                state: Mutex::new(PoolState::default()),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Hands out a buffer of at least `bytes` bytes (contents undefined when reused).
+    ///
+    /// Creation errors (out of memory, over a limit) surface through wgpu's error scopes;
+    /// callers check sizes against the device limits first.
+    pub fn acquire(&self, kind: BufferKind, bytes: u64) -> PooledBuffer {
+        let class = size_class(bytes, self.shared.max_buffer);
+        let mut st = self.shared.state.lock().unwrap();
+        let reused = st.free.get_mut(&(kind, class)).and_then(|v| v.pop());
+        let (buffer, id) = match reused {
+            Some(b) => {
+                st.stats.cached_bytes -= class;
+                st.stats.cached_count -= 1;
+                st.stats.reused_count += 1;
+                b
+            }
+            None => {
+                st.stats.created_count += 1;
+                let b = self.shared.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("capaboost pooled"),
+                    size: class,
+                    usage: kind.usage(),
+                    mapped_at_creation: false,
+                });
+                (b, self.shared.next_id.fetch_add(1, Ordering::Relaxed))
+            }
+        };
+        st.stats.live_bytes += class;
+        st.stats.live_count += 1;
+        st.stats.peak_live_bytes = st.stats.peak_live_bytes.max(st.stats.live_bytes);
+        PooledBuffer {
+            buffer,
+            id,
+            class,
+            kind,
+            pool: self.shared.clone(),
+        }
+    }
+
+    /// Current statistics.
+    pub fn stats(&self) -> PoolStats {
+        self.shared.state.lock().unwrap().stats
+    }
+
+    /// Destroys every free buffer (live ones are untouched). Called through
+    /// [`crate::Gpu::trim`], which also drops the bind groups that name them.
+    pub(crate) fn trim(&self) {
+        let mut st = self.shared.state.lock().unwrap();
+        for (_, bufs) in st.free.drain() {
+            for (b, _) in bufs {
+                b.destroy();
+            }
+        }
+        st.stats.cached_bytes = 0;
+        st.stats.cached_count = 0;
+    }
+}
+
+/// A buffer on loan from the pool; it goes back to its free list when dropped.
+pub struct PooledBuffer {
+    buffer: wgpu::Buffer,
+    id: u64,
+    class: u64,
+    kind: BufferKind,
+    pool: Arc<PoolShared>,
+}
+
+impl PooledBuffer {
+    /// The wgpu buffer.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    /// A unique id of the underlying buffer (stable across loans), used to key cached
+    /// bind groups.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Allocated size in bytes (the size class, at least what was asked for).
+    pub fn capacity(&self) -> u64 {
+        self.class
+    }
+}
+
+impl std::fmt::Debug for PooledBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBuffer")
+            .field("id", &self.id)
+            .field("bytes", &self.class)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        let mut st = self.pool.state.lock().unwrap();
+        st.stats.live_bytes -= self.class;
+        st.stats.live_count -= 1;
+        st.stats.cached_bytes += self.class;
+        st.stats.cached_count += 1;
+        st.free
+            .entry((self.kind, self.class))
+            .or_default()
+            .push((self.buffer.clone(), self.id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_classes_round_up_by_at_most_a_quarter() {
+        let max = 1 << 40;
+        assert_eq!(size_class(1, max), 256);
+        assert_eq!(size_class(256, max), 256);
+        assert_eq!(size_class(257, max), 320);
+        assert_eq!(size_class(320, max), 320);
+        assert_eq!(size_class(321, max), 384);
+        assert_eq!(size_class(449, max), 512);
+        assert_eq!(size_class(4 * 100_003, max), 458_752);
+        for b in [1u64, 7, 300, 1000, 65_537, 400_012, 134_217_732, 1 << 33] {
+            let c = size_class(b, max);
+            assert!(c >= b && c.is_multiple_of(4), "{b} -> {c}");
+            assert!(b < 256 || c as f64 <= b as f64 * 1.25 + 1.0, "{b} -> {c}");
+        }
+        // A class above the device's largest buffer falls back to the exact size.
+        assert_eq!(size_class(1000, 1000), 1000);
+        assert_eq!(size_class(998, 1000), 1000);
+    }
+}

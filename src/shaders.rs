@@ -1,0 +1,25 @@
+//! The WGSL sources in `shaders/`, embedded at build time.
+
+/// One WGSL file: its stem and its text.
+#[derive(Debug)]
+pub struct ShaderSource {
+    /// File stem in `shaders/` (also the Rust module that wraps it).
+    pub name: &'static str,
+    /// WGSL source text.
+    pub source: &'static str,
+}
+
+macro_rules! shader {
+    ($name:literal) => {
+        ShaderSource {
+            name: $name,
+            source: include_str!(concat!("../shaders/", $name, ".wgsl")),
+        }
+    };
+}
+
+/// Elementwise add, mul, scale, fill and the vec4 copy.
+pub static ELEMENTWISE: ShaderSource = shader!("elementwise");
+
+/// Every shader the crate ships; the portability test translates each of them.
+pub static ALL: &[&ShaderSource] = &[&ELEMENTWISE];

@@ -1,0 +1,200 @@
+//! `Tensor`: f32, contiguous row-major, backed by a pooled GPU buffer.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::pool::{BufferKind, PooledBuffer};
+use crate::recorder::{Binding, Recorder};
+
+/// An f32 tensor on the GPU: a shape and a pooled buffer, contiguous and row-major.
+///
+/// Cloning is cheap and shares the storage (like a view of the whole tensor).
+#[derive(Clone)]
+pub struct Tensor {
+    gpu: Gpu,
+    buffer: Arc<PooledBuffer>,
+    shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor")
+            .field("shape", &self.shape)
+            .field("buffer", &self.buffer.id())
+            .finish()
+    }
+}
+
+fn numel_of(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::shape(format!("shape {shape:?} overflows usize")))
+}
+
+impl Tensor {
+    /// An uninitialised tensor (contents undefined), for kernels to write into.
+    pub fn empty(gpu: &Gpu, shape: &[usize]) -> Result<Self> {
+        let numel = numel_of(shape)?;
+        let bytes = (numel as u64)
+            .checked_mul(4)
+            .ok_or_else(|| Error::shape(format!("shape {shape:?} is too large")))?;
+        gpu.check_binding_size(bytes)?;
+        let buffer = gpu.scoped("allocating a tensor", || {
+            gpu.pool().acquire(BufferKind::Storage, bytes)
+        })?;
+        Ok(Self {
+            gpu: gpu.clone(),
+            buffer: Arc::new(buffer),
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Uploads `data` as a tensor of `shape`; the element count must match.
+    pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Self> {
+        let numel = numel_of(shape)?;
+        if numel != data.len() {
+            return Err(Error::shape(format!(
+                "shape {shape:?} holds {numel} elements but {} were given",
+                data.len()
+            )));
+        }
+        let t = Self::empty(gpu, shape)?;
+        if !data.is_empty() {
+            gpu.queue()
+                .write_buffer(t.buffer.buffer(), 0, bytemuck::cast_slice(data));
+        }
+        Ok(t)
+    }
+
+    /// A tensor of zeros (records a clear into `rec`).
+    pub fn zeros_in(rec: &mut Recorder, shape: &[usize]) -> Result<Self> {
+        let t = Self::empty(rec.gpu(), shape)?;
+        rec.clear(&t);
+        Ok(t)
+    }
+
+    /// A tensor of zeros, submitted at once.
+    pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Self> {
+        gpu.run(|rec| Self::zeros_in(rec, shape))
+    }
+
+    /// A tensor filled with `value`, submitted at once.
+    pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Self> {
+        gpu.run(|rec| {
+            let t = Self::empty(rec.gpu(), shape)?;
+            crate::elementwise::fill(rec, &t, value)?;
+            Ok(t)
+        })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Size of the data in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.numel() as u64 * 4
+    }
+
+    /// The GPU the tensor lives on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The underlying wgpu buffer (may be larger than the tensor: pooled size class).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.buffer()
+    }
+
+    /// This tensor as a dispatch binding.
+    pub fn binding(&self) -> Binding {
+        Binding::new(self.buffer.clone(), self.bytes())
+    }
+
+    /// The same storage under another shape with the same element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
+        let numel = numel_of(shape)?;
+        if numel != self.numel() {
+            return Err(Error::shape(format!(
+                "cannot reshape {:?} ({} elements) to {shape:?} ({numel} elements)",
+                self.shape,
+                self.numel()
+            )));
+        }
+        Ok(Self {
+            gpu: self.gpu.clone(),
+            buffer: self.buffer.clone(),
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Overwrites the contents from `data` (same element count). Like
+    /// `wgpu::Queue::write_buffer`, the write lands before the next submit.
+    pub fn write(&self, data: &[f32]) -> Result<()> {
+        if data.len() != self.numel() {
+            return Err(Error::shape(format!(
+                "tensor of shape {:?} holds {} elements but {} were given",
+                self.shape,
+                self.numel(),
+                data.len()
+            )));
+        }
+        if !data.is_empty() {
+            self.gpu
+                .queue()
+                .write_buffer(self.buffer.buffer(), 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    /// Reads the tensor back to the host, blocking until all submitted work is done.
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        let bytes = self.bytes();
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let gpu = &self.gpu;
+        let staging = gpu.scoped("allocating a readback buffer", || {
+            gpu.pool().acquire(BufferKind::Readback, bytes)
+        })?;
+        gpu.scoped("copying a tensor for readback", || {
+            let mut enc = gpu
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("capaboost readback"),
+                });
+            enc.copy_buffer_to_buffer(self.buffer.buffer(), 0, staging.buffer(), 0, bytes);
+            gpu.queue().submit(Some(enc.finish()));
+        })?;
+        let raw = map_read(gpu, staging.buffer(), bytes)?;
+        Ok(bytemuck::pod_collect_to_vec(&raw))
+    }
+}
+
+/// Maps the first `bytes` bytes of a MAP_READ buffer, waits, and copies them out.
+pub(crate) fn map_read(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.wait()?;
+    rx.recv()
+        .map_err(|_| Error::Readback("map callback never ran".into()))?
+        .map_err(|e| Error::Readback(e.to_string()))?;
+    let out = {
+        let view = buffer
+            .get_mapped_range(0..bytes)
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        view.to_vec()
+    };
+    buffer.unmap();
+    Ok(out)
+}

@@ -1,0 +1,72 @@
+//! Shared helpers for the GPU tests: one device per test binary, fresh random inputs,
+//! and comparison against f64 references.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use capaboost::Gpu;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+/// Whether a missing adapter must fail the test (CI) instead of skipping it.
+pub fn adapter_required() -> bool {
+    std::env::var("CAPABOOST_REQUIRE_ADAPTER").is_ok_and(|v| v == "1")
+}
+
+fn make_gpu() -> Option<Gpu> {
+    match Gpu::new() {
+        Ok(g) => Some(g),
+        Err(e) if adapter_required() => panic!("CAPABOOST_REQUIRE_ADAPTER=1 but: {e}"),
+        Err(e) => {
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+    }
+}
+
+/// The GPU shared by the tests of one binary, or `None` (test skipped) where there is none.
+pub fn gpu() -> Option<Gpu> {
+    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+    GPU.get_or_init(make_gpu).clone()
+}
+
+/// A device of its own, for tests that read pool or cache statistics.
+pub fn fresh_gpu() -> Option<Gpu> {
+    make_gpu()
+}
+
+/// A freshly seeded RNG; the seed is printed so a failure can be replayed with
+/// `CAPABOOST_TEST_SEED`.
+pub fn rng(test: &str) -> StdRng {
+    let seed = std::env::var("CAPABOOST_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random::<u64>());
+    eprintln!("{test}: seed {seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+/// `n` values uniform in [-scale, scale).
+pub fn random_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// Largest elementwise relative error `|got - want| / max(|want|, floor)`.
+pub fn max_rel_err(got: &[f32], want: &[f64], floor: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).abs() / w.abs().max(floor))
+        .fold(0.0, f64::max)
+}
+
+/// Relative Frobenius error `||got - want|| / ||want||`.
+pub fn rel_frobenius(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).powi(2))
+        .sum();
+    let den: f64 = want.iter().map(|w| w * w).sum();
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}

@@ -1,0 +1,176 @@
+//! The GPU runtime: pool statistics, pipeline and bind-group caches, timing, error capture,
+//! adapter selection and adoption of a device another program created.
+
+mod common;
+
+use capaboost::gpu::AdapterSelection;
+use capaboost::shaders::ShaderSource;
+use capaboost::{Error, Gpu, Tensor, TimingSource, elementwise};
+
+fn one_round(gpu: &Gpu, a: &Tensor, b: &Tensor) -> f32 {
+    let out = gpu
+        .run(|rec| {
+            let s = elementwise::add(rec, a, b)?;
+            let m = elementwise::mul(rec, &s, b)?;
+            elementwise::scale(rec, &m, 0.5)
+        })
+        .unwrap();
+    out.to_vec().unwrap()[0]
+}
+
+#[test]
+fn pool_and_caches_stay_flat_over_repeated_work() {
+    let Some(gpu) = common::fresh_gpu() else {
+        return;
+    };
+    let n = 4099;
+    let a = Tensor::full(&gpu, &[n], 1.5).unwrap();
+    let b = Tensor::full(&gpu, &[n], 2.0).unwrap();
+    // A few warm-up rounds: the free lists settle into a fixed rotation after these.
+    for _ in 0..4 {
+        assert_eq!(one_round(&gpu, &a, &b), 3.5);
+        eprintln!("bind groups {}", gpu.pipelines().bind_group_count());
+    }
+    let before = gpu.pool_stats();
+    let pipelines = gpu.pipelines().compiled_count();
+    let bind_groups = gpu.pipelines().bind_group_count();
+    for i in 0..100 {
+        assert_eq!(one_round(&gpu, &a, &b), 3.5, "round {i}");
+        let s = gpu.pool_stats();
+        assert_eq!(
+            s.live_bytes, before.live_bytes,
+            "live bytes grew at round {i}"
+        );
+        assert_eq!(
+            s.live_count, before.live_count,
+            "live count grew at round {i}"
+        );
+        assert_eq!(
+            s.created_count, before.created_count,
+            "buffers created at round {i}"
+        );
+    }
+    let after = gpu.pool_stats();
+    assert_eq!(after.peak_live_bytes, before.peak_live_bytes);
+    assert!(after.reused_count >= before.reused_count + 100 * 4);
+    assert_eq!(gpu.pipelines().compiled_count(), pipelines);
+    assert_eq!(gpu.pipelines().bind_group_count(), bind_groups);
+    eprintln!("pool after 101 rounds: {after:?}");
+    drop((a, b));
+    assert_eq!(gpu.pool_stats().live_bytes, 0);
+    gpu.trim();
+    assert_eq!(gpu.pool_stats().cached_bytes, 0);
+}
+
+#[test]
+fn one_submit_for_many_dispatches() {
+    let Some(gpu) = common::gpu() else { return };
+    let a = Tensor::full(&gpu, &[513], 1.0).unwrap();
+    let mut rec = gpu.recorder();
+    let mut x = a.clone();
+    for _ in 0..10 {
+        x = elementwise::add(&mut rec, &x, &a).unwrap();
+    }
+    assert_eq!(rec.submit().unwrap(), 10);
+    assert!(x.to_vec().unwrap().iter().all(|&v| v == 11.0));
+}
+
+static BROKEN_SYNTAX: ShaderSource = ShaderSource {
+    name: "broken_syntax",
+    source: "@compute @workgroup_size(1) fn main( { }",
+};
+
+// Parses, but a 4096-wide workgroup is over every device's limit: only wgpu's pipeline
+// validation catches it, and it must come back as an Err, not a panic.
+static OVER_LIMIT: ShaderSource = ShaderSource {
+    name: "over_limit",
+    source: "@group(0) @binding(0) var<storage, read_write> o: array<f32>;\n\
+             @compute @workgroup_size(4096) fn main(@builtin(local_invocation_index) i: u32) { o[i] = 1.0; }",
+};
+
+#[test]
+fn shader_errors_are_results() {
+    let Some(gpu) = common::gpu() else { return };
+    let err = gpu
+        .pipelines()
+        .get(&BROKEN_SYNTAX, "main", &[])
+        .unwrap_err();
+    assert!(matches!(err, Error::Shader { .. }), "{err}");
+    let err = gpu.pipelines().get(&OVER_LIMIT, "main", &[]).unwrap_err();
+    assert!(matches!(err, Error::Shader { .. }), "{err}");
+    eprintln!("{err}");
+    let err = gpu
+        .pipelines()
+        .get(&capaboost::shaders::ELEMENTWISE, "no_such_entry", &[])
+        .unwrap_err();
+    assert!(err.to_string().contains("no_such_entry"), "{err}");
+    // The device is still usable afterwards.
+    let t = Tensor::full(&gpu, &[3], 4.0).unwrap();
+    assert_eq!(t.to_vec().unwrap(), vec![4.0; 3]);
+}
+
+#[test]
+fn timing_covers_each_pass() {
+    let Some(gpu) = common::gpu() else { return };
+    let a = Tensor::full(&gpu, &[100_003], 1.0).unwrap();
+    let timing = gpu
+        .time(|rec| {
+            let b = elementwise::add(rec, &a, &a)?;
+            let c = elementwise::mul(rec, &b, &a)?;
+            elementwise::copy(rec, &c).map(drop)
+        })
+        .unwrap();
+    eprintln!("{timing:?}");
+    if gpu.has_timestamps() {
+        assert_eq!(timing.source, TimingSource::Timestamps);
+        let names: Vec<_> = timing.passes.iter().map(|p| p.0).collect();
+        assert_eq!(names, ["add", "mul", "copy_vec4", "copy_tail"]);
+        let sum: std::time::Duration = timing.passes.iter().map(|p| p.1).sum();
+        assert!(timing.total >= sum, "{timing:?}");
+    }
+    let wall = gpu
+        .time_with(false, |rec| elementwise::add(rec, &a, &a).map(drop))
+        .unwrap();
+    assert_eq!(wall.source, TimingSource::WallClock);
+    assert!(wall.total > std::time::Duration::ZERO);
+}
+
+#[test]
+fn unknown_adapter_is_a_clear_error() {
+    let sel = AdapterSelection {
+        name_contains: Some("no-such-gpu-xyz".into()),
+        backend: None,
+    };
+    let err = Gpu::with_selection(&sel).unwrap_err();
+    assert!(matches!(err, Error::NoAdapter { .. }), "{err}");
+    assert!(err.to_string().contains("no-such-gpu-xyz"), "{err}");
+}
+
+#[test]
+fn adopts_a_device_created_elsewhere() {
+    // A host program makes its own device with WebGPU default limits and no features.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter =
+        match pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        {
+            Ok(a) => a,
+            Err(e) if common::adapter_required() => panic!("no adapter: {e}"),
+            Err(e) => return eprintln!("skipping: {e}"),
+        };
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let gpu = Gpu::from_wgpu(device.clone(), queue);
+    assert_eq!(gpu.features(), wgpu::Features::empty());
+    assert_eq!(
+        gpu.limits().max_storage_buffer_binding_size,
+        device.limits().max_storage_buffer_binding_size
+    );
+    let a = Tensor::from_slice(&gpu, &[1.0, -2.0, 3.5], &[3]).unwrap();
+    let b = gpu.run(|rec| elementwise::scale(rec, &a, 2.0)).unwrap();
+    assert_eq!(b.to_vec().unwrap(), vec![2.0, -4.0, 7.0]);
+    // Without TIMESTAMP_QUERY, timing falls back to the wall clock.
+    let t = gpu
+        .time(|rec| elementwise::add(rec, &a, &a).map(drop))
+        .unwrap();
+    assert_eq!(t.source, TimingSource::WallClock);
+}
