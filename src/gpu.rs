@@ -162,6 +162,7 @@ struct GpuInner {
     features: wgpu::Features,
     pool: BufferPool,
     pipelines: PipelineCache,
+    dummy: std::sync::OnceLock<crate::Binding>,
 }
 
 /// A wgpu device and queue plus the crate's buffer pool and pipeline cache.
@@ -250,6 +251,7 @@ impl Gpu {
                 features,
                 pool,
                 pipelines,
+                dummy: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -330,6 +332,20 @@ impl Gpu {
     pub fn trim(&self) {
         self.inner.pipelines.clear_bind_groups();
         self.inner.pool.trim();
+    }
+
+    /// A small buffer bound where a kernel's optional input is absent (never read). Held
+    /// as a bare pooled buffer, not a `Tensor`, which would keep this `Gpu` alive.
+    pub(crate) fn dummy(&self) -> Result<crate::Binding> {
+        if let Some(b) = self.inner.dummy.get() {
+            return Ok(b.clone());
+        }
+        let buf = crate::tensor::upload_bytes(self, &[0u8; 16])?;
+        Ok(self
+            .inner
+            .dummy
+            .get_or_init(|| crate::Binding::new(buf, 16))
+            .clone())
     }
 
     /// The compiled-pipeline cache.

@@ -21,9 +21,12 @@
 
 #![deny(missing_docs)]
 
+pub mod capaboost;
 pub mod elementwise;
 pub mod error;
+pub mod gemm;
 pub mod gpu;
+pub mod masks;
 pub mod pipeline;
 pub mod pool;
 pub mod recorder;

@@ -21,5 +21,11 @@ macro_rules! shader {
 /// Elementwise add, mul, scale, fill and the vec4 copy.
 pub static ELEMENTWISE: ShaderSource = shader!("elementwise");
 
+/// CapaBoost mask generation and masked sums over branches.
+pub static MASKS: ShaderSource = shader!("masks");
+
+/// Tiled, register-blocked GEMM with transposed and masked-stacked operand views.
+pub static GEMM: ShaderSource = shader!("gemm");
+
 /// Every shader the crate ships; the portability test translates each of them.
-pub static ALL: &[&ShaderSource] = &[&ELEMENTWISE];
+pub static ALL: &[&ShaderSource] = &[&ELEMENTWISE, &MASKS, &GEMM];

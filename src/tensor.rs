@@ -157,26 +157,42 @@ impl Tensor {
 
     /// Reads the tensor back to the host, blocking until all submitted work is done.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        let bytes = self.bytes();
-        if bytes == 0 {
-            return Ok(Vec::new());
-        }
-        let gpu = &self.gpu;
-        let staging = gpu.scoped("allocating a readback buffer", || {
-            gpu.pool().acquire(BufferKind::Readback, bytes)
-        })?;
-        gpu.scoped("copying a tensor for readback", || {
-            let mut enc = gpu
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("capaboost readback"),
-                });
-            enc.copy_buffer_to_buffer(self.buffer.buffer(), 0, staging.buffer(), 0, bytes);
-            gpu.queue().submit(Some(enc.finish()));
-        })?;
-        let raw = map_read(gpu, staging.buffer(), bytes)?;
+        let raw = read_buffer(&self.gpu, self.buffer.buffer(), self.bytes())?;
         Ok(bytemuck::pod_collect_to_vec(&raw))
     }
+}
+
+/// Uploads raw bytes into a pooled storage buffer (for integer data such as mask words).
+pub(crate) fn upload_bytes(gpu: &Gpu, data: &[u8]) -> Result<Arc<PooledBuffer>> {
+    let bytes = (data.len() as u64).div_ceil(4) * 4;
+    gpu.check_binding_size(bytes)?;
+    let buffer = gpu.scoped("allocating a buffer", || {
+        gpu.pool().acquire(BufferKind::Storage, bytes)
+    })?;
+    if !data.is_empty() {
+        gpu.queue().write_buffer(buffer.buffer(), 0, data);
+    }
+    Ok(Arc::new(buffer))
+}
+
+/// Copies the first `bytes` bytes of a storage buffer to the host (blocking).
+pub(crate) fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    if bytes == 0 {
+        return Ok(Vec::new());
+    }
+    let staging = gpu.scoped("allocating a readback buffer", || {
+        gpu.pool().acquire(BufferKind::Readback, bytes)
+    })?;
+    gpu.scoped("copying a buffer for readback", || {
+        let mut enc = gpu
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("capaboost readback"),
+            });
+        enc.copy_buffer_to_buffer(buffer, 0, staging.buffer(), 0, bytes);
+        gpu.queue().submit(Some(enc.finish()));
+    })?;
+    map_read(gpu, staging.buffer(), bytes)
 }
 
 /// Maps the first `bytes` bytes of a MAP_READ buffer, waits, and copies them out.
