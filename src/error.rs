@@ -73,6 +73,15 @@ pub enum Error {
     /// An invalid argument that is not a shape (a density outside (0, 1], say).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A file that exists but cannot be used: corrupt, wrong format, a tensor missing or of
+    /// the wrong dtype or shape. The message names the tensor.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// An I/O error, with the path involved.
     #[error("{path}: {source}")]
     Io {
@@ -87,6 +96,14 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+
     /// A shape error built from any displayable description.
     pub fn shape(msg: impl fmt::Display) -> Self {
         Error::Shape(msg.to_string())

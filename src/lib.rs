@@ -26,6 +26,8 @@ pub mod elementwise;
 pub mod error;
 pub mod gemm;
 pub mod gpu;
+pub mod io;
+pub mod layer_file;
 pub mod masks;
 pub mod pipeline;
 pub mod pool;

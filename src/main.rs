@@ -1,5 +1,6 @@
 //! The `capaboost` command-line tool.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use capaboost::gpu::{AdapterSelection, choose_adapter, enumerate_adapters};
@@ -21,12 +22,45 @@ enum Command {
     /// List the adapters wgpu finds, mark the one capaboost would use, and print its limits
     /// and features.
     Info,
+    /// Run one CapaBoost-LoRA layer forward and backward on the GPU from a safetensors file
+    /// (x, weight, optional bias, lora_A, lora_B, grad_y, optional mask_A.i / mask_B.i) and
+    /// write y, grad_x, grad_lora_A, grad_lora_B, delta_weight and the masks used.
+    Layer(LayerArgs),
+}
+
+#[derive(clap::Args)]
+struct LayerArgs {
+    /// Input safetensors file.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output safetensors file (written atomically).
+    #[arg(long)]
+    output: PathBuf,
+    /// Number of branches d.
+    #[arg(long, default_value_t = 2)]
+    d: u32,
+    /// Mask density p in (0, 1].
+    #[arg(long, default_value_t = 0.5)]
+    density: f64,
+    /// Mask kind: exact, bernoulli or 2:4.
+    #[arg(long, default_value = "exact")]
+    mask: String,
+    /// Mask seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// LoRA alpha (s = alpha / r, or alpha / sqrt(r) with rslora).
+    #[arg(long, default_value_t = 16.0)]
+    alpha: f32,
+    /// lora or rslora.
+    #[arg(long, default_value = "lora")]
+    rank_scaling: String,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info(),
+        Command::Layer(args) => layer(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,5 +162,35 @@ fn info() -> capaboost::Result<()> {
             i.subgroup_min_size, i.subgroup_max_size
         );
     }
+    Ok(())
+}
+
+fn layer(args: LayerArgs) -> capaboost::Result<()> {
+    let cfg = capaboost::layer_file::LayerConfig {
+        d: args.d,
+        density: args.density,
+        mask: capaboost::masks::MaskKind::parse(&args.mask)?,
+        seed: args.seed,
+        alpha: args.alpha,
+        rank_scaling: capaboost::capaboost::RankScaling::parse(&args.rank_scaling)?,
+    };
+    let gpu = capaboost::Gpu::new()?;
+    let s = capaboost::layer_file::run(&gpu, &args.input, &args.output, &cfg)?;
+    println!(
+        "layer T={} in={} out={} r={} d={} s={} masks={} on {}: wrote {}",
+        s.t,
+        s.in_features,
+        s.out_features,
+        s.r,
+        cfg.d,
+        s.scale,
+        if s.masks_from_file {
+            "from input"
+        } else {
+            "generated"
+        },
+        gpu.adapter_info().name,
+        args.output.display()
+    );
     Ok(())
 }
