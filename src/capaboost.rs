@@ -562,3 +562,72 @@ pub mod cpu {
         }
     }
 }
+
+/// The naive path the fused kernels replace, kept as the benchmarks' baseline (the
+/// reference implementation's way): d masked copies of A and B materialized, d separate
+/// GEMMs per product, gradients masked and summed branch by branch.
+pub mod naive {
+    use super::LayerMasks;
+    use crate::elementwise;
+    use crate::error::Result;
+    use crate::gemm::{Operand, gemm, gemm_into, linear, matmul};
+    use crate::masks::apply_mask;
+    use crate::recorder::Recorder;
+    use crate::tensor::Tensor;
+
+    /// Forward and backward of one layer: `(y, dx, dA, dB)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_backward(
+        rec: &mut Recorder,
+        x: &Tensor,
+        w0: &Tensor,
+        b0: Option<&Tensor>,
+        lora_a: &Tensor,
+        lora_b: &Tensor,
+        masks: &LayerMasks,
+        s: f32,
+        g: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let y = linear(rec, x, w0, b0)?;
+        let dx = matmul(rec, g, false, w0, false)?;
+        let mut da: Option<Tensor> = None;
+        let mut db: Option<Tensor> = None;
+        for i in 0..masks.d() as u32 {
+            let am = apply_mask(rec, &masks.a, lora_a, i)?;
+            let bm = apply_mask(rec, &masks.b, lora_b, i)?;
+            let h = matmul(rec, x, false, &am, true)?;
+            gemm_into(
+                rec,
+                Operand::plain(&h),
+                Operand::trans(&bm),
+                &y,
+                s,
+                1.0,
+                None,
+            )?;
+            let dh = gemm(rec, Operand::plain(g), Operand::plain(&bm), s, None)?;
+            let dbm = gemm(rec, Operand::trans(g), Operand::plain(&h), s, None)?;
+            let dam = matmul(rec, &dh, true, x, false)?;
+            gemm_into(
+                rec,
+                Operand::plain(&dh),
+                Operand::plain(&am),
+                &dx,
+                1.0,
+                1.0,
+                None,
+            )?;
+            let dbm = apply_mask(rec, &masks.b, &dbm, i)?;
+            let dam = apply_mask(rec, &masks.a, &dam, i)?;
+            db = Some(match db {
+                Some(acc) => elementwise::add(rec, &acc, &dbm)?,
+                None => dbm,
+            });
+            da = Some(match da {
+                Some(acc) => elementwise::add(rec, &acc, &dam)?,
+                None => dam,
+            });
+        }
+        Ok((y, dx, da.expect("d >= 1"), db.expect("d >= 1")))
+    }
+}

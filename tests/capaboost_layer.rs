@@ -426,3 +426,41 @@ fn layer_shape_errors_name_the_tensor() {
         .unwrap_err();
     assert!(err.to_string().contains("bias"), "{err}");
 }
+
+#[test]
+fn naive_baseline_computes_the_same_layer() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("naive_baseline_computes_the_same_layer");
+    let c = Case::random(&mut rng, 37, 67, 53, 3);
+    let g = upload(&gpu, &c);
+    let masks = gpu
+        .run(|rec| LayerMasks::generate(rec, MaskKind::Exact, 0.5, 5, 2, 3, c.r, c.in_f, c.out_f))
+        .unwrap();
+    let (y, dx, da, db) = gpu
+        .run(|rec| {
+            cb::naive::forward_backward(
+                rec,
+                &g.x,
+                &g.w0,
+                Some(&g.b0),
+                &g.a,
+                &g.b,
+                &masks,
+                2.0,
+                &g.g,
+            )
+        })
+        .unwrap();
+    let (ma, mb) = masks.to_u8().unwrap();
+    let layer = c.reference(&ma, &mb, 2.0);
+    let (rdx, rda, rdb) = layer.backward(&c.g);
+    for (name, got, want) in [
+        ("y", y, layer.forward()),
+        ("dx", dx, rdx),
+        ("dA", da, rda),
+        ("dB", db, rdb),
+    ] {
+        let e = rel_frobenius(&got.to_vec().unwrap(), &want);
+        assert!(e < TOL, "{name}: {e}");
+    }
+}

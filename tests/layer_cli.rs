@@ -57,7 +57,9 @@ fn input(rng: &mut rand::rngs::StdRng) -> Input {
     }
 }
 
-fn write_input(path: &Path, i: &Input, skip: &str, masks: Option<(&[Vec<u8>], &[Vec<u8>])>) {
+type MaskPair<'a> = (&'a [Vec<u8>], &'a [Vec<u8>]);
+
+fn write_input(path: &Path, i: &Input, skip: &str, masks: Option<MaskPair>) {
     let mut w = TensorWriter::default();
     let all: [(&str, Vec<usize>, &Vec<f32>); 6] = [
         ("x", vec![i.t, i.in_f], &i.x),
