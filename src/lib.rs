@@ -38,7 +38,7 @@ pub mod tensor;
 pub use error::{Error, Result};
 pub use gpu::{AdapterSelection, Gpu};
 pub use recorder::{Binding, Recorder, Timing, TimingSource};
-pub use tensor::Tensor;
+pub use tensor::{Indices, Tensor};
 
 /// The crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -214,3 +214,64 @@ pub(crate) fn map_read(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<V
     buffer.unmap();
     Ok(out)
 }
+
+/// A u32 tensor on the GPU (token ids, labels), contiguous row-major.
+#[derive(Clone)]
+pub struct Indices {
+    gpu: Gpu,
+    buffer: Arc<PooledBuffer>,
+    shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for Indices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Indices")
+            .field("shape", &self.shape)
+            .finish()
+    }
+}
+
+impl Indices {
+    /// Uploads `data` as indices of `shape`; the element count must match.
+    pub fn from_slice(gpu: &Gpu, data: &[u32], shape: &[usize]) -> Result<Self> {
+        let numel = numel_of(shape)?;
+        if numel != data.len() {
+            return Err(Error::shape(format!(
+                "shape {shape:?} holds {numel} indices but {} were given",
+                data.len()
+            )));
+        }
+        let buffer = upload_bytes(gpu, bytemuck::cast_slice(data))?;
+        Ok(Self {
+            gpu: gpu.clone(),
+            buffer,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The GPU it lives on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// As a dispatch binding.
+    pub fn binding(&self) -> Binding {
+        Binding::new(self.buffer.clone(), self.numel() as u64 * 4)
+    }
+
+    /// Reads the indices back (blocking).
+    pub fn to_vec(&self) -> Result<Vec<u32>> {
+        let raw = read_buffer(&self.gpu, self.buffer.buffer(), self.numel() as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&raw))
+    }
+}
