@@ -21,6 +21,7 @@
 
 #![deny(missing_docs)]
 
+pub mod activations;
 pub mod capaboost;
 pub mod elementwise;
 pub mod error;

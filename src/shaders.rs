@@ -27,5 +27,8 @@ pub static MASKS: ShaderSource = shader!("masks");
 /// Tiled, register-blocked GEMM with transposed and masked-stacked operand views.
 pub static GEMM: ShaderSource = shader!("gemm");
 
+/// GELU, tanh, ReLU and dropout with their gradients, the bias add and its column sum.
+pub static ACTIVATIONS: ShaderSource = shader!("activations");
+
 /// Every shader the crate ships; the portability test translates each of them.
-pub static ALL: &[&ShaderSource] = &[&ELEMENTWISE, &MASKS, &GEMM];
+pub static ALL: &[&ShaderSource] = &[&ELEMENTWISE, &MASKS, &GEMM, &ACTIVATIONS];
