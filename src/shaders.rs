@@ -27,5 +27,11 @@ pub static MASKS: ShaderSource = shader!("masks");
 /// Tiled, register-blocked GEMM with transposed and masked-stacked operand views.
 pub static GEMM: ShaderSource = shader!("gemm");
 
+/// Embedding lookup and masked mean pooling with its backward.
+pub static LOOKUP: ShaderSource = shader!("lookup");
+
+/// AdamW update, global gradient norm and clip coefficient.
+pub static OPTIM: ShaderSource = shader!("optim");
+
 /// Every shader the crate ships; the portability test translates each of them.
-pub static ALL: &[&ShaderSource] = &[&ELEMENTWISE, &MASKS, &GEMM];
+pub static ALL: &[&ShaderSource] = &[&ELEMENTWISE, &MASKS, &GEMM, &LOOKUP, &OPTIM];
