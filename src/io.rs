@@ -52,6 +52,7 @@ pub struct RawTensor {
 pub struct TensorFile {
     path: String,
     tensors: BTreeMap<String, RawTensor>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl TensorFile {
@@ -74,9 +75,15 @@ impl TensorFile {
                 (name, t)
             })
             .collect();
+        let metadata = SafeTensors::read_metadata(&bytes)
+            .ok()
+            .and_then(|(_, m)| m.metadata().clone())
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default();
         Ok(Self {
             path: path.display().to_string(),
             tensors,
+            metadata,
         })
     }
 
@@ -85,6 +92,11 @@ impl TensorFile {
             path: self.path.clone(),
             message,
         }
+    }
+
+    /// The file's `__metadata__` string map (empty where it has none).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     /// Whether a tensor of that name exists.
@@ -141,6 +153,7 @@ impl TensorFile {
 #[derive(Default)]
 pub struct TensorWriter {
     tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl TensorWriter {
@@ -160,6 +173,11 @@ impl TensorWriter {
             .push((name.into(), Dtype::U8, shape.to_vec(), data.to_vec()));
     }
 
+    /// Sets a `__metadata__` entry (a later call with the same key replaces it).
+    pub fn metadata(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.metadata.insert(key.into(), value.into());
+    }
+
     /// Serializes and writes atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
         let views = self
@@ -171,7 +189,9 @@ impl TensorWriter {
                     .map_err(|e| Error::InvalidArgument(format!("tensor '{n}': {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let bytes = safetensors::serialize(views, None).map_err(|e| Error::File {
+        let metadata =
+            (!self.metadata.is_empty()).then(|| self.metadata.clone().into_iter().collect());
+        let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::File {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;

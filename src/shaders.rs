@@ -30,5 +30,11 @@ pub static GEMM: ShaderSource = shader!("gemm");
 /// GELU, tanh, ReLU and dropout with their gradients, the bias add and its column sum.
 pub static ACTIVATIONS: ShaderSource = shader!("activations");
 
+/// Embedding lookup and masked mean pooling with its backward.
+pub static LOOKUP: ShaderSource = shader!("lookup");
+
+/// AdamW update, global gradient norm and clip coefficient.
+pub static OPTIM: ShaderSource = shader!("optim");
+
 /// Every shader the crate ships; the portability test translates each of them.
-pub static ALL: &[&ShaderSource] = &[&ELEMENTWISE, &MASKS, &GEMM, &ACTIVATIONS];
+pub static ALL: &[&ShaderSource] = &[&ELEMENTWISE, &MASKS, &GEMM, &ACTIVATIONS, &LOOKUP, &OPTIM];
