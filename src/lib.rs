@@ -29,9 +29,11 @@ pub mod gpu;
 pub mod io;
 pub mod layer_file;
 pub mod masks;
+pub mod norms;
 pub mod pipeline;
 pub mod pool;
 pub mod recorder;
+pub mod reduce;
 pub mod shaders;
 pub mod tensor;
 

@@ -27,5 +27,11 @@ pub static MASKS: ShaderSource = shader!("masks");
 /// Tiled, register-blocked GEMM with transposed and masked-stacked operand views.
 pub static GEMM: ShaderSource = shader!("gemm");
 
+/// LayerNorm and (masked) softmax, forward and backward, one workgroup per row.
+pub static NORMS: ShaderSource = shader!("norms");
+
+/// Staged sums to a scalar, MSE and cross-entropy losses and their backward kernels.
+pub static REDUCE: ShaderSource = shader!("reduce");
+
 /// Every shader the crate ships; the portability test translates each of them.
-pub static ALL: &[&ShaderSource] = &[&ELEMENTWISE, &MASKS, &GEMM];
+pub static ALL: &[&ShaderSource] = &[&ELEMENTWISE, &MASKS, &GEMM, &NORMS, &REDUCE];
