@@ -259,7 +259,9 @@ pub fn layer_norm_backward(
 /// Masks as negative as `f32::MIN` (what BERT uses) or `-1e9` never produce NaN: the
 /// kernel works on `x/2 + mask/2`, which cannot overflow. A fully masked row gives the
 /// softmax of its masked values as rounded in f32, which is a uniform distribution (up to
-/// that rounding) for such masks; it never gives zeros or NaN.
+/// that rounding) for such masks; it never gives zeros or NaN. Infinite inputs are clamped
+/// to the f32 range first (on IEEE hardware, where `clamp(-inf)` is `-f32::MAX`), so a
+/// `-inf` mask behaves like `f32::MIN`; NaN inputs propagate.
 pub fn softmax(
     rec: &mut Recorder,
     x: &Tensor,
