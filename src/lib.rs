@@ -31,10 +31,12 @@ pub mod io;
 pub mod layer_file;
 pub mod lookup;
 pub mod masks;
+pub mod norms;
 pub mod optim;
 pub mod pipeline;
 pub mod pool;
 pub mod recorder;
+pub mod reduce;
 pub mod shaders;
 pub mod tensor;
 

@@ -36,5 +36,20 @@ pub static LOOKUP: ShaderSource = shader!("lookup");
 /// AdamW update, global gradient norm and clip coefficient.
 pub static OPTIM: ShaderSource = shader!("optim");
 
+/// LayerNorm and (masked) softmax, forward and backward, one workgroup per row.
+pub static NORMS: ShaderSource = shader!("norms");
+
+/// Staged sums to a scalar, MSE and cross-entropy losses and their backward kernels.
+pub static REDUCE: ShaderSource = shader!("reduce");
+
 /// Every shader the crate ships; the portability test translates each of them.
-pub static ALL: &[&ShaderSource] = &[&ELEMENTWISE, &MASKS, &GEMM, &ACTIVATIONS, &LOOKUP, &OPTIM];
+pub static ALL: &[&ShaderSource] = &[
+    &ELEMENTWISE,
+    &MASKS,
+    &GEMM,
+    &ACTIVATIONS,
+    &LOOKUP,
+    &OPTIM,
+    &NORMS,
+    &REDUCE,
+];
