@@ -22,15 +22,19 @@
 #![deny(missing_docs)]
 
 pub mod activations;
+pub mod autograd;
 pub mod capaboost;
+pub mod demo;
 pub mod elementwise;
 pub mod error;
 pub mod gemm;
 pub mod gpu;
+mod graph_ops;
 pub mod io;
 pub mod layer_file;
 pub mod lookup;
 pub mod masks;
+pub mod modules;
 pub mod norms;
 pub mod optim;
 pub mod pipeline;

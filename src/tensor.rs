@@ -114,6 +114,11 @@ impl Tensor {
         self.buffer.buffer()
     }
 
+    /// Identity of the underlying storage: equal for clones and reshapes of one tensor.
+    pub fn storage_id(&self) -> u64 {
+        self.buffer.id()
+    }
+
     /// This tensor as a dispatch binding.
     pub fn binding(&self) -> Binding {
         Binding::new(self.buffer.clone(), self.bytes())
