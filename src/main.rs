@@ -42,6 +42,9 @@ struct FinetuneArgs {
     /// Seed of the base model, planted updates, masks and data stream (demo).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Learning rate (demo: AdamW, constant).
+    #[arg(long)]
+    lr: Option<f32>,
 }
 
 #[derive(clap::Args)]
@@ -214,11 +217,14 @@ fn layer(args: LayerArgs) -> capaboost::Result<()> {
 
 fn finetune(args: FinetuneArgs) -> capaboost::Result<()> {
     let gpu = capaboost::Gpu::new()?;
-    let cfg = capaboost::demo::DemoConfig {
+    let mut cfg = capaboost::demo::DemoConfig {
         steps: args.steps,
         seed: args.seed,
         ..Default::default()
     };
+    if let Some(lr) = args.lr {
+        cfg.lr = lr;
+    }
     println!(
         "capaboost demo on {} ({}): frozen random MLP {w}x{w}x{w}, planted update on the last \
          layer, r = {}, {} steps of batch {} per student",
