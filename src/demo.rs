@@ -1,8 +1,10 @@
 //! The built-in demo (`capaboost finetune` with no data): what CapaBoost buys and what it
 //! does not, on a self-contained task.
 //!
-//! A frozen random MLP `x -> relu(x W1^T + b1) -> W2^T + b2` is the base; the teacher adds a
-//! planted update to W2. Students adapt W2 with LoRA r and with CapaBoost r, d = 2, 4, 8 (the
+//! A frozen random MLP `x -> tanh(x W1^T) -> W2^T + b2` is the base (W1 a scaled random
+//! orthogonal matrix, x Gaussian, so the features reaching W2 are isotropic and the MSE is
+//! the Frobenius error of the learned update, up to a constant); the teacher adds a planted
+//! update to W2. Students adapt W2 with LoRA r and with CapaBoost r, d = 2, 4, 8 (the
 //! same stored parameter count) and learn from the same stream of random inputs with MSE.
 //! Two planted updates: a flat spectrum of rank 4r (LoRA r plateaus at the best rank-r
 //! error; CapaBoost's rank d r goes lower) and a fast-decaying spectrum (LoRA's optimal
@@ -142,15 +144,32 @@ impl Mlp {
         x: &crate::autograd::Var,
     ) -> Result<crate::autograd::Var> {
         let h = self.l1.forward(g, x)?;
-        g.relu(&h)
+        g.tanh(&h)
     }
 }
 
+/// Standard normal inputs (Box-Muller).
 fn batch(gpu: &Gpu, rng: &mut StdRng, rows: usize, width: usize) -> Result<Tensor> {
     let data: Vec<f32> = (0..rows * width)
-        .map(|_| rng.random_range(-1.7f32..1.7))
+        .map(|_| {
+            let (u, v): (f64, f64) = (rng.random_range(1e-12..1.0), rng.random_range(0.0..1.0));
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        })
         .collect();
     Tensor::from_slice(gpu, &data, &[rows, width])
+}
+
+/// A random orthogonal `[n, n]` matrix times `gain`, with a zero bias: the first layer.
+fn orthogonal_layer(gpu: &Gpu, rng: &mut StdRng, n: usize, gain: f64) -> Result<Linear> {
+    let q = orthonormal(rng, n, n);
+    let w: Vec<f32> = (0..n * n)
+        .map(|e| (gain * q[e / n][e % n]) as f32)
+        .collect();
+    Linear::new(
+        Tensor::from_slice(gpu, &w, &[n, n])?,
+        Some(Tensor::zeros(gpu, &[n])?),
+        false,
+    )
 }
 
 /// Runs every (scenario, student) pair and returns the report rows; `log` receives one
@@ -159,7 +178,7 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, mut log: impl FnMut(&DemoRow)) -> Result
     let n = cfg.width;
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mlp = Mlp {
-        l1: Linear::init(gpu, n, n, false, &mut rng)?,
+        l1: orthogonal_layer(gpu, &mut rng, n, 1.0)?,
         l2: Linear::init(gpu, n, n, false, &mut rng)?,
     };
     let w2 = mlp.l2.weight.to_vec()?;
