@@ -163,6 +163,7 @@ struct GpuInner {
     pool: BufferPool,
     pipelines: PipelineCache,
     dummy: std::sync::OnceLock<crate::Binding>,
+    submits: std::sync::atomic::AtomicU64,
 }
 
 /// A wgpu device and queue plus the crate's buffer pool and pipeline cache.
@@ -252,6 +253,7 @@ impl Gpu {
                 pool,
                 pipelines,
                 dummy: std::sync::OnceLock::new(),
+                submits: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -365,6 +367,21 @@ impl Gpu {
             }),
             None => Ok(out),
         }
+    }
+
+    /// Command buffers this crate has submitted on this device (recorders and readbacks).
+    pub fn submit_count(&self) -> u64 {
+        self.inner
+            .submits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Submits one command buffer and counts it.
+    pub(crate) fn submit(&self, cb: wgpu::CommandBuffer) -> wgpu::SubmissionIndex {
+        self.inner
+            .submits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.queue.submit(Some(cb))
     }
 
     /// Blocks until all submitted work has finished.

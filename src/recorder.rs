@@ -200,9 +200,7 @@ impl Recorder {
             return Ok(None);
         };
         let gpu = self.gpu.clone();
-        let idx = gpu.scoped("submitting recorded work", || {
-            gpu.queue().submit(Some(encoder.finish()))
-        })?;
+        let idx = gpu.scoped("submitting recorded work", || gpu.submit(encoder.finish()))?;
         self.keep.clear();
         Ok(Some(idx))
     }

@@ -195,7 +195,7 @@ pub(crate) fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Resul
                 label: Some("capaboost readback"),
             });
         enc.copy_buffer_to_buffer(buffer, 0, staging.buffer(), 0, bytes);
-        gpu.queue().submit(Some(enc.finish()));
+        gpu.submit(enc.finish());
     })?;
     map_read(gpu, staging.buffer(), bytes)
 }

@@ -393,12 +393,17 @@ fn memory_stays_flat_over_many_steps() {
     let model = Model::new(&gpu, 1);
     let mut opt = optimizer(&gpu, &model);
     let first = model.step(&gpu, &mut opt, 0).to_vec().unwrap()[0];
-    let _ = model.step(&gpu, &mut opt, 1);
     gpu.wait().unwrap();
     let after_warmup = gpu.pool_stats();
     let mut last = first;
-    for step in 2..60 {
+    for step in 1..60 {
+        let submits = gpu.submit_count();
         let loss = model.step(&gpu, &mut opt, step);
+        assert_eq!(
+            gpu.submit_count(),
+            submits + 1,
+            "one submit per training step"
+        );
         if step % 20 == 0 {
             last = loss.to_vec().unwrap()[0];
         }
