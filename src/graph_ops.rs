@@ -4,6 +4,7 @@
 use crate::activations;
 use crate::autograd::{Graph, Var};
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::lookup;
 use crate::norms;
 use crate::reduce;
@@ -153,6 +154,15 @@ impl Graph {
                 c.push((ip, dp));
             }
             Ok(c)
+        }))
+    }
+
+    /// `[A, B, C, D] -> [A, C, B, D]` (attention head split and merge).
+    pub fn swap_middle(&mut self, x: &Var) -> Result<Var> {
+        let y = layout::swap_middle(self.recorder(), x.value())?;
+        let ix = x.id();
+        Ok(self.record(y, &[x], move |rec, dy| {
+            Ok(vec![(ix, layout::swap_middle(rec, dy)?)])
         }))
     }
 

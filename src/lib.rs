@@ -23,6 +23,7 @@
 
 pub mod activations;
 pub mod autograd;
+pub mod bert;
 pub mod capaboost;
 pub mod demo;
 pub mod elementwise;
@@ -32,6 +33,7 @@ pub mod gpu;
 mod graph_ops;
 pub mod io;
 pub mod layer_file;
+pub mod layout;
 pub mod lookup;
 pub mod masks;
 pub mod modules;

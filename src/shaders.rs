@@ -42,6 +42,9 @@ pub static NORMS: ShaderSource = shader!("norms");
 /// Staged sums to a scalar, MSE and cross-entropy losses and their backward kernels.
 pub static REDUCE: ShaderSource = shader!("reduce");
 
+/// Middle-dims swap for the attention head split and merge.
+pub static LAYOUT: ShaderSource = shader!("layout");
+
 /// Every shader the crate ships; the portability test translates each of them.
 pub static ALL: &[&ShaderSource] = &[
     &ELEMENTWISE,
@@ -52,4 +55,5 @@ pub static ALL: &[&ShaderSource] = &[
     &OPTIM,
     &NORMS,
     &REDUCE,
+    &LAYOUT,
 ];

@@ -1,0 +1,34 @@
+// Layout changes expressed as copies: swapping the two middle dims of [A, B, C, D]
+// (the head split and merge of multi-head attention: [batch, seq, heads, dh] <->
+// [batch, heads, seq, dh]). The swap is its own inverse, so it is also its backward.
+
+struct Params {
+    a: u32,
+    b: u32,
+    c: u32,
+    d: u32,
+    grid_x: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+@compute @workgroup_size(256)
+fn swap_middle(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = (wid.y * p.grid_x + wid.x) * 256u + lid.x;
+    if (o >= p.a * p.b * p.c * p.d) {
+        return;
+    }
+    // Output index o walks [A, C, B, D].
+    let dd = o % p.d;
+    let rest = o / p.d;
+    let bb = rest % p.b;
+    let rest2 = rest / p.b;
+    let cc = rest2 % p.c;
+    let aa = rest2 / p.c;
+    dst[o] = src[((aa * p.b + bb) * p.c + cc) * p.d + dd];
+}
