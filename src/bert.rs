@@ -1,5 +1,5 @@
-//! A BERT-architecture encoder (HF layout) loaded from `config.json` + `model.safetensors`
-//! + `tokenizer.json`, run in WGSL through the autograd graph, with LoRA / CapaBoost on any
+//! A BERT-architecture encoder (HF layout) loaded from `config.json`, `model.safetensors`
+//! and `tokenizer.json`, run in WGSL through the autograd graph, with LoRA / CapaBoost on any
 //! of its linear layers or bottleneck adapters after attention and/or the feed-forward.
 
 use std::path::{Path, PathBuf};
@@ -141,8 +141,8 @@ impl Target {
 pub enum Proj {
     /// Frozen base layer.
     Base(Linear),
-    /// Base layer with LoRA / CapaBoost.
-    Adapted(CapaBoostLinear),
+    /// Base layer with LoRA / CapaBoost (boxed: much larger than a bare layer).
+    Adapted(Box<CapaBoostLinear>),
 }
 
 impl Proj {
@@ -400,6 +400,16 @@ impl Bert {
             gpu,
         };
         let ffn = config.intermediate_size;
+        let word = w.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+        let position = w.get(
+            "embeddings.position_embeddings.weight",
+            &[config.max_position_embeddings, h],
+        )?;
+        let token_type = w.get(
+            "embeddings.token_type_embeddings.weight",
+            &[config.type_vocab_size, h],
+        )?;
+        let emb_norm = w.norm("embeddings.LayerNorm", h)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}.");
@@ -427,16 +437,10 @@ impl Bert {
             });
         }
         Ok(Self {
-            word: w.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
-            position: w.get(
-                "embeddings.position_embeddings.weight",
-                &[config.max_position_embeddings, h],
-            )?,
-            token_type: w.get(
-                "embeddings.token_type_embeddings.weight",
-                &[config.type_vocab_size, h],
-            )?,
-            emb_norm: w.norm("embeddings.LayerNorm", h)?,
+            word,
+            position,
+            token_type,
+            emb_norm,
             layers,
             config,
             dir: dir.to_path_buf(),
@@ -458,13 +462,13 @@ impl Bert {
                 }
                 let base = layer.proj[k].base().clone();
                 let module = (6 * i + k) as u32;
-                layer.proj[k] = Proj::Adapted(CapaBoostLinear::new(
+                layer.proj[k] = Proj::Adapted(Box::new(CapaBoostLinear::new(
                     gpu,
                     base,
                     config.clone(),
                     module,
                     rng,
-                )?);
+                )?));
             }
         }
         Ok(())
