@@ -27,6 +27,7 @@ pub mod capaboost;
 pub mod demo;
 pub mod elementwise;
 pub mod error;
+pub mod export;
 pub mod gemm;
 pub mod gpu;
 mod graph_ops;
@@ -41,6 +42,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod recorder;
 pub mod reduce;
+pub mod run_dir;
 pub mod shaders;
 pub mod tensor;
 
