@@ -28,6 +28,7 @@ pub mod capaboost;
 pub mod demo;
 pub mod elementwise;
 pub mod error;
+pub mod export;
 pub mod gemm;
 pub mod glue;
 pub mod gpu;
@@ -45,6 +46,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod recorder;
 pub mod reduce;
+pub mod run_dir;
 pub mod shaders;
 pub mod tensor;
 
