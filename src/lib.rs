@@ -49,6 +49,7 @@ pub mod reduce;
 pub mod run_dir;
 pub mod shaders;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterSelection, Gpu};

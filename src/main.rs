@@ -29,22 +29,166 @@ enum Command {
     /// Fine-tune adapters. With no data, runs the built-in demo: LoRA r against CapaBoost r,
     /// d = 2, 4, 8 on a frozen random MLP with a planted update (flat and decaying spectra).
     Finetune(FinetuneArgs),
+    /// Score a saved run on a GLUE-format folder.
+    Eval(EvalArgs),
+    /// Export a run's adapters: native (weights + mask keys) or HF PEFT.
+    Export(ExportArgs),
+    /// Write the full model with the adapters merged (plain BERT for HF transformers).
+    Merge(MergeArgs),
 }
 
 #[derive(clap::Args)]
 struct FinetuneArgs {
-    /// Also write the result tables as a JSON array to this file.
+    /// GLUE task (sst2, cola, mrpc, rte, stsb, qnli, qqp, mnli). With no --data and no
+    /// --resume, the built-in demo runs instead.
     #[arg(long)]
-    report: Option<PathBuf>,
-    /// Training steps per student (demo).
-    #[arg(long, default_value_t = 500)]
-    steps: u64,
-    /// Seed of the base model, planted updates, masks and data stream (demo).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Learning rate (demo: AdamW, constant).
+    task: Option<String>,
+    /// GLUE-format folder with train.tsv and dev.tsv.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// BERT-family model folder (config.json, model.safetensors, tokenizer.json); default:
+    /// the all-MiniLM-L6-v2 that scripts/fetch-minilm.sh installs.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// lora, capaboost, capaboost-adapter or head-only.
+    #[arg(long, default_value = "capaboost")]
+    method: String,
+    /// Rank r.
+    #[arg(long, default_value_t = 8)]
+    r: usize,
+    /// LoRA alpha (s = alpha / r).
+    #[arg(long, default_value_t = 16.0)]
+    alpha: f32,
+    /// Branches d.
+    #[arg(long, default_value_t = 2)]
+    d: u32,
+    /// Mask density p.
+    #[arg(long, default_value_t = 0.5)]
+    density: f64,
+    /// exact, bernoulli or 2:4.
+    #[arg(long, default_value = "exact")]
+    mask: String,
+    /// Adapted layers: query,key,value,attention_output,intermediate,output or all-linear.
+    #[arg(long, default_value = "query,value")]
+    targets: String,
+    /// lora or rslora.
+    #[arg(long, default_value = "lora")]
+    rank_scaling: String,
+    /// Bottleneck width for capaboost-adapter.
+    #[arg(long, default_value_t = 16)]
+    adapter_width: usize,
+    /// pfeiffer or houlsby (capaboost-adapter).
+    #[arg(long, default_value = "pfeiffer")]
+    placement: String,
+    /// Dropout on adapter inputs.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+    /// Run folder (default runs/<task>-<method>-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder exactly where its checkpoint stopped.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Epochs.
+    #[arg(long, default_value_t = 3)]
+    epochs: u64,
+    /// Stop after N steps.
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Use only the first N training rows.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Use only the first N dev rows (quick runs).
+    #[arg(long)]
+    dev_limit: Option<usize>,
+    /// Stop this invocation after N steps, saving a checkpoint as Ctrl-C does; continue
+    /// with --resume.
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// Also evaluate on dev every N steps.
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Examples per step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Truncation length in tokens.
+    #[arg(long, default_value_t = 64)]
+    max_len: usize,
+    /// Peak learning rate (demo default 1e-2, GLUE default 1e-3).
     #[arg(long)]
     lr: Option<f32>,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f32,
+    /// Fraction of steps of linear warmup.
+    #[arg(long, default_value_t = 0.06)]
+    warmup_ratio: f64,
+    /// linear, cosine or constant after warmup.
+    #[arg(long, default_value = "linear")]
+    schedule: String,
+    /// Global gradient-norm clipping.
+    #[arg(long)]
+    max_grad_norm: Option<f32>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Text column override.
+    #[arg(long)]
+    text_a: Option<String>,
+    /// Second text column override.
+    #[arg(long)]
+    text_b: Option<String>,
+    /// Label column override.
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Read the loss back (for the progress bar and train_loss.csv) every N steps.
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Demo: also write the result tables as a JSON array to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Demo: training steps per student.
+    #[arg(long, default_value_t = 500)]
+    steps: u64,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Run folder.
+    #[arg(long)]
+    run: PathBuf,
+    /// GLUE-format folder.
+    #[arg(long)]
+    data: PathBuf,
+    /// File inside --data to score (default: the task's dev file).
+    #[arg(long)]
+    split: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Run folder.
+    #[arg(long)]
+    run: PathBuf,
+    /// native or peft.
+    #[arg(long, default_value = "peft")]
+    format: String,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// Run folder.
+    #[arg(long)]
+    run: PathBuf,
+    /// Output folder for the merged model.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -81,6 +225,9 @@ fn main() -> ExitCode {
         Command::Info => info(),
         Command::Layer(args) => layer(args),
         Command::Finetune(args) => finetune(args),
+        Command::Eval(args) => eval(args),
+        Command::Export(args) => export(args),
+        Command::Merge(args) => merge(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -216,6 +363,9 @@ fn layer(args: LayerArgs) -> capaboost::Result<()> {
 }
 
 fn finetune(args: FinetuneArgs) -> capaboost::Result<()> {
+    if args.data.is_some() || args.resume.is_some() {
+        return finetune_glue(args);
+    }
     let gpu = capaboost::Gpu::new()?;
     let mut cfg = capaboost::demo::DemoConfig {
         steps: args.steps,
@@ -248,5 +398,128 @@ fn finetune(args: FinetuneArgs) -> capaboost::Result<()> {
         capaboost::io::write_atomic(&path, &json)?;
         println!("report written to {}", path.display());
     }
+    Ok(())
+}
+
+fn finetune_glue(args: FinetuneArgs) -> capaboost::Result<()> {
+    use capaboost::train::{self, Method, RunOptions, TrainConfig};
+    let gpu = capaboost::Gpu::new()?;
+    let (cfg, opts) = if let Some(run) = &args.resume {
+        let dir = capaboost::run_dir::RunDir::open(run)?;
+        let cfg: TrainConfig = serde_json::from_value(dir.config()?)
+            .map_err(|e| capaboost::Error::InvalidArgument(format!("{}: {e}", run.display())))?;
+        (
+            cfg,
+            RunOptions {
+                out: run.clone(),
+                resume: true,
+                progress: !args.no_progress,
+                stop_after: args.stop_after,
+            },
+        )
+    } else {
+        let task = args.task.clone().ok_or_else(|| {
+            capaboost::Error::InvalidArgument("--data needs --task (sst2, cola, mrpc, ...)".into())
+        })?;
+        let method = Method::parse(&args.method)?;
+        let cfg = TrainConfig {
+            task: task.clone(),
+            data: args.data.clone().expect("checked above"),
+            model: args
+                .model
+                .clone()
+                .unwrap_or_else(capaboost::bert::default_model_dir),
+            method,
+            r: args.r,
+            alpha: args.alpha,
+            d: args.d,
+            density: args.density,
+            mask: args.mask.clone(),
+            targets: args.targets.clone(),
+            rank_scaling: args.rank_scaling.clone(),
+            adapter_width: args.adapter_width,
+            placement: args.placement.clone(),
+            dropout: args.dropout,
+            epochs: args.epochs,
+            max_steps: args.max_steps,
+            train_limit: args.train_limit,
+            dev_limit: args.dev_limit,
+            eval_every: args.eval_every,
+            batch_size: args.batch_size,
+            max_len: args.max_len,
+            lr: args.lr.unwrap_or(1e-3),
+            weight_decay: args.weight_decay,
+            warmup_ratio: args.warmup_ratio,
+            schedule: args.schedule.clone(),
+            max_grad_norm: args.max_grad_norm,
+            seed: args.seed,
+            text_a: args.text_a.clone(),
+            text_b: args.text_b.clone(),
+            label_column: args.label_column.clone(),
+            log_every: args.log_every,
+        };
+        let out = args.out.clone().unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            PathBuf::from(format!("runs/{task}-{}-{t}", args.method))
+        });
+        (
+            cfg,
+            RunOptions {
+                out,
+                resume: false,
+                progress: !args.no_progress,
+                stop_after: args.stop_after,
+            },
+        )
+    };
+    let summary = train::finetune(&gpu, &cfg, &opts)?;
+    println!(
+        "{} {} steps, {:.1} examples/s, {} trainable parameters; dev {}; run folder {}{}",
+        cfg.task,
+        summary.steps,
+        summary.examples_per_s,
+        summary.trainable,
+        train::metrics_json(&summary.dev),
+        opts.out.display(),
+        if summary.interrupted {
+            " (interrupted: checkpoint saved, continue with --resume)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> capaboost::Result<()> {
+    let gpu = capaboost::Gpu::new()?;
+    let m = capaboost::train::eval_run(&gpu, &args.run, &args.data, args.split.as_deref())?;
+    println!("{}", capaboost::train::metrics_json(&m));
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> capaboost::Result<()> {
+    use capaboost::train::ExportFormat;
+    let format = match args.format.as_str() {
+        "native" => ExportFormat::Native,
+        "peft" => ExportFormat::Peft,
+        f => {
+            return Err(capaboost::Error::InvalidArgument(format!(
+                "unknown format {f:?}: native or peft"
+            )));
+        }
+    };
+    let gpu = capaboost::Gpu::new()?;
+    capaboost::train::export_run(&gpu, &args.run, format, &args.out)?;
+    println!("exported {} to {}", args.run.display(), args.out.display());
+    Ok(())
+}
+
+fn merge(args: MergeArgs) -> capaboost::Result<()> {
+    let gpu = capaboost::Gpu::new()?;
+    capaboost::train::merge_run(&gpu, &args.run, &args.out)?;
+    println!("merged model written to {}", args.out.display());
     Ok(())
 }

@@ -1,0 +1,816 @@
+//! Fine-tuning a BERT-family encoder on a GLUE task: data, batches, the training loop with
+//! evaluation, checkpoints and exact resume, and scoring a saved run.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use rand::{SeedableRng, rngs::StdRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::autograd::{Graph, Var};
+use crate::bert::{Batch, Bert, BertTokenizer, Encoded, Target};
+use crate::capaboost::RankScaling;
+use crate::error::{Error, Result};
+use crate::glue::{self, Label, ReadOptions, Task};
+use crate::gpu::Gpu;
+use crate::masks::MaskKind;
+use crate::modules::{self, CapaBoostConfig, Linear, Placement};
+use crate::optim::{AdamW, AdamWConfig, Schedule};
+use crate::run_dir::{Progress, RunDir};
+use crate::tensor::{Indices, Tensor};
+
+/// What gets trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// LoRA on the targets (d = 1, p = 1).
+    Lora,
+    /// CapaBoost on the targets.
+    Capaboost,
+    /// CapaBoost bottleneck adapters (Pfeiffer or Houlsby placement).
+    CapaboostAdapter,
+    /// Only the classification head.
+    HeadOnly,
+}
+
+impl Method {
+    /// Parses `lora`, `capaboost`, `capaboost-adapter` or `head-only`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "lora" => Ok(Self::Lora),
+            "capaboost" => Ok(Self::Capaboost),
+            "capaboost-adapter" => Ok(Self::CapaboostAdapter),
+            "head-only" => Ok(Self::HeadOnly),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown method {s:?}: expected lora, capaboost, capaboost-adapter or head-only"
+            ))),
+        }
+    }
+}
+
+/// Everything that defines a run; saved as the run folder's `config.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// GLUE task name.
+    pub task: String,
+    /// Data folder used for training.
+    pub data: PathBuf,
+    /// Model folder.
+    pub model: PathBuf,
+    /// What is trained.
+    pub method: Method,
+    /// Rank r.
+    pub r: usize,
+    /// LoRA alpha.
+    pub alpha: f32,
+    /// Branches d.
+    pub d: u32,
+    /// Mask density p.
+    pub density: f64,
+    /// `exact`, `bernoulli` or `2:4`.
+    pub mask: String,
+    /// Adapter targets (`query,value`, ..., or `all-linear`).
+    pub targets: String,
+    /// `lora` or `rslora`.
+    pub rank_scaling: String,
+    /// Bottleneck width of `capaboost-adapter`.
+    pub adapter_width: usize,
+    /// `pfeiffer` or `houlsby`.
+    pub placement: String,
+    /// Dropout on adapter inputs.
+    pub dropout: f32,
+    /// Epochs.
+    pub epochs: u64,
+    /// Stop after this many steps (overrides epochs when smaller).
+    pub max_steps: Option<u64>,
+    /// Use only the first N training rows.
+    pub train_limit: Option<usize>,
+    /// Use only the first N dev rows (quick runs).
+    #[serde(default)]
+    pub dev_limit: Option<usize>,
+    /// Evaluate every N steps as well as every epoch.
+    pub eval_every: Option<u64>,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Truncation length in tokens.
+    pub max_len: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Decoupled weight decay on every trainable tensor.
+    pub weight_decay: f32,
+    /// Fraction of steps of linear warmup (rounded up).
+    pub warmup_ratio: f64,
+    /// `linear`, `cosine` or `constant` decay after warmup.
+    pub schedule: String,
+    /// Global-norm clipping.
+    pub max_grad_norm: Option<f32>,
+    /// Seed of the head, adapters, masks, data order and dropout.
+    pub seed: u64,
+    /// Column overrides.
+    pub text_a: Option<String>,
+    /// Column overrides.
+    pub text_b: Option<String>,
+    /// Column overrides.
+    pub label_column: Option<String>,
+    /// Train-loss readback and progress update interval in steps.
+    pub log_every: u64,
+}
+
+impl TrainConfig {
+    fn task(&self) -> Result<Task> {
+        Task::parse(&self.task)
+    }
+
+    fn read_options(&self, limit: Option<usize>) -> ReadOptions {
+        ReadOptions {
+            text_a: self.text_a.clone(),
+            text_b: self.text_b.clone(),
+            label: self.label_column.clone(),
+            limit,
+        }
+    }
+
+    fn adapter_config(&self) -> Result<CapaBoostConfig> {
+        let base = CapaBoostConfig {
+            mask: MaskKind::parse(&self.mask)?,
+            dropout: self.dropout,
+            rank_scaling: RankScaling::parse(&self.rank_scaling)?,
+            ..CapaBoostConfig::capaboost(self.r, self.alpha, self.d, self.density, self.seed)
+        };
+        Ok(match self.method {
+            Method::Lora => CapaBoostConfig {
+                d: 1,
+                density: 1.0,
+                ..base
+            },
+            _ => base,
+        })
+    }
+}
+
+/// The model of a run: encoder with adapters plus a trainable head on mean pooling.
+pub struct Classifier {
+    /// Encoder (frozen) with its adapters.
+    pub bert: Bert,
+    /// `Linear(hidden, labels)`, trainable.
+    pub head: Linear,
+    /// Number of outputs (1 for regression).
+    pub labels: usize,
+}
+
+impl Classifier {
+    /// Builds the model of `cfg`: head first (right after seeding), then adapters.
+    pub fn build(gpu: &Gpu, cfg: &TrainConfig) -> Result<Self> {
+        let task = cfg.task()?;
+        let mut bert = Bert::load(gpu, &cfg.model)?;
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
+        let labels = task.num_labels();
+        let head = Linear::init(gpu, bert.config.hidden_size, labels, true, &mut rng)?;
+        match cfg.method {
+            Method::Lora | Method::Capaboost => {
+                let targets = Target::parse_list(&cfg.targets)?;
+                bert.add_lora(gpu, &targets, &cfg.adapter_config()?, &mut rng)?;
+            }
+            Method::CapaboostAdapter => {
+                let placement = match cfg.placement.as_str() {
+                    "pfeiffer" => Placement::Pfeiffer,
+                    "houlsby" => Placement::Houlsby,
+                    p => {
+                        return Err(Error::InvalidArgument(format!(
+                            "unknown placement {p:?}: pfeiffer or houlsby"
+                        )));
+                    }
+                };
+                let mask = MaskKind::parse(&cfg.mask)?;
+                bert.add_adapters(
+                    gpu,
+                    placement,
+                    cfg.adapter_width,
+                    cfg.d,
+                    cfg.density,
+                    mask,
+                    cfg.seed,
+                    &mut rng,
+                )?;
+            }
+            Method::HeadOnly => {}
+        }
+        Ok(Self { bert, head, labels })
+    }
+
+    /// Every trainable tensor with a stable name.
+    pub fn params(&self) -> Vec<(String, Tensor)> {
+        let mut p = self.bert.params();
+        for (n, t) in self.head.params() {
+            p.push((format!("head.{n}"), t));
+        }
+        p
+    }
+
+    /// Logits `[B, labels]` (no-grad when `g` is).
+    pub fn forward(&self, g: &mut Graph, batch: &Batch) -> Result<Var> {
+        let (last, _) = self.bert.forward(g, batch, false)?;
+        let pooled = g.mean_pool(&last, &batch.mask)?;
+        self.head.forward(g, &pooled)
+    }
+}
+
+/// Tokenized examples of one split.
+struct Data {
+    items: Vec<Encoded>,
+    labels: Vec<Label>,
+}
+
+fn tokenize(tok: &BertTokenizer, split: &glue::Split) -> Result<Data> {
+    let mut items = Vec::with_capacity(split.examples.len());
+    let mut labels = Vec::with_capacity(split.examples.len());
+    for e in &split.examples {
+        items.push(tok.encode(&e.text_a, e.text_b.as_deref())?);
+        labels.push(e.label.clone());
+    }
+    Ok(Data { items, labels })
+}
+
+/// Length-bucketed batches for one epoch: a seeded shuffle, then sorting by length inside
+/// windows of 50 batches, so each batch pads to a similar length; batch order shuffled.
+fn epoch_batches(lengths: &[usize], batch: usize, seed: u64, epoch: u64) -> Vec<Vec<usize>> {
+    let mut rng = StdRng::seed_from_u64(seed ^ (0x5eed_0000 + epoch));
+    let mut idx: Vec<usize> = (0..lengths.len()).collect();
+    idx.shuffle(&mut rng);
+    for window in idx.chunks_mut(batch * 50) {
+        window.sort_by_key(|&i| lengths[i]);
+    }
+    let mut batches: Vec<Vec<usize>> = idx.chunks(batch).map(<[usize]>::to_vec).collect();
+    batches.shuffle(&mut rng);
+    batches
+}
+
+fn make_batch(gpu: &Gpu, data: &Data, idx: &[usize], vocab: usize) -> Result<Batch> {
+    let items: Vec<Encoded> = idx.iter().map(|&i| data.items[i].clone()).collect();
+    Batch::new(gpu, &items, vocab)
+}
+
+fn loss_of(
+    g: &mut Graph,
+    gpu: &Gpu,
+    logits: &Var,
+    data: &Data,
+    idx: &[usize],
+    regression: bool,
+) -> Result<Var> {
+    if regression {
+        let target: Vec<f32> = idx
+            .iter()
+            .map(|&i| match data.labels[i] {
+                Label::Score(s) => s,
+                Label::Class(c) => c as f32,
+            })
+            .collect();
+        let t = Tensor::from_slice(gpu, &target, &[idx.len(), 1])?;
+        let tv = g.input(&t);
+        g.mse(logits, &tv)
+    } else {
+        let labels: Vec<u32> = idx
+            .iter()
+            .map(|&i| match data.labels[i] {
+                Label::Class(c) => c as u32,
+                Label::Score(s) => s as u32,
+            })
+            .collect();
+        let l = Indices::from_slice(gpu, &labels, &[idx.len()])?;
+        g.cross_entropy(logits, &l)
+    }
+}
+
+/// Scores `data` with the model: the task's metrics by name.
+fn evaluate(
+    gpu: &Gpu,
+    model: &Classifier,
+    task: Task,
+    data: &Data,
+    batch: usize,
+) -> Result<Vec<(&'static str, f64)>> {
+    let mut order: Vec<usize> = (0..data.items.len()).collect();
+    order.sort_by_key(|&i| data.items[i].ids.len());
+    let mut classes = vec![0usize; order.len()];
+    let mut scores = vec![0f64; order.len()];
+    for chunk in order.chunks(batch.max(1)) {
+        let b = make_batch(gpu, data, chunk, model.bert.config.vocab_size)?;
+        let mut g = Graph::no_grad(gpu);
+        let logits = model.forward(&mut g, &b)?;
+        g.submit()?;
+        let v = logits.value().to_vec()?;
+        for (k, &i) in chunk.iter().enumerate() {
+            let row = &v[k * model.labels..(k + 1) * model.labels];
+            scores[i] = row[0] as f64;
+            classes[i] = row
+                .iter()
+                .enumerate()
+                .fold(0, |best, (j, &x)| if x > row[best] { j } else { best });
+        }
+    }
+    if task.is_regression() {
+        crate::metrics::task_metrics(task, None, Some(&scores), &data.labels)
+    } else {
+        crate::metrics::task_metrics(task, Some(&classes), None, &data.labels)
+    }
+}
+
+/// Where a run stands: saved in `trainer_state.json` of each checkpoint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct TrainerState {
+    step: u64,
+    epoch: u64,
+    batch_in_epoch: usize,
+    examples_seen: u64,
+}
+
+fn save_checkpoint(
+    run: &RunDir,
+    model: &Classifier,
+    opt: &AdamW,
+    state: &TrainerState,
+) -> Result<()> {
+    let tmp = run.path().join(".params.tmp");
+    modules::save_params(&tmp, &model.params())?;
+    let params = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let tmp_opt = run.path().join(".optim.tmp");
+    opt.save(&tmp_opt)?;
+    let optim = std::fs::read(&tmp_opt).map_err(|e| Error::io(&tmp_opt, e))?;
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_file(&tmp_opt);
+    let state = serde_json::to_value(state).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    run.save_checkpoint(
+        &[
+            ("adapter.safetensors", params),
+            ("optimizer.safetensors", optim),
+        ],
+        &state,
+    )
+}
+
+/// Loads a run's configuration and its latest checkpoint's weights into a fresh model.
+pub fn load_run(gpu: &Gpu, run_path: &Path) -> Result<(RunDir, TrainConfig, Classifier)> {
+    let run = RunDir::open(run_path)?;
+    let cfg: TrainConfig = serde_json::from_value(run.config()?).map_err(|e| Error::File {
+        path: run_path.join("config.json").display().to_string(),
+        message: format!("not a capaboost training config: {e}"),
+    })?;
+    let model = Classifier::build(gpu, &cfg)?;
+    let ckpt = run.checkpoint_dir().join("adapter.safetensors");
+    modules::load_params(&ckpt, &model.params())?;
+    Ok((run, cfg, model))
+}
+
+/// The task's dev split in `dir` (MNLI: dev_matched.tsv, else dev.tsv).
+fn read_dev(dir: &Path, task: Task, opts: &ReadOptions) -> Result<glue::Split> {
+    let preferred = dir.join(task.dev_file());
+    let path = if preferred.exists() {
+        preferred
+    } else {
+        dir.join("dev.tsv")
+    };
+    glue::read_split(&path, task, opts)
+}
+
+/// Options of one `finetune` invocation that are not part of the run's identity.
+pub struct RunOptions {
+    /// Stop this invocation after N steps with a checkpoint (as Ctrl-C does); `--resume`
+    /// continues exactly.
+    pub stop_after: Option<u64>,
+    /// Folder of the run (created, or resumed).
+    pub out: PathBuf,
+    /// Continue the run in `out` from its checkpoint.
+    pub resume: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// Summary of a finished (or interrupted) run.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// Steps done.
+    pub steps: u64,
+    /// Last dev metrics.
+    pub dev: Vec<(&'static str, f64)>,
+    /// Training examples per second.
+    pub examples_per_s: f64,
+    /// Trainable parameters stored.
+    pub trainable: usize,
+    /// Whether Ctrl-C stopped it.
+    pub interrupted: bool,
+}
+
+/// Trains (or resumes) a run.
+pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
+    let task = cfg.task()?;
+    let run = if opts.resume {
+        RunDir::open(&opts.out)?
+    } else {
+        let v = serde_json::to_value(cfg).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        RunDir::create(&opts.out, &v)?
+    };
+    let train_split = glue::read_split(
+        &cfg.data.join("train.tsv"),
+        task,
+        &cfg.read_options(cfg.train_limit),
+    )?;
+    let dev_split = read_dev(&cfg.data, task, &cfg.read_options(cfg.dev_limit))?;
+    for s in [&train_split, &dev_split] {
+        if s.malformed > 0 {
+            eprintln!(
+                "{}: {} malformed rows skipped (e.g. {})",
+                s.path.display(),
+                s.malformed,
+                s.malformed_samples.join("; ")
+            );
+        }
+    }
+    if train_split.examples.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{} has no usable rows",
+            train_split.path.display()
+        )));
+    }
+    let tok = BertTokenizer::load(&cfg.model, cfg.max_len)?;
+    let train = tokenize(&tok, &train_split)?;
+    let dev = tokenize(&tok, &dev_split)?;
+    let model = Classifier::build(gpu, cfg)?;
+    let params = model.params();
+    let tensors: Vec<&Tensor> = params.iter().map(|(_, t)| t).collect();
+    let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.shape().to_vec()).collect();
+    let trainable: usize = tensors.iter().map(|t| t.numel()).sum();
+    let lengths: Vec<usize> = train.items.iter().map(|e| e.ids.len()).collect();
+    let per_epoch = train.items.len().div_ceil(cfg.batch_size.max(1)) as u64;
+    let total = (per_epoch * cfg.epochs).min(cfg.max_steps.unwrap_or(u64::MAX));
+    let warmup = (total as f64 * cfg.warmup_ratio).ceil() as u64;
+    let schedule = Schedule::parse(&cfg.schedule)?;
+    let opt_cfg = AdamWConfig {
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        max_grad_norm: cfg.max_grad_norm,
+        warmup_steps: warmup,
+        total_steps: total,
+        schedule,
+        ..AdamWConfig::default()
+    };
+    let (mut opt, mut state) = if opts.resume {
+        let st: TrainerState = match run.load_checkpoint_state()? {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| Error::InvalidArgument(format!("trainer_state.json: {e}")))?,
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} has no checkpoint to resume",
+                    run.path().display()
+                )));
+            }
+        };
+        modules::load_params(&run.checkpoint_dir().join("adapter.safetensors"), &params)?;
+        let opt = AdamW::load(
+            gpu,
+            &run.checkpoint_dir().join("optimizer.safetensors"),
+            &shapes,
+        )?;
+        (opt, st)
+    } else {
+        (AdamW::new(gpu, opt_cfg, &shapes)?, TrainerState::default())
+    };
+    eprintln!(
+        "{} on {}: {} train / {} dev examples, {} trainable parameters ({} used by masks), {} steps",
+        cfg.task,
+        gpu.adapter_info().name,
+        train.items.len(),
+        dev.items.len(),
+        trainable,
+        model.bert.used_params()? + model.head.weight.numel() + model.labels,
+        total
+    );
+    let interrupt = crate::run_dir::install_interrupt_flag()?;
+    let progress = Progress::new(total, opts.progress);
+    let regression = task.is_regression();
+    let vocab = model.bert.config.vocab_size;
+    let start = Instant::now();
+    let start_examples = state.examples_seen;
+    let start_step = state.step;
+    let mut dev_metrics = Vec::new();
+    let mut interrupted = false;
+    let mut running_loss = None;
+    'epochs: while state.step < total && state.epoch < cfg.epochs {
+        let batches = epoch_batches(&lengths, cfg.batch_size, cfg.seed, state.epoch);
+        while state.batch_in_epoch < batches.len() {
+            if state.step >= total {
+                break 'epochs;
+            }
+            let stop_here = opts
+                .stop_after
+                .is_some_and(|n| state.step >= start_step + n);
+            if interrupt.load(Ordering::SeqCst) || stop_here {
+                interrupted = true;
+                break 'epochs;
+            }
+            let idx = &batches[state.batch_in_epoch];
+            let batch = make_batch(gpu, &train, idx, vocab)?;
+            let mut g = Graph::new(gpu);
+            g.set_seed(cfg.seed.wrapping_mul(1_000_003).wrapping_add(state.step));
+            let logits = model.forward(&mut g, &batch)?;
+            let loss = loss_of(&mut g, gpu, &logits, &train, idx, regression)?;
+            let grads = g.backward(&loss)?;
+            let gs = tensors
+                .iter()
+                .map(|t| {
+                    grads.of(t).ok_or_else(|| {
+                        Error::InvalidArgument("a trainable tensor got no gradient".into())
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let lr = opt.next_lr();
+            opt.step(g.recorder(), &tensors, &gs)?;
+            g.submit()?;
+            state.step += 1;
+            state.batch_in_epoch += 1;
+            state.examples_seen += idx.len() as u64;
+            let epoch_f = state.epoch as f64 + state.batch_in_epoch as f64 / batches.len() as f64;
+            if state.step % cfg.log_every.max(1) == 0 || state.step == total {
+                // The one readback a training step allows: the loss, when logging.
+                let l = loss.value().to_vec()?[0] as f64;
+                if !l.is_finite() {
+                    save_checkpoint(&run, &model, &opt, &state)?;
+                    return Err(Error::InvalidArgument(format!(
+                        "loss is {l} at step {}: lower --lr (checkpoint saved)",
+                        state.step
+                    )));
+                }
+                running_loss = Some(l);
+                run.log_train_loss(state.step, epoch_f, l, lr as f64)?;
+            }
+            let eps = (state.examples_seen - start_examples) as f64
+                / start.elapsed().as_secs_f64().max(1e-9);
+            progress.update(state.step, running_loss, eps);
+            let epoch_end = state.batch_in_epoch == batches.len();
+            let periodic = cfg.eval_every.is_some_and(|n| n > 0 && state.step % n == 0);
+            if epoch_end || periodic || state.step == total {
+                dev_metrics = evaluate(gpu, &model, task, &dev, cfg.batch_size.max(32))?;
+                let mut rec = json!({
+                    "step": state.step,
+                    "epoch": epoch_f,
+                    "split": "dev",
+                    "train_loss": running_loss,
+                });
+                for (k, v) in &dev_metrics {
+                    rec[*k] = json!(v);
+                }
+                run.log_metrics(&rec)?;
+                run.write_curves()?;
+                let shown: Vec<String> = dev_metrics
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect();
+                progress.println(&format!(
+                    "step {} epoch {epoch_f:.2}: dev {}",
+                    state.step,
+                    shown.join(", ")
+                ));
+                if epoch_end {
+                    state.epoch += 1;
+                    state.batch_in_epoch = 0;
+                }
+                save_checkpoint(&run, &model, &opt, &state)?;
+            }
+        }
+        if state.batch_in_epoch >= batches.len() {
+            state.epoch += 1;
+            state.batch_in_epoch = 0;
+        }
+    }
+    gpu.wait()?;
+    save_checkpoint(&run, &model, &opt, &state)?;
+    progress.finish();
+    let examples_per_s =
+        (state.examples_seen - start_examples) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    Ok(RunSummary {
+        steps: state.step,
+        dev: dev_metrics,
+        examples_per_s,
+        trainable,
+        interrupted,
+    })
+}
+
+/// Scores a saved run on a data folder's dev split (or `split_file` inside it).
+pub fn eval_run(
+    gpu: &Gpu,
+    run_path: &Path,
+    data: &Path,
+    split_file: Option<&str>,
+) -> Result<Vec<(&'static str, f64)>> {
+    let (_, cfg, model) = load_run(gpu, run_path)?;
+    let task = cfg.task()?;
+    let split = match split_file {
+        Some(f) => glue::read_split(&data.join(f), task, &cfg.read_options(None))?,
+        None => read_dev(data, task, &cfg.read_options(None))?,
+    };
+    let tok = BertTokenizer::load(&cfg.model, cfg.max_len)?;
+    let d = tokenize(&tok, &split)?;
+    evaluate(gpu, &model, task, &d, cfg.batch_size.max(32))
+}
+
+/// Loss and metrics values as one JSON object (for printing).
+pub fn metrics_json(m: &[(&'static str, f64)]) -> Value {
+    let mut v = json!({});
+    for (k, x) in m {
+        v[*k] = json!(x);
+    }
+    v
+}
+
+fn adapted_layers(model: &Classifier) -> Vec<(String, &crate::modules::CapaBoostLinear)> {
+    let mut out = Vec::new();
+    for (i, layer) in model.bert.layers.iter().enumerate() {
+        for (k, p) in layer.proj.iter().enumerate() {
+            if let crate::bert::Proj::Adapted(l) = p {
+                out.push((
+                    format!("encoder.layer.{i}.{}", Target::ALL[k].module()),
+                    l.as_ref(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Export formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Adapter weights, head and the run config (masks are regenerated from their keys).
+    Native,
+    /// HF PEFT LoRA (`adapter_config.json` + `adapter_model.safetensors`) plus the head.
+    Peft,
+}
+
+/// Writes a run's adapters and head to `out` in `format`.
+pub fn export_run(gpu: &Gpu, run_path: &Path, format: ExportFormat, out: &Path) -> Result<()> {
+    let (run, cfg, model) = load_run(gpu, run_path)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let task = cfg.task()?;
+    let head_w = model.head.weight.to_vec()?;
+    let head_b = model
+        .head
+        .bias
+        .as_ref()
+        .map(|b| b.to_vec())
+        .transpose()?
+        .unwrap_or_default();
+    let hidden = model.bert.config.hidden_size;
+    crate::export::write_head(
+        out,
+        &head_w,
+        &head_b,
+        model.labels,
+        hidden,
+        &task.label_names(),
+        "mean",
+    )?;
+    match format {
+        ExportFormat::Native => {
+            let src = run.checkpoint_dir().join("adapter.safetensors");
+            let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+            crate::io::write_atomic(&out.join("adapter.safetensors"), &bytes)?;
+            let mut c = run.config()?;
+            // The masks are a pure function of these keys (seed, module = 6 * layer + target,
+            // factor, branch), so they are regenerated on load and never stored.
+            c["mask_keys"] = json!({
+                "seed": cfg.seed, "kind": cfg.mask, "density": cfg.density, "d": cfg.d,
+                "module_id": "6 * layer + target index (query, key, value, attention_output, intermediate, output)",
+            });
+            let text =
+                serde_json::to_vec_pretty(&c).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            crate::io::write_atomic(&out.join("capaboost_config.json"), &text)
+        }
+        ExportFormat::Peft => {
+            if cfg.method == Method::CapaboostAdapter {
+                return Err(Error::InvalidArgument(
+                    "bottleneck adapters have no PEFT LoRA equivalent: export --format native"
+                        .into(),
+                ));
+            }
+            let layers = adapted_layers(&model);
+            if layers.is_empty() {
+                // head-only: the head beside the base model is the whole export.
+                return Ok(());
+            }
+            let mut loras = Vec::new();
+            let mut scale = 0.0;
+            for (module, l) in &layers {
+                let (ma, mb) = l.masks.to_u8()?;
+                let (in_f, out_f) = (l.base.in_features(), l.base.out_features());
+                loras.push(crate::export::capaboost_as_lora(
+                    module,
+                    &l.lora_a.to_vec()?,
+                    &l.lora_b.to_vec()?,
+                    l.config.r,
+                    in_f,
+                    out_f,
+                    &ma,
+                    &mb,
+                )?);
+                scale = l.config.scale();
+            }
+            let targets: Vec<String> = Target::parse_list(&cfg.targets)?
+                .iter()
+                .map(|t| t.module().to_string())
+                .collect();
+            let base = cfg.model.display().to_string();
+            crate::export::write_peft(out, &loras, scale, &base, &targets)
+        }
+    }
+}
+
+/// Writes the full model with the adapters merged (`model.safetensors`, `config.json` and
+/// the tokenizer files), loadable by HF transformers as a plain BERT model.
+pub fn merge_run(gpu: &Gpu, run_path: &Path, out: &Path) -> Result<()> {
+    let (_, cfg, mut model) = load_run(gpu, run_path)?;
+    if cfg.method == Method::CapaboostAdapter {
+        return Err(Error::InvalidArgument(
+            "bottleneck adapters sit behind a nonlinearity and cannot be merged".into(),
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut w = crate::io::TensorWriter::default();
+    let put = |w: &mut crate::io::TensorWriter, name: String, t: &Tensor| -> Result<()> {
+        w.f32(name, t.shape(), &t.to_vec()?);
+        Ok(())
+    };
+    let b = &mut model.bert;
+    put(&mut w, "embeddings.word_embeddings.weight".into(), &b.word)?;
+    put(
+        &mut w,
+        "embeddings.position_embeddings.weight".into(),
+        &b.position,
+    )?;
+    put(
+        &mut w,
+        "embeddings.token_type_embeddings.weight".into(),
+        &b.token_type,
+    )?;
+    put(
+        &mut w,
+        "embeddings.LayerNorm.weight".into(),
+        &b.emb_norm.gamma,
+    )?;
+    put(&mut w, "embeddings.LayerNorm.bias".into(), &b.emb_norm.beta)?;
+    for (i, layer) in b.layers.iter_mut().enumerate() {
+        for (k, p) in layer.proj.iter_mut().enumerate() {
+            if let crate::bert::Proj::Adapted(l) = p {
+                l.merge(gpu)?;
+            }
+            let base = p.base();
+            let name = format!("encoder.layer.{i}.{}", Target::ALL[k].module());
+            put(&mut w, format!("{name}.weight"), &base.weight)?;
+            if let Some(bias) = &base.bias {
+                put(&mut w, format!("{name}.bias"), bias)?;
+            }
+        }
+        for (n, norm) in [
+            ("attention.output.LayerNorm", &layer.attn_norm),
+            ("output.LayerNorm", &layer.out_norm),
+        ] {
+            put(&mut w, format!("encoder.layer.{i}.{n}.weight"), &norm.gamma)?;
+            put(&mut w, format!("encoder.layer.{i}.{n}.bias"), &norm.beta)?;
+        }
+    }
+    w.write(&out.join("model.safetensors"))?;
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ] {
+        let src = cfg.model.join(f);
+        if src.exists() {
+            let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+            crate::io::write_atomic(&out.join(f), &bytes)?;
+        }
+    }
+    let task = cfg.task()?;
+    let head_w = model.head.weight.to_vec()?;
+    let head_b = model
+        .head
+        .bias
+        .as_ref()
+        .map(|b| b.to_vec())
+        .transpose()?
+        .unwrap_or_default();
+    crate::export::write_head(
+        out,
+        &head_w,
+        &head_b,
+        model.labels,
+        model.bert.config.hidden_size,
+        &task.label_names(),
+        "mean",
+    )
+}

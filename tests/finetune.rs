@@ -1,0 +1,274 @@
+//! A smoke run of `capaboost finetune` on a tiny slice of SST-2 (from ../shared), then
+//! exact resume, `eval`, `export` (native and PEFT) and `merge` on that run.
+//!
+//! Needs the MiniLM model (scripts/fetch-minilm.sh); skips without it unless
+//! `CAPABOOST_REQUIRE_MODEL=1`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use capaboost::autograd::Graph;
+use capaboost::bert::{Batch, Bert, BertTokenizer};
+use capaboost::io::TensorFile;
+
+fn model_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("CAPABOOST_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(capaboost::bert::default_model_dir);
+    if dir.join("model.safetensors").exists() {
+        return Some(dir);
+    }
+    if std::env::var("CAPABOOST_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
+        panic!(
+            "CAPABOOST_REQUIRE_MODEL=1 but no model at {}",
+            dir.display()
+        );
+    }
+    eprintln!("skipping: no model at {}", dir.display());
+    None
+}
+
+/// The first rows of SST-2's train (CRLF, `label<TAB>sentence`) and dev (`label<TAB>content`).
+fn tiny_sst2(dir: &Path, train_rows: usize, dev_rows: usize) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/glue/SST-2");
+    std::fs::create_dir_all(dir).unwrap();
+    for (f, n) in [("train.tsv", train_rows), ("dev.tsv", dev_rows)] {
+        let text = std::fs::read_to_string(src.join(f)).unwrap();
+        let head: String = text.split_inclusive('\n').take(n + 1).collect();
+        std::fs::write(dir.join(f), head).unwrap();
+    }
+}
+
+fn capaboost(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "capaboost {args:?} failed:\n{text}");
+    text
+}
+
+fn adapter_tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let f = TensorFile::read(&run.join("checkpoint/adapter.safetensors")).unwrap();
+    f.names()
+        .map(|n| (n.to_string(), f.f32(n).unwrap().1))
+        .collect()
+}
+
+#[test]
+fn smoke_run_resume_eval_export_merge() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let Some(model) = model_dir() else { return };
+    let root = std::env::temp_dir().join(format!("capaboost-finetune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("sst2");
+    tiny_sst2(&data, 24, 12);
+    let (data_s, model_s) = (
+        data.to_str().unwrap().to_string(),
+        model.to_str().unwrap().to_string(),
+    );
+    let base = |out: &Path| -> Vec<String> {
+        [
+            "finetune",
+            "--task",
+            "sst2",
+            "--data",
+            &data_s,
+            "--model",
+            &model_s,
+            "--method",
+            "capaboost",
+            "--d",
+            "2",
+            "--batch-size",
+            "8",
+            "--max-len",
+            "16",
+            "--max-steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--log-every",
+            "1",
+            "--dropout",
+            "0.1",
+            "--no-progress",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    // Straight through.
+    let straight = root.join("straight");
+    let a = base(&straight);
+    let text = capaboost(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(text.contains("74498 trainable parameters"), "{text}");
+    for f in [
+        "config.json",
+        "metrics.jsonl",
+        "train_loss.csv",
+        "dev_metrics.csv",
+        "curves.png",
+        "checkpoint/adapter.safetensors",
+        "checkpoint/optimizer.safetensors",
+        "checkpoint/trainer_state.json",
+    ] {
+        assert!(straight.join(f).exists(), "missing {f}");
+    }
+    let metrics = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Step 2 (--eval-every), step 3 (end of the 3-batch epoch), step 4 (the last).
+    assert_eq!(records.len(), 3, "{metrics}");
+    for r in &records {
+        for k in ["step", "epoch", "split", "accuracy", "train_loss"] {
+            assert!(r.get(k).is_some(), "missing {k} in {r}");
+        }
+    }
+    // Interrupted after 2 steps, then resumed: the same weights, bit for bit.
+    let split = root.join("split");
+    let mut b = base(&split);
+    b.extend(["--stop-after".to_string(), "2".to_string()]);
+    let text = capaboost(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(text.contains("interrupted"), "{text}");
+    capaboost(&[
+        "finetune",
+        "--resume",
+        split.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    let (s, r) = (adapter_tensors(&straight), adapter_tensors(&split));
+    assert_eq!(s.len(), r.len());
+    for ((n1, v1), (n2, v2)) in s.iter().zip(&r) {
+        assert_eq!(n1, n2);
+        assert_eq!(v1, v2, "{n1} differs after resume");
+    }
+    // eval reproduces the last dev accuracy.
+    let text = capaboost(&[
+        "eval",
+        "--run",
+        straight.to_str().unwrap(),
+        "--data",
+        &data_s,
+    ]);
+    let last = records.last().unwrap()["accuracy"].as_f64().unwrap();
+    let line = text.lines().find(|l| l.starts_with('{')).unwrap();
+    let got: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert!(
+        (got["accuracy"].as_f64().unwrap() - last).abs() < 1e-9,
+        "{text} vs {last}"
+    );
+    // PEFT export: 12 adapted modules as LoRA of rank d r = 16, alpha / r = s.
+    let peft = root.join("peft");
+    capaboost(&[
+        "export",
+        "--run",
+        straight.to_str().unwrap(),
+        "--format",
+        "peft",
+        "--out",
+        peft.to_str().unwrap(),
+    ]);
+    let (cfg, loras) = capaboost::export::read_peft(&peft).unwrap();
+    assert_eq!(loras.len(), 12);
+    assert_eq!(cfg["r"], 16);
+    assert!(
+        (cfg["lora_alpha"].as_f64().unwrap() / 16.0 - 2.0).abs() < 1e-6,
+        "{cfg}"
+    );
+    assert!(
+        loras
+            .iter()
+            .any(|l| l.module == "encoder.layer.3.attention.self.value")
+    );
+    let head = capaboost::export::read_head(&peft).unwrap();
+    assert_eq!((head.classes, head.hidden), (2, 384));
+    let native = root.join("native");
+    capaboost(&[
+        "export",
+        "--run",
+        straight.to_str().unwrap(),
+        "--format",
+        "native",
+        "--out",
+        native.to_str().unwrap(),
+    ]);
+    assert!(
+        native.join("adapter.safetensors").exists()
+            && native.join("capaboost_config.json").exists()
+    );
+    // merge: a plain BERT whose embeddings equal the adapted model's.
+    let merged = root.join("merged");
+    capaboost(&[
+        "merge",
+        "--run",
+        straight.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    let gpu = common::gpu().unwrap();
+    let (_, _, clf) = capaboost::train::load_run(&gpu, &straight).unwrap();
+    let plain = Bert::load(&gpu, &merged).unwrap();
+    let tok = BertTokenizer::load(&model, 16).unwrap();
+    let enc = vec![
+        tok.encode("a gripping , funny film .", None).unwrap(),
+        tok.encode("dull", None).unwrap(),
+    ];
+    let batch = Batch::new(&gpu, &enc, 30522).unwrap();
+    let pooled = |bert: &Bert| {
+        let mut g = Graph::no_grad(&gpu);
+        let (last, _) = bert.forward(&mut g, &batch, false).unwrap();
+        let p = g.mean_pool(&last, &batch.mask).unwrap();
+        g.submit().unwrap();
+        p.value().to_vec().unwrap()
+    };
+    let (want, got) = (pooled(&clf.bert), pooled(&plain));
+    let want64: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+    let err = common::rel_frobenius(&got, &want64);
+    assert!(err < 1e-5, "merged model differs: {err}");
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn bad_finetune_inputs_are_clear_errors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .args([
+            "finetune",
+            "--task",
+            "sst2",
+            "--data",
+            "/nonexistent/glue",
+            "--max-steps",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("/nonexistent/glue"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .args(["finetune", "--data", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--task"));
+    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .args(["finetune", "--resume", "/nonexistent/run"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("/nonexistent/run")
+    );
+}
