@@ -28,7 +28,7 @@ enum Command {
     Layer(LayerArgs),
     /// Fine-tune adapters. With no data, runs the built-in demo: LoRA r against CapaBoost r,
     /// d = 2, 4, 8 on a frozen random MLP with a planted update (flat and decaying spectra).
-    Finetune(FinetuneArgs),
+    Finetune(Box<FinetuneArgs>),
     /// Score a saved run on a GLUE-format folder.
     Eval(EvalArgs),
     /// Export a run's adapters: native (weights + mask keys) or HF PEFT.
@@ -224,7 +224,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info => info(),
         Command::Layer(args) => layer(args),
-        Command::Finetune(args) => finetune(args),
+        Command::Finetune(args) => finetune(*args),
         Command::Eval(args) => eval(args),
         Command::Export(args) => export(args),
         Command::Merge(args) => merge(args),

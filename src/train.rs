@@ -229,7 +229,7 @@ fn tokenize(tok: &BertTokenizer, split: &glue::Split) -> Result<Data> {
     let mut labels = Vec::with_capacity(split.examples.len());
     for e in &split.examples {
         items.push(tok.encode(&e.text_a, e.text_b.as_deref())?);
-        labels.push(e.label.clone());
+        labels.push(e.label);
     }
     Ok(Data { items, labels })
 }
