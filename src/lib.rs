@@ -53,7 +53,7 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterSelection, Gpu};
-pub use recorder::{Binding, Recorder, Timing, TimingSource};
+pub use recorder::{Binding, KeepAlive, Recorder, Timing, TimingSource};
 pub use tensor::{Indices, Tensor};
 
 /// The crate's version.

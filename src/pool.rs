@@ -134,7 +134,7 @@ impl BufferPool {
             id,
             class,
             kind,
-            pool: self.shared.clone(),
+            pool: Some(self.shared.clone()),
         }
     }
 
@@ -163,10 +163,25 @@ pub struct PooledBuffer {
     id: u64,
     class: u64,
     kind: BufferKind,
-    pool: Arc<PoolShared>,
+    /// `None` for a buffer the host program owns: never returned to the pool.
+    pool: Option<Arc<PoolShared>>,
 }
 
+/// Ids of adopted host buffers count down from the top so they never meet pool ids.
+static NEXT_EXTERNAL_ID: AtomicU64 = AtomicU64::new(u64::MAX);
+
 impl PooledBuffer {
+    /// Wraps a buffer another program created; it is bound as it is and never pooled.
+    pub fn external(buffer: wgpu::Buffer) -> Self {
+        Self {
+            class: buffer.size(),
+            buffer,
+            id: NEXT_EXTERNAL_ID.fetch_sub(1, Ordering::Relaxed),
+            kind: BufferKind::Storage,
+            pool: None,
+        }
+    }
+
     /// The wgpu buffer.
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
@@ -196,7 +211,8 @@ impl std::fmt::Debug for PooledBuffer {
 
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
-        let mut st = self.pool.state.lock().unwrap();
+        let Some(pool) = &self.pool else { return };
+        let mut st = pool.state.lock().unwrap();
         st.stats.live_bytes -= self.class;
         st.stats.live_count -= 1;
         st.stats.cached_bytes += self.class;

@@ -66,6 +66,28 @@ impl Recorder {
         }
     }
 
+    /// Records into a command encoder the host program owns; get it back with
+    /// [`Recorder::into_encoder`] and submit it when you choose. Nothing is submitted or
+    /// read back on this path (kernel parameters are staged with `Queue::write_buffer`,
+    /// which lands at your next submit).
+    pub fn wrap(gpu: &Gpu, encoder: wgpu::CommandEncoder) -> Self {
+        Self {
+            gpu: gpu.clone(),
+            encoder: Some(encoder),
+            keep: Vec::new(),
+            dispatches: 0,
+            timestamps: None,
+        }
+    }
+
+    /// Hands the encoder back without submitting, with the buffers its commands use; keep
+    /// the [`KeepAlive`] until you have submitted the encoder's command buffer.
+    pub fn into_encoder(mut self) -> (wgpu::CommandEncoder, KeepAlive) {
+        let encoder = self.encoder.take().expect("recorder used after submit");
+        let keep = KeepAlive(std::mem::take(&mut self.keep));
+        (encoder, keep)
+    }
+
     /// The GPU this recorder records for.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
@@ -289,6 +311,23 @@ impl Drop for Recorder {
             // Work recorded but never submitted would silently vanish; submit it.
             let _ = self.submit_inner();
         }
+    }
+}
+
+/// Buffers recorded commands still need: holding it keeps the pool from reusing them
+/// before the host program submits.
+#[derive(Debug)]
+pub struct KeepAlive(Vec<Arc<PooledBuffer>>);
+
+impl KeepAlive {
+    /// Buffers held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

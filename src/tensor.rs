@@ -68,6 +68,32 @@ impl Tensor {
         Ok(t)
     }
 
+    /// Adopts a buffer the host program owns as a tensor of `shape` (no copy). The buffer
+    /// needs `STORAGE` usage (and `COPY_SRC` for [`Tensor::to_vec`]); the tensor is its first
+    /// `numel * 4` bytes. Kernels read and write it in place.
+    pub fn from_buffer(gpu: &Gpu, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Self> {
+        let numel = numel_of(shape)?;
+        let bytes = numel as u64 * 4;
+        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::InvalidArgument(format!(
+                "buffer usage {:?} lacks STORAGE",
+                buffer.usage()
+            )));
+        }
+        if buffer.size() < bytes {
+            return Err(Error::shape(format!(
+                "buffer of {} bytes is too small for shape {shape:?} ({bytes} bytes)",
+                buffer.size()
+            )));
+        }
+        gpu.check_binding_size(bytes)?;
+        Ok(Self {
+            gpu: gpu.clone(),
+            buffer: Arc::new(PooledBuffer::external(buffer)),
+            shape: shape.to_vec(),
+        })
+    }
+
     /// A tensor of zeros (records a clear into `rec`).
     pub fn zeros_in(rec: &mut Recorder, shape: &[usize]) -> Result<Self> {
         let t = Self::empty(rec.gpu(), shape)?;
