@@ -103,17 +103,29 @@ pub struct Graph {
 impl Graph {
     /// A graph that records backward closures (training).
     pub fn new(gpu: &Gpu) -> Self {
-        Self::build(gpu, true)
+        Self::build(gpu.recorder(), true)
     }
 
     /// A graph that records nothing for backward (evaluation, inference).
     pub fn no_grad(gpu: &Gpu) -> Self {
-        Self::build(gpu, false)
+        Self::build(gpu.recorder(), false)
     }
 
-    fn build(gpu: &Gpu, grad_enabled: bool) -> Self {
+    /// A training graph that records into `rec`, e.g. a [`Recorder::wrap`] of a host
+    /// program's encoder; finish with [`Graph::into_encoder`] instead of submitting.
+    pub fn with_recorder(rec: Recorder) -> Self {
+        Self::build(rec, true)
+    }
+
+    /// Ends the step without submitting: the encoder (with forward, backward and anything
+    /// recorded into [`Graph::recorder`]) and the buffers it needs until submitted.
+    pub fn into_encoder(self) -> (wgpu::CommandEncoder, crate::recorder::KeepAlive) {
+        self.rec.into_encoder()
+    }
+
+    fn build(rec: Recorder, grad_enabled: bool) -> Self {
         Self {
-            rec: gpu.recorder(),
+            rec,
             nodes: Vec::new(),
             params: HashSet::new(),
             param_by_storage: HashMap::new(),

@@ -191,6 +191,22 @@ impl Gpu {
         Self::with_selection(&AdapterSelection::from_env()?)
     }
 
+    /// [`Gpu::new`], or `None` with the reason printed when there is no adapter, unless
+    /// `CAPABOOST_REQUIRE_ADAPTER=1` (then the error). For examples and tests that should
+    /// skip cleanly on machines without a GPU or lavapipe.
+    pub fn new_or_skip() -> Result<Option<Self>> {
+        match Self::new() {
+            Ok(g) => Ok(Some(g)),
+            Err(e @ Error::NoAdapter { .. })
+                if std::env::var("CAPABOOST_REQUIRE_ADAPTER").as_deref() != Ok("1") =>
+            {
+                eprintln!("skipping: {e}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Like [`Gpu::new`] with an explicit selection instead of the environment.
     pub fn with_selection(sel: &AdapterSelection) -> Result<Self> {
         let instance = instance();

@@ -8,16 +8,45 @@
 //! a pipeline cache and GPU timing. Kernel families live in modules named after their
 //! WGSL file in `shaders/`, each with an f64 CPU reference in its `cpu` submodule.
 //!
-//! ```no_run
-//! use capaboost::{Gpu, Tensor, elementwise};
+//! A complete path: a device (or [`Gpu::from_wgpu`] on yours), a CapaBoost layer on a
+//! frozen linear layer, forward and backward on the tape, an AdamW step, all in one submit,
+//! then merging the update into the base weight for inference:
+//!
+//! ```
+//! use capaboost::autograd::Graph;
+//! use capaboost::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
+//! use capaboost::optim::{AdamW, AdamWConfig};
+//! use capaboost::{Gpu, Tensor};
+//! use rand::SeedableRng;
 //! # fn main() -> capaboost::Result<()> {
-//! let gpu = Gpu::new()?;
-//! let a = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3])?;
-//! let b = Tensor::from_slice(&gpu, &[4.0, 5.0, 6.0], &[3])?;
-//! let c = gpu.run(|rec| elementwise::add(rec, &a, &b))?;
-//! assert_eq!(c.to_vec()?, vec![5.0, 7.0, 9.0]);
+//! let Some(gpu) = Gpu::new_or_skip()? else { return Ok(()) };
+//! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+//! // A frozen 32 -> 16 layer with a CapaBoost adapter: r = 4, d = 2 branches, density 0.5.
+//! let base = Linear::init(&gpu, 32, 16, false, &mut rng)?;
+//! let mut layer = CapaBoostLinear::new(&gpu, base, CapaBoostConfig::capaboost(4, 8.0, 2, 0.5, 1), 0, &mut rng)?;
+//! let params: Vec<Tensor> = layer.params().into_iter().map(|(_, t)| t).collect();
+//! let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape().to_vec()).collect();
+//! let mut opt = AdamW::new(&gpu, AdamWConfig::default(), &shapes)?;
+//!
+//! let x = Tensor::from_slice(&gpu, &vec![0.5; 8 * 32], &[8, 32])?;
+//! let target = Tensor::from_slice(&gpu, &vec![1.0; 8 * 16], &[8, 16])?;
+//! let mut g = Graph::new(&gpu);
+//! let (xv, tv) = (g.input(&x), g.input(&target));
+//! let y = layer.forward(&mut g, &xv)?;
+//! let loss = g.mse(&y, &tv)?;
+//! let grads = g.backward(&loss)?;
+//! let gs: Vec<&Tensor> = params.iter().map(|p| grads.of(p).unwrap()).collect();
+//! opt.step(g.recorder(), &params.iter().collect::<Vec<_>>(), &gs)?;
+//! g.submit()?; // forward, backward and the optimizer: one submit, no readback
+//! println!("loss {}", loss.value().to_vec()?[0]);
+//!
+//! layer.merge(&gpu)?; // inference now costs what the base layer costs
 //! # Ok(()) }
 //! ```
+//!
+//! To record into a command encoder your program owns, wrap it with [`Recorder::wrap`]
+//! (or [`autograd::Graph::with_recorder`]) and take it back with `into_encoder`; tensors
+//! can adopt your buffers with [`Tensor::from_buffer`].
 
 #![deny(missing_docs)]
 
