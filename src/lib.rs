@@ -52,6 +52,7 @@
 
 pub mod activations;
 pub mod autograd;
+pub mod bench;
 pub mod bert;
 pub mod capaboost;
 pub mod demo;

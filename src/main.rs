@@ -29,6 +29,9 @@ enum Command {
     /// Fine-tune adapters. With no data, runs the built-in demo: LoRA r against CapaBoost r,
     /// d = 2, 4, 8 on a frozen random MLP with a planted update (flat and decaying spectra).
     Finetune(Box<FinetuneArgs>),
+    /// Benchmark one CapaBoost layer (fwd + bwd with dx) per shape and d against the copy
+    /// and GEMM ceilings measured in the same run.
+    Bench(BenchArgs),
     /// Score a saved run on a GLUE-format folder.
     Eval(EvalArgs),
     /// Export a run's adapters: native (weights + mask keys) or HF PEFT.
@@ -156,6 +159,31 @@ struct FinetuneArgs {
 }
 
 #[derive(clap::Args)]
+struct BenchArgs {
+    /// Layer shapes as TOKENSxWIDTHxR, comma-separated.
+    #[arg(long, default_value = "4096x768x8,4096x4096x8,16384x4096x16")]
+    shapes: String,
+    /// Branch counts.
+    #[arg(long, default_value = "1,2,4,8")]
+    ds: String,
+    /// Square dense GEMM sizes for the arithmetic ceiling.
+    #[arg(long, default_value = "4096,8192")]
+    gemm: String,
+    /// Copy-ceiling buffer in MiB.
+    #[arg(long, default_value_t = 256)]
+    copy_mb: usize,
+    /// Timed repetitions (median reported).
+    #[arg(long, default_value_t = 20)]
+    reps: usize,
+    /// Warm-up runs.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Also write the rows as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct EvalArgs {
     /// Run folder.
     #[arg(long)]
@@ -225,6 +253,7 @@ fn main() -> ExitCode {
         Command::Info => info(),
         Command::Layer(args) => layer(args),
         Command::Finetune(args) => finetune(*args),
+        Command::Bench(args) => bench(args),
         Command::Eval(args) => eval(args),
         Command::Export(args) => export(args),
         Command::Merge(args) => merge(args),
@@ -521,5 +550,58 @@ fn merge(args: MergeArgs) -> capaboost::Result<()> {
     let gpu = capaboost::Gpu::new()?;
     capaboost::train::merge_run(&gpu, &args.run, &args.out)?;
     println!("merged model written to {}", args.out.display());
+    Ok(())
+}
+
+fn parse_list<T: std::str::FromStr>(flag: &str, s: &str) -> capaboost::Result<Vec<T>> {
+    s.split(',')
+        .map(|p| {
+            p.trim().parse::<T>().map_err(|_| {
+                capaboost::Error::InvalidArgument(format!("--{flag}: bad value {p:?}"))
+            })
+        })
+        .collect()
+}
+
+fn bench(args: BenchArgs) -> capaboost::Result<()> {
+    let shapes = args
+        .shapes
+        .split(',')
+        .map(|sh| {
+            let v = parse_list::<usize>("shapes", &sh.replace('x', ","))?;
+            match v[..] {
+                [t, w, r] if t > 0 && w > 0 && r > 0 => Ok((t, w, r)),
+                _ => Err(capaboost::Error::InvalidArgument(format!(
+                    "--shapes: {sh:?} is not TOKENSxWIDTHxR"
+                ))),
+            }
+        })
+        .collect::<capaboost::Result<Vec<_>>>()?;
+    let cfg = capaboost::bench::BenchConfig {
+        shapes,
+        ds: parse_list("ds", &args.ds)?,
+        gemm_sizes: parse_list("gemm", &args.gemm)?,
+        copy_mib: args.copy_mb,
+        reps: args.reps,
+        warmup: args.warmup,
+    };
+    let gpu = capaboost::Gpu::new()?;
+    println!(
+        "capaboost bench on {} ({})",
+        gpu.adapter_info().name,
+        gpu.adapter_info().backend.to_str()
+    );
+    let rows = capaboost::bench::run(&gpu, &cfg, |r| {
+        eprintln!(
+            "  measured {} {}x{}x{} d={}",
+            r.kind, r.tokens, r.width, r.r, r.d
+        )
+    })?;
+    print!("{}", capaboost::bench::table(&rows));
+    if let Some(path) = args.json {
+        let json = serde_json::to_vec_pretty(&rows)
+            .map_err(|e| capaboost::Error::InvalidArgument(e.to_string()))?;
+        capaboost::io::write_atomic(&path, &json)?;
+    }
     Ok(())
 }
