@@ -90,6 +90,23 @@ impl Gradients {
 }
 
 /// One step's computation: a recorder for its dispatches and the tape of backward closures.
+///
+/// ```
+/// # fn main() -> capaboost::Result<()> {
+/// # let Some(gpu) = capaboost::Gpu::new_or_skip()? else { return Ok(()) };
+/// use capaboost::{Tensor, autograd::Graph};
+/// let w = Tensor::from_slice(&gpu, &[0.5, -1.0, 2.0], &[1, 3])?;
+/// let x = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+/// let mut g = Graph::new(&gpu);
+/// let (wv, xv) = (g.param(&w), g.input(&x));
+/// let y = g.linear(&xv, &wv, None)?; // [2, 1]
+/// let loss = g.sum(&y)?;
+/// let grads = g.backward(&loss)?;
+/// g.submit()?;
+/// // d sum(x w^T) / dw = column sums of x
+/// assert_eq!(grads.of(&w).unwrap().to_vec()?, vec![5.0, 7.0, 9.0]);
+/// # Ok(()) }
+/// ```
 pub struct Graph {
     rec: Recorder,
     nodes: Vec<Node>,

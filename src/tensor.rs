@@ -10,6 +10,17 @@ use crate::recorder::{Binding, Recorder};
 /// An f32 tensor on the GPU: a shape and a pooled buffer, contiguous and row-major.
 ///
 /// Cloning is cheap and shares the storage (like a view of the whole tensor).
+///
+/// ```
+/// # fn main() -> capaboost::Result<()> {
+/// # let Some(gpu) = capaboost::Gpu::new_or_skip()? else { return Ok(()) };
+/// use capaboost::{Tensor, elementwise};
+/// let t = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+/// assert!(Tensor::from_slice(&gpu, &[1.0], &[2, 3]).is_err()); // shape must fit the data
+/// let doubled = gpu.run(|rec| elementwise::scale(rec, &t, 2.0))?;
+/// assert_eq!(doubled.to_vec()?, vec![2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Tensor {
     gpu: Gpu,
