@@ -39,9 +39,7 @@ struct SumParams {
 }
 
 fn count_u32(n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| {
-        Error::InvalidArgument(format!("{n} elements exceed the kernels' u32 indexing"))
-    })
+    crate::error::index_u32("elements", n)
 }
 
 /// Records one elementwise dispatch over `n` items; `params.n` and `params.grid_x` are
@@ -54,15 +52,14 @@ fn launch(
     bindings: &[(u32, &Binding)],
 ) -> Result<()> {
     params.n = count_u32(n)?;
-    if n == 0 {
-        return Ok(());
-    }
-    let grid = rec.grid_1d((n as u64).div_ceil(WORKGROUP));
-    params.grid_x = grid[0];
-    let uniform = rec.uniform(bytemuck::bytes_of(&params));
-    let mut all = vec![(0u32, &uniform)];
-    all.extend_from_slice(bindings);
-    rec.dispatch(&ACTIVATIONS, entry, &[], &all, grid)
+    let groups = (n as u64).div_ceil(WORKGROUP);
+    rec.dispatch_groups(
+        &ACTIVATIONS,
+        entry,
+        groups,
+        |grid_x| Params { grid_x, ..params },
+        bindings,
+    )
 }
 
 fn same_shape(op: &str, a_name: &str, a: &Tensor, b_name: &str, b: &Tensor) -> Result<()> {

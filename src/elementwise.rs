@@ -18,9 +18,7 @@ struct Params {
 }
 
 fn count_u32(n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| {
-        Error::InvalidArgument(format!("{n} elements exceed the kernels' u32 indexing"))
-    })
+    crate::error::index_u32("elements", n)
 }
 
 /// Records one elementwise dispatch over `n` items.
@@ -32,20 +30,20 @@ fn launch(
     offset: u32,
     bindings: &[(u32, &Binding)],
 ) -> Result<()> {
-    if n == 0 {
-        return Ok(());
-    }
-    let grid = rec.grid_1d((n as u64).div_ceil(WORKGROUP));
-    let params = Params {
-        n: count_u32(n)?,
-        grid_x: grid[0],
-        alpha,
-        offset,
-    };
-    let uniform = rec.uniform(bytemuck::bytes_of(&params));
-    let mut all = vec![(0u32, &uniform)];
-    all.extend_from_slice(bindings);
-    rec.dispatch(&ELEMENTWISE, entry, &[], &all, grid)
+    let n32 = count_u32(n)?;
+    let groups = (n as u64).div_ceil(WORKGROUP);
+    rec.dispatch_groups(
+        &ELEMENTWISE,
+        entry,
+        groups,
+        |grid_x| Params {
+            n: n32,
+            grid_x,
+            alpha,
+            offset,
+        },
+        bindings,
+    )
 }
 
 fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {

@@ -95,6 +95,13 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `n` as a u32 kernel index, or an error naming `what`: the kernels index with u32.
+pub(crate) fn index_u32(what: &str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| {
+        Error::InvalidArgument(format!("{what}: {n} exceeds the kernels' u32 indexing"))
+    })
+}
+
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {

@@ -147,7 +147,7 @@ struct Params {
 }
 
 fn u32_of(n: usize, what: &str) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::InvalidArgument(format!("{what} = {n} exceeds u32")))
+    crate::error::index_u32(what, n)
 }
 
 /// `c = alpha * op(a) op(b) + beta * c + bias` into an existing `c` of shape `[.., M, N]`.

@@ -22,29 +22,24 @@ struct Params {
 }
 
 fn count_u32(what: &str, n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| {
-        Error::InvalidArgument(format!(
-            "{what}: {n} elements exceed the kernels' u32 indexing"
-        ))
-    })
+    crate::error::index_u32(what, n)
 }
 
 /// Records one dispatch of `entry` over `p.n` threads.
 fn launch(
     rec: &mut Recorder,
     entry: &'static str,
-    mut p: Params,
+    p: Params,
     bindings: &[(u32, &Binding)],
 ) -> Result<()> {
-    if p.n == 0 {
-        return Ok(());
-    }
-    let grid = rec.grid_1d((p.n as u64).div_ceil(WORKGROUP));
-    p.grid_x = grid[0];
-    let uniform = rec.uniform(bytemuck::bytes_of(&p));
-    let mut all = vec![(0u32, &uniform)];
-    all.extend_from_slice(bindings);
-    rec.dispatch(&LOOKUP, entry, &[], &all, grid)
+    let groups = (p.n as u64).div_ceil(WORKGROUP);
+    rec.dispatch_groups(
+        &LOOKUP,
+        entry,
+        groups,
+        |grid_x| Params { grid_x, ..p },
+        bindings,
+    )
 }
 
 /// Checks token ids against a vocabulary of `vocab` rows on the host, before upload: the

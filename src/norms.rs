@@ -51,9 +51,7 @@ pub struct LayerNormGrads {
 }
 
 fn u32_of(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| {
-        Error::InvalidArgument(format!("{what} = {v} exceeds the kernels' u32 indexing"))
-    })
+    crate::error::index_u32(what, v)
 }
 
 /// `(rows, n)` of a tensor read as rows of its last dimension.
@@ -82,18 +80,16 @@ fn dispatch_rows(
     rec: &mut Recorder,
     entry: &'static str,
     groups: usize,
-    mut params: Params,
+    params: Params,
     bindings: &[(u32, &Binding)],
 ) -> Result<()> {
-    if groups == 0 {
-        return Ok(());
-    }
-    let grid = rec.grid_1d(groups as u64);
-    params.grid_x = grid[0];
-    let uniform = rec.uniform(bytemuck::bytes_of(&params));
-    let mut all = vec![(0u32, &uniform)];
-    all.extend_from_slice(bindings);
-    rec.dispatch(&NORMS, entry, &[], &all, grid)
+    rec.dispatch_groups(
+        &NORMS,
+        entry,
+        groups as u64,
+        |grid_x| Params { grid_x, ..params },
+        bindings,
+    )
 }
 
 /// LayerNorm over the last dimension: `y = (x - mean) * rstd * gamma + beta` with the

@@ -22,11 +22,7 @@ const SQ_CHUNK: u64 = 256 * 4;
 const FORMAT: &str = "capaboost.adamw";
 
 fn count_u32(what: &str, n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| {
-        Error::InvalidArgument(format!(
-            "{what}: {n} elements exceed the kernels' u32 indexing"
-        ))
-    })
+    crate::error::index_u32(what, n)
 }
 
 #[repr(C)]

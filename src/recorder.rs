@@ -190,6 +190,27 @@ impl Recorder {
         Ok(())
     }
 
+    /// Records `entry` over `groups` workgroups laid out by [`Recorder::grid_1d`]: `params`
+    /// builds the uniform from the grid's x extent (kernels rebuild the flat index from
+    /// it), bound at binding 0 ahead of `bindings`. Nothing is recorded for 0 groups.
+    pub fn dispatch_groups<P: bytemuck::Pod>(
+        &mut self,
+        shader: &'static ShaderSource,
+        entry: &'static str,
+        groups: u64,
+        params: impl FnOnce(u32) -> P,
+        bindings: &[(u32, &Binding)],
+    ) -> Result<()> {
+        if groups == 0 {
+            return Ok(());
+        }
+        let grid = self.grid_1d(groups);
+        let uniform = self.uniform(bytemuck::bytes_of(&params(grid[0])));
+        let mut all = vec![(0u32, &uniform)];
+        all.extend_from_slice(bindings);
+        self.dispatch(shader, entry, &[], &all, grid)
+    }
+
     /// Records zeroing of a tensor's bytes.
     pub fn clear(&mut self, t: &Tensor) {
         let b = t.binding();

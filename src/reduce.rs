@@ -23,27 +23,23 @@ struct Params {
 }
 
 fn u32_of(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| {
-        Error::InvalidArgument(format!("{what} = {v} exceeds the kernels' u32 indexing"))
-    })
+    crate::error::index_u32(what, v)
 }
 
 fn launch(
     rec: &mut Recorder,
     entry: &'static str,
     groups: usize,
-    mut params: Params,
+    params: Params,
     bindings: &[(u32, &Binding)],
 ) -> Result<()> {
-    if groups == 0 {
-        return Ok(());
-    }
-    let grid = rec.grid_1d(groups as u64);
-    params.grid_x = grid[0];
-    let uniform = rec.uniform(bytemuck::bytes_of(&params));
-    let mut all = vec![(0u32, &uniform)];
-    all.extend_from_slice(bindings);
-    rec.dispatch(&REDUCE, entry, &[], &all, grid)
+    rec.dispatch_groups(
+        &REDUCE,
+        entry,
+        groups as u64,
+        |grid_x| Params { grid_x, ..params },
+        bindings,
+    )
 }
 
 fn expect_scalar(op: &str, name: &str, t: &Tensor) -> Result<()> {
