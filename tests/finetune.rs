@@ -272,3 +272,76 @@ fn bad_finetune_inputs_are_clear_errors() {
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("/nonexistent/run")
     );
 }
+
+#[test]
+fn ctrl_c_stops_at_a_step_boundary_with_a_checkpoint() {
+    use std::io::{BufRead, BufReader};
+    if common::gpu().is_none() {
+        return;
+    }
+    let Some(model) = model_dir() else { return };
+    let root = std::env::temp_dir().join(format!("capaboost-sigint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("sst2");
+    tiny_sst2(&data, 16, 4);
+    let run = root.join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .args([
+            "finetune",
+            "--task",
+            "sst2",
+            "--method",
+            "lora",
+            "--batch-size",
+            "8",
+            "--max-len",
+            "12",
+        ])
+        .args(["--max-steps", "200", "--no-progress", "--log-every", "1"])
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for training to be under way, then press Ctrl-C. stderr keeps draining in a
+    // thread so the child never writes into a closed pipe.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.starts_with("step ") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(240))
+        .expect("training never started");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let errors = drain.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{errors}");
+    assert!(text.contains("interrupted"), "{text}{errors}");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoint/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    let step = state["step"].as_u64().unwrap();
+    assert!(step > 0 && step < 200, "{state}");
+    std::fs::remove_dir_all(&root).ok();
+}
