@@ -396,7 +396,7 @@ pub struct RunSummary {
     pub steps: u64,
     /// Last dev metrics.
     pub dev: Vec<(&'static str, f64)>,
-    /// Training examples per second.
+    /// Training examples per second (evaluation and checkpoint time excluded).
     pub examples_per_s: f64,
     /// Trainable parameters stored.
     pub trainable: usize,
@@ -495,6 +495,8 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
     let start = Instant::now();
     let start_examples = state.examples_seen;
     let start_step = state.step;
+    // Throughput counts training only: evaluation and checkpoint time is set aside.
+    let mut paused = std::time::Duration::ZERO;
     let mut dev_metrics = Vec::new();
     let mut interrupted = false;
     let mut running_loss = None;
@@ -546,12 +548,13 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
                 running_loss = Some(l);
                 run.log_train_loss(state.step, epoch_f, l, lr as f64)?;
             }
-            let eps = (state.examples_seen - start_examples) as f64
-                / start.elapsed().as_secs_f64().max(1e-9);
+            let train_secs = (start.elapsed() - paused).as_secs_f64().max(1e-9);
+            let eps = (state.examples_seen - start_examples) as f64 / train_secs;
             progress.update(state.step, running_loss, eps);
             let epoch_end = state.batch_in_epoch == batches.len();
             let periodic = cfg.eval_every.is_some_and(|n| n > 0 && state.step % n == 0);
             if epoch_end || periodic || state.step == total {
+                let eval_start = Instant::now();
                 dev_metrics = evaluate(gpu, &model, task, &dev, cfg.batch_size.max(32))?;
                 let mut rec = json!({
                     "step": state.step,
@@ -578,6 +581,7 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
                     state.batch_in_epoch = 0;
                 }
                 save_checkpoint(&run, &model, &opt, &state)?;
+                paused += eval_start.elapsed();
             }
         }
         if state.batch_in_epoch >= batches.len() {
@@ -588,8 +592,8 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
     gpu.wait()?;
     save_checkpoint(&run, &model, &opt, &state)?;
     progress.finish();
-    let examples_per_s =
-        (state.examples_seen - start_examples) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    let train_secs = (start.elapsed() - paused).as_secs_f64().max(1e-9);
+    let examples_per_s = (state.examples_seen - start_examples) as f64 / train_secs;
     Ok(RunSummary {
         steps: state.step,
         dev: dev_metrics,
