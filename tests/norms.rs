@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{fd_grad, rel_max_abs, to64};
+
 use capaboost::norms::{self, cpu};
 use capaboost::{Error, Tensor};
 use common::{max_rel_err, random_vec, rel_frobenius};
@@ -15,38 +17,7 @@ const TOL: f64 = 1e-5;
 /// Finite differences in f64 with h = 1e-5: truncation O(h^2) ~ 1e-10 and cancellation
 /// ~ 1e-16 / h ~ 1e-11 relative to the gradients; 1e-7 leaves margin.
 const FD_TOL: f64 = 1e-7;
-const H: f64 = 1e-5;
 const EPS: f32 = 1e-5;
-
-fn to64(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&a| a as f64).collect()
-}
-
-/// Central finite differences of `f` at `x`, one coordinate at a time.
-fn fd_grad(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
-    let mut xp = x.to_vec();
-    (0..x.len())
-        .map(|i| {
-            let orig = xp[i];
-            xp[i] = orig + H;
-            let up = f(&xp);
-            xp[i] = orig - H;
-            let down = f(&xp);
-            xp[i] = orig;
-            (up - down) / (2.0 * H)
-        })
-        .collect()
-}
-
-/// Largest absolute difference over the largest magnitude of `want`.
-fn rel_max_abs(got: &[f64], want: &[f64]) -> f64 {
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max)
-        / scale
-}
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()

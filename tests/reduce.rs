@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{fd_grad, rel_max_abs, to64};
+
 use capaboost::reduce::{self, cpu};
 use capaboost::{Error, Indices, Tensor};
 use common::{max_rel_err, random_vec, rel_frobenius};
@@ -14,39 +16,10 @@ use rand::Rng;
 const TOL: f64 = 1e-5;
 /// Finite differences in f64 with h = 1e-5 (truncation ~ h^2, cancellation ~ 1e-16 / h).
 const FD_TOL: f64 = 1e-7;
-const H: f64 = 1e-5;
 
 /// Element counts: one, odd, just above one chunk (4096), two stages, and three stages
 /// (more than 4096^2 elements, also more than 65535 workgroups of 256 for broadcast).
 const SIZES: [usize; 6] = [1, 3, 4097, 70001, 1_000_003, 16_777_259];
-
-fn to64(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&a| a as f64).collect()
-}
-
-fn fd_grad(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
-    let mut xp = x.to_vec();
-    (0..x.len())
-        .map(|i| {
-            let orig = xp[i];
-            xp[i] = orig + H;
-            let up = f(&xp);
-            xp[i] = orig - H;
-            let down = f(&xp);
-            xp[i] = orig;
-            (up - down) / (2.0 * H)
-        })
-        .collect()
-}
-
-fn rel_max_abs(got: &[f64], want: &[f64]) -> f64 {
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max)
-        / scale
-}
 
 fn scalar(gpu: &capaboost::Gpu, v: f32) -> Tensor {
     Tensor::from_slice(gpu, &[v], &[1]).unwrap()

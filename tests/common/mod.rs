@@ -70,3 +70,35 @@ pub fn rel_frobenius(got: &[f32], want: &[f64]) -> f64 {
     let den: f64 = want.iter().map(|w| w * w).sum();
     (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }
+
+/// `v` widened to f64.
+pub fn to64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&a| a as f64).collect()
+}
+
+/// Central finite differences (step 1e-5) of `f` at `x`, one coordinate at a time.
+pub fn fd_grad(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    const H: f64 = 1e-5;
+    let mut xp = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let orig = xp[i];
+            xp[i] = orig + H;
+            let up = f(&xp);
+            xp[i] = orig - H;
+            let down = f(&xp);
+            xp[i] = orig;
+            (up - down) / (2.0 * H)
+        })
+        .collect()
+}
+
+/// Largest absolute difference over the largest magnitude of `want`.
+pub fn rel_max_abs(got: &[f64], want: &[f64]) -> f64 {
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
