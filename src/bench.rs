@@ -64,6 +64,8 @@ pub struct BenchRow {
     pub adapter_ms: f64,
     /// Median ms of the frozen base GEMMs (`x W0^T` and `G W0`).
     pub base_ms: f64,
+    /// Median ms of the masked-sum passes inside the adapter path (0 without timestamps).
+    pub masked_sum_ms: f64,
     /// Adapter-path GFLOP.
     pub adapter_gflop: f64,
     /// Adapter TFLOP/s.
@@ -96,17 +98,36 @@ fn time_ms(
     gpu: &Gpu,
     warmup: usize,
     reps: usize,
-    mut f: impl FnMut(&mut Recorder) -> Result<()>,
+    f: impl FnMut(&mut Recorder) -> Result<()>,
 ) -> Result<f64> {
+    Ok(time_split(gpu, warmup, reps, "", f)?.0)
+}
+
+/// Like [`time_ms`], also the median time of the passes of entry point `label`.
+fn time_split(
+    gpu: &Gpu,
+    warmup: usize,
+    reps: usize,
+    label: &str,
+    mut f: impl FnMut(&mut Recorder) -> Result<()>,
+) -> Result<(f64, f64)> {
     for _ in 0..warmup {
         gpu.run(&mut f)?;
     }
     gpu.wait()?;
-    let mut v = Vec::with_capacity(reps);
+    let (mut total, mut part) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
     for _ in 0..reps.max(1) {
-        v.push(gpu.time(&mut f)?.total.as_secs_f64() * 1e3);
+        let t = gpu.time(&mut f)?;
+        total.push(t.total.as_secs_f64() * 1e3);
+        part.push(
+            t.passes
+                .iter()
+                .filter(|p| p.0 == label)
+                .map(|p| p.1.as_secs_f64() * 1e3)
+                .sum(),
+        );
     }
-    Ok(median(v))
+    Ok((median(total), median(part)))
 }
 
 /// The adapter path alone: forward into an existing y, backward with its dx term.
@@ -280,6 +301,7 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig, mut log: impl FnMut(&BenchRow)) -> Resu
         layer_ms: 0.0,
         adapter_ms: 0.0,
         base_ms: 0.0,
+        masked_sum_ms: 0.0,
         adapter_gflop: 0.0,
         adapter_tflops: 0.0,
         adapter_gbps: 0.0,
@@ -361,9 +383,10 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig, mut log: impl FnMut(&BenchRow)) -> Resu
             })?;
             let y = Tensor::zeros(gpu, &[t, w])?;
             let dxb = Tensor::zeros(gpu, &[t, w])?;
-            let adapter_ms = time_ms(gpu, cfg.warmup, cfg.reps, |rec| {
-                adapter_path(rec, &x, &y, &a, &b, &masks, s, &g, &dxb)
-            })?;
+            let (adapter_ms, masked_sum_ms) =
+                time_split(gpu, cfg.warmup, cfg.reps, "masked_sum", |rec| {
+                    adapter_path(rec, &x, &y, &a, &b, &masks, s, &g, &dxb)
+                })?;
             let base_ms = time_ms(gpu, cfg.warmup, cfg.reps, |rec| {
                 gemm::linear(rec, &x, &w0, None)?;
                 gemm::matmul(rec, &g, false, &w0, false).map(drop)
@@ -390,6 +413,7 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig, mut log: impl FnMut(&BenchRow)) -> Resu
                 layer_ms,
                 adapter_ms,
                 base_ms,
+                masked_sum_ms,
                 adapter_gflop: flop / 1e9,
                 adapter_tflops: tflops,
                 adapter_gbps: gbps,
@@ -424,13 +448,14 @@ pub fn table(rows: &[BenchRow]) -> String {
         }
     }
     out.push_str(&format!(
-        "{:>6} {:>6} {:>3} {:>2} {:>10} {:>11} {:>9} {:>9} {:>8} {:>7} {:>7} {:>9}\n",
+        "{:>6} {:>6} {:>3} {:>2} {:>10} {:>11} {:>8} {:>9} {:>9} {:>8} {:>7} {:>7} {:>9}\n",
         "tokens",
         "width",
         "r",
         "d",
         "layer ms",
         "adapter ms",
+        "msum ms",
         "base ms",
         "TFLOP/s",
         "GB/s",
@@ -440,13 +465,14 @@ pub fn table(rows: &[BenchRow]) -> String {
     ));
     for r in rows.iter().filter(|r| r.kind == "layer") {
         out.push_str(&format!(
-            "{:>6} {:>6} {:>3} {:>2} {:>10.3} {:>11.3} {:>9.3} {:>9.4} {:>8.1} {:>6.1}% {:>6.1}% {:>9.1e}\n",
+            "{:>6} {:>6} {:>3} {:>2} {:>10.3} {:>11.3} {:>8.3} {:>9.3} {:>9.4} {:>8.1} {:>6.1}% {:>6.1}% {:>9.1e}\n",
             r.tokens,
             r.width,
             r.r,
             r.d,
             r.layer_ms,
             r.adapter_ms,
+            r.masked_sum_ms,
             r.base_ms,
             r.adapter_tflops,
             r.adapter_gbps,
