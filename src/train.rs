@@ -535,8 +535,12 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
             state.batch_in_epoch += 1;
             state.examples_seen += idx.len() as u64;
             let epoch_f = state.epoch as f64 + state.batch_in_epoch as f64 / batches.len() as f64;
-            if state.step % cfg.log_every.max(1) == 0 || state.step == total {
-                // The one readback a training step allows: the loss, when logging.
+            let epoch_end = state.batch_in_epoch == batches.len();
+            let periodic = cfg.eval_every.is_some_and(|n| n > 0 && state.step % n == 0);
+            let eval_now = epoch_end || periodic || state.step == total;
+            if state.step % cfg.log_every.max(1) == 0 || eval_now {
+                // The one readback a training step allows: the loss, when logging (and at
+                // evaluations, so every metrics.jsonl record carries this step's loss).
                 let l = loss.value().to_vec()?[0] as f64;
                 if !l.is_finite() {
                     save_checkpoint(&run, &model, &opt, &state)?;
@@ -551,9 +555,7 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
             let train_secs = (start.elapsed() - paused).as_secs_f64().max(1e-9);
             let eps = (state.examples_seen - start_examples) as f64 / train_secs;
             progress.update(state.step, running_loss, eps);
-            let epoch_end = state.batch_in_epoch == batches.len();
-            let periodic = cfg.eval_every.is_some_and(|n| n > 0 && state.step % n == 0);
-            if epoch_end || periodic || state.step == total {
+            if eval_now {
                 let eval_start = Instant::now();
                 dev_metrics = evaluate(gpu, &model, task, &dev, cfg.batch_size.max(32))?;
                 let mut rec = json!({

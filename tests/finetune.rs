@@ -345,3 +345,123 @@ fn ctrl_c_stops_at_a_step_boundary_with_a_checkpoint() {
     assert!(step > 0 && step < 200, "{state}");
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// A synthetic STS-B folder: sentence pairs with float scores, GLUE's column layout.
+fn tiny_stsb(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let words = [
+        "the", "a", "cat", "dog", "sat", "ran", "on", "mat", "park", "red", "blue", "big",
+    ];
+    for (f, n) in [("train.tsv", 12), ("dev.tsv", 6)] {
+        let mut text = String::from(
+            "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n",
+        );
+        for i in 0..n {
+            let a: Vec<&str> = (0..5)
+                .map(|k| words[(i * 7 + k * 3) % words.len()])
+                .collect();
+            let b: Vec<&str> = (0..4)
+                .map(|k| words[(i * 5 + k * 2 + 1) % words.len()])
+                .collect();
+            let score = (i * 37 % 50) as f32 / 10.0;
+            text.push_str(&format!(
+                "{i}\tmain\tx\t2012\t{i}\tnone\tnone\t{}\t{}\t{score:.1}\n",
+                a.join(" "),
+                b.join(" ")
+            ));
+        }
+        std::fs::write(dir.join(f), text).unwrap();
+    }
+}
+
+#[test]
+fn regression_pairs_with_bottleneck_adapters() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let Some(model) = model_dir() else { return };
+    let root = std::env::temp_dir().join(format!("capaboost-stsb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("stsb");
+    tiny_stsb(&data);
+    let run = root.join("run");
+    let text = capaboost(&[
+        "finetune",
+        "--task",
+        "stsb",
+        "--method",
+        "capaboost-adapter",
+        "--placement",
+        "houlsby",
+        "--adapter-width",
+        "8",
+        "--d",
+        "2",
+        "--batch-size",
+        "6",
+        "--max-len",
+        "16",
+        "--max-steps",
+        "2",
+        "--no-progress",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    // 6 layers x 2 adapters x (8*384*2 + 8 + 384) + head 384 + 1.
+    assert!(
+        text.contains(&format!(
+            "{} trainable parameters",
+            12 * (8 * 384 * 2 + 8 + 384) + 385
+        )),
+        "{text}"
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    for line in metrics.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            r["pearson"].is_number() && r["spearman"].is_number() && r["train_loss"].is_number(),
+            "{r}"
+        );
+    }
+    // Bottleneck adapters have no LoRA form: PEFT export and merge refuse with a reason.
+    for args in [
+        vec![
+            "export",
+            "--run",
+            run.to_str().unwrap(),
+            "--format",
+            "peft",
+            "--out",
+            root.join("peft").to_str().unwrap(),
+        ],
+        vec![
+            "merge",
+            "--run",
+            run.to_str().unwrap(),
+            "--out",
+            root.join("merged").to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("bottleneck adapters"), "{err}");
+    }
+    capaboost(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--format",
+        "native",
+        "--out",
+        root.join("native").to_str().unwrap(),
+    ]);
+    std::fs::remove_dir_all(&root).ok();
+}
