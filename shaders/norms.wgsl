@@ -160,6 +160,21 @@ fn layer_norm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     }
 }
 
+// Sums the 16 lanes of each of the 16 columns a 256-thread workgroup holds in (red_a,
+// red_b): afterwards threads 0..15 hold their column's totals.
+fn fold_lanes(lid: u32, acc: vec2<f32>) {
+    red_a[lid] = acc.x;
+    red_b[lid] = acc.y;
+    workgroupBarrier();
+    for (var s = 128u; s >= 16u; s = s >> 1u) {
+        if (lid < s) {
+            red_a[lid] = red_a[lid] + red_a[lid + s];
+            red_b[lid] = red_b[lid] + red_b[lid + s];
+        }
+        workgroupBarrier();
+    }
+}
+
 // dgamma/dbeta, stage 1: workgroup (column block, row chunk) sums CHUNK rows of 16 columns.
 // Lane l = lid / 16 takes rows l, l + 16, ... of the chunk (16 sequential adds), then a tree
 // over the 16 lanes: short sequential runs keep the sums over many rows accurate.
@@ -185,16 +200,7 @@ fn layer_norm_bwd_params_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin
             acc += vec2<f32>(d * xhat, d);
         }
     }
-    red_a[lid] = acc.x;
-    red_b[lid] = acc.y;
-    workgroupBarrier();
-    for (var s = 128u; s >= 16u; s = s >> 1u) {
-        if (lid < s) {
-            red_a[lid] = red_a[lid] + red_a[lid + s];
-            red_b[lid] = red_b[lid] + red_b[lid + s];
-        }
-        workgroupBarrier();
-    }
+    fold_lanes(lid, acc);
     if (lid < 16u && col < n) {
         part_g[chunk * n + col] = red_a[lid];
         part_b[chunk * n + col] = red_b[lid];
@@ -219,16 +225,7 @@ fn layer_norm_bwd_params_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
             acc += vec2<f32>(part_g[c * n + col], part_b[c * n + col]);
         }
     }
-    red_a[lid] = acc.x;
-    red_b[lid] = acc.y;
-    workgroupBarrier();
-    for (var s = 128u; s >= 16u; s = s >> 1u) {
-        if (lid < s) {
-            red_a[lid] = red_a[lid] + red_a[lid + s];
-            red_b[lid] = red_b[lid] + red_b[lid + s];
-        }
-        workgroupBarrier();
-    }
+    fold_lanes(lid, acc);
     if (lid < 16u && col < n) {
         dgamma_out[col] = red_a[lid];
         dbeta_out[col] = red_b[lid];

@@ -6,30 +6,10 @@
 
 mod common;
 
-use std::path::PathBuf;
+use common::model_dir;
 
 use capaboost::autograd::Graph;
-use capaboost::bert::{Batch, Bert, BertTokenizer, default_model_dir};
-
-fn model_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("CAPABOOST_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(default_model_dir);
-    if dir.join("model.safetensors").exists() {
-        return Some(dir);
-    }
-    if std::env::var("CAPABOOST_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
-        panic!(
-            "CAPABOOST_REQUIRE_MODEL=1 but no model at {}: run scripts/fetch-minilm.sh",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "skipping: no model at {} (run scripts/fetch-minilm.sh)",
-        dir.display()
-    );
-    None
-}
+use capaboost::bert::{Batch, Bert, BertTokenizer};
 
 fn golden() -> serde_json::Value {
     serde_json::from_str(include_str!("data/minilm-golden.json")).unwrap()

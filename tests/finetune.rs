@@ -6,29 +6,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::model_dir;
+
+use std::path::Path;
 use std::process::Command;
 
 use capaboost::autograd::Graph;
 use capaboost::bert::{Batch, Bert, BertTokenizer};
 use capaboost::io::TensorFile;
-
-fn model_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("CAPABOOST_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(capaboost::bert::default_model_dir);
-    if dir.join("model.safetensors").exists() {
-        return Some(dir);
-    }
-    if std::env::var("CAPABOOST_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
-        panic!(
-            "CAPABOOST_REQUIRE_MODEL=1 but no model at {}",
-            dir.display()
-        );
-    }
-    eprintln!("skipping: no model at {}", dir.display());
-    None
-}
 
 /// The first rows of SST-2's train (CRLF, `label<TAB>sentence`) and dev (`label<TAB>content`).
 fn tiny_sst2(dir: &Path, train_rows: usize, dev_rows: usize) {

@@ -102,3 +102,25 @@ pub fn rel_max_abs(got: &[f64], want: &[f64]) -> f64 {
         .fold(0.0, f64::max)
         / scale
 }
+
+/// The BERT model folder (`CAPABOOST_MODEL_DIR`, else where `scripts/fetch-minilm.sh`
+/// puts it), or `None` with the reason printed; a panic under `CAPABOOST_REQUIRE_MODEL=1`.
+pub fn model_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("CAPABOOST_MODEL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(capaboost::bert::default_model_dir);
+    if dir.join("model.safetensors").exists() {
+        return Some(dir);
+    }
+    if std::env::var("CAPABOOST_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
+        panic!(
+            "CAPABOOST_REQUIRE_MODEL=1 but no model at {}: run scripts/fetch-minilm.sh",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "skipping: no model at {} (run scripts/fetch-minilm.sh)",
+        dir.display()
+    );
+    None
+}
