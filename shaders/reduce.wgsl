@@ -117,19 +117,53 @@ fn mse_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     }
 }
 
-// Row r of the logits [n, classes]: its max and log-sum-exp, valid in every thread.
-fn row_logsumexp(lid: u32, base: u32) -> vec2<f32> {
+// Row r of the logits [n, classes] as (max m, count of entries equal to m, rest = sum of
+// exp(x - m) over the entries below m), valid in every thread. Keeping the max's own 1
+// apart from `rest` is what lets a confident row's loss log(1 + rest) and its label
+// gradient -rest / (1 + rest) keep their relative precision when rest is tiny: summed into
+// one f32, 1 + rest would round rest away.
+fn row_stats(lid: u32, base: u32) -> vec3<f32> {
     let c = p.classes;
     var m = src[base];
     for (var j = lid; j < c; j += WG) {
         m = max(m, src[base + j]);
     }
     let mx = block_max(lid, m);
-    var s = 0.0;
+    var count = 0.0;
+    var rest = 0.0;
     for (var j = lid; j < c; j += WG) {
-        s += exp(src[base + j] - mx);
+        let x = src[base + j];
+        if (x == mx) {
+            count += 1.0;
+        } else {
+            rest += exp(x - mx);
+        }
     }
-    return vec2<f32>(mx, log(block_sum(lid, s)));
+    let total_count = block_sum(lid, count);
+    return vec3<f32>(mx, total_count, block_sum(lid, rest));
+}
+
+// log(1 + u) for u >= 0 to a few f32 ulps. Below 1/2 it uses the series
+// 2 atanh(z), z = u / (2 + u) <= 1/5, instead of log(1 + u): GPU logs are only
+// absolutely accurate (2^-21) near 1, which is no relative precision for a tiny log.
+fn log1p_pos(u: f32) -> f32 {
+    if (u >= 0.5) {
+        return log(1.0 + u);
+    }
+    let z = u / (2.0 + u);
+    let z2 = z * z;
+    // Terms up to z^13 / 13: the first one left out is below 1e-9 relative.
+    let poly = 1.0 + z2 * (1.0 / 3.0 + z2 * (1.0 / 5.0 + z2 * (1.0 / 7.0
+        + z2 * (1.0 / 9.0 + z2 * (1.0 / 11.0 + z2 * (1.0 / 13.0))))));
+    return 2.0 * z * poly;
+}
+
+// log(sum of exp(x - m)) = log(count + rest).
+fn log_sum(st: vec3<f32>) -> f32 {
+    if (st.y == 1.0) {
+        return log1p_pos(st.z);
+    }
+    return log(st.y + st.z);
 }
 
 // dst[row] = logsumexp(row) - row[label]; an out-of-range label (>= classes) contributes 0.
@@ -141,13 +175,13 @@ fn cross_entropy_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
     }
     let lid = lid3.x;
     let base = row * p.classes;
-    let lse = row_logsumexp(lid, base);
+    let st = row_stats(lid, base);
     if (lid == 0u) {
         let label = labels[row];
         var loss = 0.0;
         if (label < p.classes) {
             // (max - x[label]) + log(sum): both terms >= 0, so no cancellation.
-            loss = (lse.x - src[base + label]) + lse.y;
+            loss = (st.x - src[base + label]) + log_sum(st);
         }
         dst[row] = loss;
     }
@@ -164,13 +198,23 @@ fn cross_entropy_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     let lid = lid3.x;
     let c = p.classes;
     let base = row * c;
-    let lse = row_logsumexp(lid, base);
+    let st = row_stats(lid, base);
+    let sum = st.y + st.z;
     let label = labels[row];
     let valid = label < c;
     let k = g[0] * p.scale;
     for (var j = lid; j < c; j += WG) {
-        let prob = exp(src[base + j] - lse.x - lse.y);
-        let d = prob - select(0.0, 1.0, j == label);
+        let x = src[base + j];
+        var d = exp(x - st.x) / sum;
+        if (j == label) {
+            if (x == st.x && st.y == 1.0) {
+                // softmax - 1 = -(sum of the others) / sum, without cancelling.
+                d = -st.z / sum;
+            } else {
+                // The label's probability is at most 1/2 here: no cancellation.
+                d = d - 1.0;
+            }
+        }
         dst[base + j] = select(0.0, k * d, valid);
     }
 }

@@ -192,16 +192,20 @@ fn cross_entropy_forward_and_backward_match_reference() {
     let Some(gpu) = common::gpu() else { return };
     let mut rng = common::rng("cross_entropy_forward_and_backward_match_reference");
     // 70001 rows: a 2-D grid of row workgroups; 1000 classes: several per thread.
-    for (rows, classes) in [
-        (1, 1),
-        (1, 2),
-        (3, 5),
-        (37, 67),
-        (5, 385),
-        (4, 1000),
-        (70001, 3),
+    // Scale 8: confident rows whose loss log(1 + rest) is as small as 1e-7 and whose
+    // label gradient -rest / (1 + rest) would cancel if computed as softmax - 1.
+    for (rows, classes, scale) in [
+        (1, 1, 4.0),
+        (1, 2, 4.0),
+        (1, 2, 8.0),
+        (3, 5, 4.0),
+        (9, 3, 8.0),
+        (37, 67, 4.0),
+        (5, 385, 4.0),
+        (4, 1000, 4.0),
+        (70001, 3, 4.0),
     ] {
-        let logits = random_vec(&mut rng, rows * classes, 4.0);
+        let logits = random_vec(&mut rng, rows * classes, scale);
         let labels = random_labels(&mut rng, rows, classes);
         reduce::check_labels(&labels, classes).unwrap();
         let g = random_g(&mut rng);
@@ -230,6 +234,45 @@ fn cross_entropy_forward_and_backward_match_reference() {
         } else {
             assert!(el <= TOL && eg <= TOL, "[{rows}, {classes}]");
         }
+    }
+}
+
+#[test]
+fn confident_rows_keep_relative_precision() {
+    let Some(gpu) = common::gpu() else { return };
+    // One row per margin, the label on the max: loss = log(1 + e^-margin) down to 2e-9,
+    // and gradients +-e^-margin / (1 + e^-margin): each element checked relatively.
+    // Margins stop at 20 because lavapipe's exp itself loses relative precision beyond
+    // (measured: 5e-6 at e^-22, 6e-5 at e^-26), which no loss kernel can undo.
+    for margin in [0.5f32, 3.0, 7.0, 12.5, 20.0] {
+        let logits = [1.25 + margin, 1.25];
+        let labels = [0u32];
+        let tl = Tensor::from_slice(&gpu, &logits, &[1, 2]).unwrap();
+        let ti = Indices::from_slice(&gpu, &labels, &[1]).unwrap();
+        let tg = scalar(&gpu, 1.0);
+        let (loss, grad) = gpu
+            .run(|rec| {
+                Ok((
+                    reduce::cross_entropy(rec, &tl, &ti)?,
+                    reduce::cross_entropy_backward(rec, &tl, &ti, &tg)?,
+                ))
+            })
+            .unwrap();
+        let el = max_rel_err(
+            &loss.to_vec().unwrap(),
+            &cpu::cross_entropy(&logits, &labels, 2),
+            1e-300,
+        );
+        let eg = max_rel_err(
+            &grad.to_vec().unwrap(),
+            &cpu::cross_entropy_backward(&logits, &labels, 2, 1.0),
+            1e-300,
+        );
+        eprintln!("margin {margin}: loss {el:.2e} grad {eg:.2e}");
+        assert!(
+            el <= TOL && eg <= TOL,
+            "margin {margin}: loss {el:.2e} grad {eg:.2e}"
+        );
     }
 }
 
