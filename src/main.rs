@@ -194,6 +194,9 @@ struct EvalArgs {
     /// File inside --data to score (default: the task's dev file).
     #[arg(long)]
     split: Option<String>,
+    /// Also write each example's prediction and head outputs to this TSV file.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -524,7 +527,13 @@ fn finetune_glue(args: FinetuneArgs) -> capaboost::Result<()> {
 
 fn eval(args: EvalArgs) -> capaboost::Result<()> {
     let gpu = capaboost::Gpu::new()?;
-    let m = capaboost::train::eval_run(&gpu, &args.run, &args.data, args.split.as_deref())?;
+    let m = capaboost::train::eval_run(
+        &gpu,
+        &args.run,
+        &args.data,
+        args.split.as_deref(),
+        args.predictions.as_deref(),
+    )?;
     println!("{}", capaboost::train::metrics_json(&m));
     Ok(())
 }

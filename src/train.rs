@@ -285,6 +285,55 @@ fn loss_of(
     }
 }
 
+/// The model's logits for every item of `data`, in `data`'s order (`[items, labels]`
+/// row-major). Batches are formed over items sorted by length, so padding stays small.
+fn predict(gpu: &Gpu, model: &Classifier, data: &Data, batch: usize) -> Result<Vec<f32>> {
+    let mut order: Vec<usize> = (0..data.items.len()).collect();
+    order.sort_by_key(|&i| data.items[i].ids.len());
+    let width = model.labels;
+    let mut out = vec![0f32; order.len() * width];
+    for chunk in order.chunks(batch.max(1)) {
+        let b = make_batch(gpu, data, chunk, model.bert.config.vocab_size)?;
+        let mut g = Graph::no_grad(gpu);
+        let logits = model.forward(&mut g, &b)?;
+        g.submit()?;
+        let v = logits.value().to_vec()?;
+        for (k, &i) in chunk.iter().enumerate() {
+            out[i * width..(i + 1) * width].copy_from_slice(&v[k * width..(k + 1) * width]);
+        }
+    }
+    Ok(out)
+}
+
+/// The predicted class of each logits row (the first maximum), or the score itself for
+/// regression heads.
+fn argmax_rows(logits: &[f32], width: usize) -> Vec<usize> {
+    logits
+        .chunks(width)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold(0, |best, (j, &x)| if x > row[best] { j } else { best })
+        })
+        .collect()
+}
+
+/// The task's metrics by name for `logits` against `data`'s labels.
+fn score(
+    task: Task,
+    logits: &[f32],
+    width: usize,
+    data: &Data,
+) -> Result<Vec<(&'static str, f64)>> {
+    if task.is_regression() {
+        let scores: Vec<f64> = logits.chunks(width).map(|r| r[0] as f64).collect();
+        crate::metrics::task_metrics(task, None, Some(&scores), &data.labels)
+    } else {
+        let classes = argmax_rows(logits, width);
+        crate::metrics::task_metrics(task, Some(&classes), None, &data.labels)
+    }
+}
+
 /// Scores `data` with the model: the task's metrics by name.
 fn evaluate(
     gpu: &Gpu,
@@ -293,30 +342,8 @@ fn evaluate(
     data: &Data,
     batch: usize,
 ) -> Result<Vec<(&'static str, f64)>> {
-    let mut order: Vec<usize> = (0..data.items.len()).collect();
-    order.sort_by_key(|&i| data.items[i].ids.len());
-    let mut classes = vec![0usize; order.len()];
-    let mut scores = vec![0f64; order.len()];
-    for chunk in order.chunks(batch.max(1)) {
-        let b = make_batch(gpu, data, chunk, model.bert.config.vocab_size)?;
-        let mut g = Graph::no_grad(gpu);
-        let logits = model.forward(&mut g, &b)?;
-        g.submit()?;
-        let v = logits.value().to_vec()?;
-        for (k, &i) in chunk.iter().enumerate() {
-            let row = &v[k * model.labels..(k + 1) * model.labels];
-            scores[i] = row[0] as f64;
-            classes[i] = row
-                .iter()
-                .enumerate()
-                .fold(0, |best, (j, &x)| if x > row[best] { j } else { best });
-        }
-    }
-    if task.is_regression() {
-        crate::metrics::task_metrics(task, None, Some(&scores), &data.labels)
-    } else {
-        crate::metrics::task_metrics(task, Some(&classes), None, &data.labels)
-    }
+    let logits = predict(gpu, model, data, batch)?;
+    score(task, &logits, model.labels, data)
 }
 
 /// Where a run stands: saved in `trainer_state.json` of each checkpoint.
@@ -605,12 +632,17 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
     })
 }
 
-/// Scores a saved run on a data folder's dev split (or `split_file` inside it).
+/// Scores a saved run on a data folder's dev split (or `split_file` inside it). With
+/// `predictions`, also writes one TSV row per scored example: its 1-based line in the
+/// file, the prediction (label name, or the score for regression) and the raw head
+/// outputs (`logit_<label>` columns; `score` for regression), so that the same numbers can
+/// be compared with the exported adapters run elsewhere.
 pub fn eval_run(
     gpu: &Gpu,
     run_path: &Path,
     data: &Path,
     split_file: Option<&str>,
+    predictions: Option<&Path>,
 ) -> Result<Vec<(&'static str, f64)>> {
     let (_, cfg, model) = load_run(gpu, run_path)?;
     let task = cfg.task()?;
@@ -620,7 +652,49 @@ pub fn eval_run(
     };
     let tok = BertTokenizer::load(&cfg.model, cfg.max_len)?;
     let d = tokenize(&tok, &split)?;
-    evaluate(gpu, &model, task, &d, cfg.batch_size.max(32))
+    let logits = predict(gpu, &model, &d, cfg.batch_size.max(32))?;
+    if let Some(path) = predictions {
+        let names = task.label_names();
+        let text = predictions_tsv(task, &names, &split, &logits, model.labels);
+        crate::io::write_atomic(path, text.as_bytes())?;
+    }
+    score(task, &logits, model.labels, &d)
+}
+
+fn predictions_tsv(
+    task: Task,
+    names: &[String],
+    split: &glue::Split,
+    logits: &[f32],
+    width: usize,
+) -> String {
+    let mut text = String::from("line\tprediction");
+    if task.is_regression() {
+        text.push_str("\tscore");
+    } else {
+        for name in names {
+            text.push_str(&format!("\tlogit_{name}"));
+        }
+    }
+    text.push('\n');
+    let classes = argmax_rows(logits, width);
+    for ((e, row), class) in split.examples.iter().zip(logits.chunks(width)).zip(classes) {
+        let pred = if task.is_regression() {
+            format!("{}", row[0])
+        } else {
+            names
+                .get(class)
+                .cloned()
+                .unwrap_or_else(|| class.to_string())
+        };
+        text.push_str(&format!("{}\t{pred}", e.line));
+        for v in row {
+            // Rust's shortest round-trip form: the f32 is recovered exactly.
+            text.push_str(&format!("\t{v}"));
+        }
+        text.push('\n');
+    }
+    text
 }
 
 /// Loss and metrics values as one JSON object (for printing).

@@ -141,13 +141,16 @@ fn smoke_run_resume_eval_export_merge() {
         assert_eq!(n1, n2);
         assert_eq!(v1, v2, "{n1} differs after resume");
     }
-    // eval reproduces the last dev accuracy.
+    // eval reproduces the last dev accuracy, and its predictions file agrees with it.
+    let preds = root.join("preds.tsv");
     let text = capaboost(&[
         "eval",
         "--run",
         straight.to_str().unwrap(),
         "--data",
         &data_s,
+        "--predictions",
+        preds.to_str().unwrap(),
     ]);
     let last = records.last().unwrap()["accuracy"].as_f64().unwrap();
     let line = text.lines().find(|l| l.starts_with('{')).unwrap();
@@ -156,6 +159,30 @@ fn smoke_run_resume_eval_export_merge() {
         (got["accuracy"].as_f64().unwrap() - last).abs() < 1e-9,
         "{text} vs {last}"
     );
+    let preds = std::fs::read_to_string(&preds).unwrap();
+    let mut rows = preds.lines();
+    assert_eq!(
+        rows.next(),
+        Some("line\tprediction\tlogit_negative\tlogit_positive")
+    );
+    let dev = std::fs::read_to_string(data.join("dev.tsv")).unwrap();
+    let dev: Vec<&str> = dev.lines().collect();
+    let mut correct = 0;
+    let mut n = 0;
+    for row in rows {
+        let f: Vec<&str> = row.split('\t').collect();
+        assert_eq!(f.len(), 4, "{row}");
+        let line: usize = f[0].parse().unwrap();
+        let (neg, pos): (f32, f32) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        assert!(neg.is_finite() && pos.is_finite() && neg != pos, "{row}");
+        let want = if pos > neg { "positive" } else { "negative" };
+        assert_eq!(f[1], want, "{row}");
+        let gold = dev[line - 1].split('\t').next().unwrap();
+        correct += usize::from((gold == "1") == (want == "positive"));
+        n += 1;
+    }
+    assert_eq!(n, 12);
+    assert!((correct as f64 / 12.0 - last).abs() < 1e-9, "{preds}");
     // PEFT export: 12 adapted modules as LoRA of rank d r = 16, alpha / r = s.
     let peft = root.join("peft");
     capaboost(&[
