@@ -104,6 +104,11 @@ impl TensorFile {
         self.tensors.contains_key(name)
     }
 
+    /// A tensor as stored, any dtype.
+    pub fn raw(&self, name: &str) -> Option<&RawTensor> {
+        self.tensors.get(name)
+    }
+
     /// Names of all tensors.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
@@ -171,6 +176,17 @@ impl TensorWriter {
     pub fn u8(&mut self, name: impl Into<String>, shape: &[usize], data: &[u8]) {
         self.tensors
             .push((name.into(), Dtype::U8, shape.to_vec(), data.to_vec()));
+    }
+
+    /// Adds a tensor as read from another file, any dtype.
+    pub fn raw(&mut self, name: impl Into<String>, t: &RawTensor) {
+        self.tensors
+            .push((name.into(), t.dtype, t.shape.clone(), t.data.clone()));
+    }
+
+    /// Whether a tensor of that name was added.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.iter().any(|(n, ..)| n == name)
     }
 
     /// Sets a `__metadata__` entry (a later call with the same key replaces it).

@@ -861,6 +861,18 @@ pub fn merge_run(gpu: &Gpu, run_path: &Path, out: &Path) -> Result<()> {
             put(&mut w, format!("encoder.layer.{i}.{n}.bias"), &norm.beta)?;
         }
     }
+    // The base checkpoint's other encoder tensors (the pooler, position ids) are copied
+    // as they are, so the merged folder loads as a complete BertModel; pretraining heads
+    // (`cls.*`) are left out, and a `bert.` prefix is dropped to match the names above.
+    let src = crate::io::TensorFile::read(&cfg.model.join("model.safetensors"))?;
+    for name in src.names() {
+        let short = name.strip_prefix("bert.").unwrap_or(name);
+        if !short.starts_with("cls.") && !w.contains(short) {
+            if let Some(t) = src.raw(name) {
+                w.raw(short, t);
+            }
+        }
+    }
     w.write(&out.join("model.safetensors"))?;
     for f in [
         "config.json",

@@ -231,6 +231,21 @@ fn smoke_run_resume_eval_export_merge() {
         "--out",
         merged.to_str().unwrap(),
     ]);
+    // Tensors the merge does not touch (the pooler, position ids) come over unchanged,
+    // so the folder loads as a complete BertModel.
+    let (src, dst) = (
+        TensorFile::read(&model.join("model.safetensors")).unwrap(),
+        TensorFile::read(&merged.join("model.safetensors")).unwrap(),
+    );
+    for name in ["pooler.dense.weight", "pooler.dense.bias"] {
+        if src.contains(name) {
+            assert_eq!(dst.f32(name).unwrap(), src.f32(name).unwrap(), "{name}");
+        }
+    }
+    assert_eq!(
+        src.names().filter(|n| !n.starts_with("cls.")).count(),
+        dst.names().count()
+    );
     let gpu = common::gpu().unwrap();
     let (_, _, clf) = capaboost::train::load_run(&gpu, &straight).unwrap();
     let plain = Bert::load(&gpu, &merged).unwrap();
