@@ -221,8 +221,9 @@ pub struct Columns {
     pub text_a: String,
     /// Second text column, for sentence-pair tasks.
     pub text_b: Option<String>,
-    /// Label column.
-    pub label: String,
+    /// Label column; `None` for a file read without labels
+    /// ([`ReadOptions::allow_unlabelled`]).
+    pub label: Option<String>,
 }
 
 /// Options for [`read_split`]: column names that override the task's preset, and a cap on
@@ -237,6 +238,10 @@ pub struct ReadOptions {
     pub label: Option<String>,
     /// Keep only the first N good examples.
     pub limit: Option<usize>,
+    /// Read a file that has no label column (such as GLUE's official test files) as texts
+    /// only, every [`Example::label`] `None`, instead of failing. A label column that is
+    /// present is still read and checked.
+    pub allow_unlabelled: bool,
 }
 
 /// A gold label.
@@ -255,8 +260,9 @@ pub struct Example {
     pub text_a: String,
     /// Second text for pair tasks, verbatim.
     pub text_b: Option<String>,
-    /// Gold label.
-    pub label: Label,
+    /// Gold label; `None` only in a file read with [`ReadOptions::allow_unlabelled`] that has
+    /// no label column.
+    pub label: Option<Label>,
     /// 1-based line of the file the example came from.
     pub line: usize,
 }
@@ -409,19 +415,24 @@ pub fn read_split(path: &Path, task: Task, opts: &ReadOptions) -> Result<Split> 
         (None, Some(cands)) => Some(find_column(path, &header, "text_b", None, cands, false)?),
         (None, None) => None,
     };
-    let il = find_column(
+    let il = match find_column(
         path,
         &header,
         "label",
         opts.label.as_deref(),
         preset.label,
         true,
-    )?;
+    ) {
+        Ok(i) => Some(i),
+        // An explicitly named label column must exist.
+        Err(_) if opts.allow_unlabelled && opts.label.is_none() => None,
+        Err(e) => return Err(e),
+    };
     let name = |i: usize| header[i].trim().to_string();
     let columns = Columns {
         text_a: name(ia),
         text_b: ib.map(name),
-        label: name(il),
+        label: il.map(name),
     };
 
     let limit = opts.limit.unwrap_or(usize::MAX);
@@ -455,8 +466,12 @@ pub fn read_split(path: &Path, task: Task, opts: &ReadOptions) -> Result<Split> 
             };
             let text_a = get(ia)?;
             let text_b = ib.map(get).transpose()?;
-            let label = parse_label(task, fields[il])
-                .map_err(|e| format!("{e} in column {:?}", header[il].trim()))?;
+            let label = il
+                .map(|il| {
+                    parse_label(task, fields[il])
+                        .map_err(|e| format!("{e} in column {:?}", header[il].trim()))
+                })
+                .transpose()?;
             Ok(Example {
                 text_a,
                 text_b,

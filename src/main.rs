@@ -194,7 +194,8 @@ struct EvalArgs {
     /// File inside --data to score (default: the task's dev file).
     #[arg(long)]
     split: Option<String>,
-    /// Also write each example's prediction and head outputs to this TSV file.
+    /// Also write each example's prediction and head outputs to this TSV file; the scored
+    /// file may then lack labels (GLUE's official test files).
     #[arg(long)]
     predictions: Option<PathBuf>,
 }
@@ -534,6 +535,12 @@ fn eval(args: EvalArgs) -> capaboost::Result<()> {
         args.split.as_deref(),
         args.predictions.as_deref(),
     )?;
+    if let (true, Some(p)) = (m.is_empty(), &args.predictions) {
+        eprintln!(
+            "the file has no label column: predictions written to {}, no metrics",
+            p.display()
+        );
+    }
     println!("{}", capaboost::train::metrics_json(&m));
     Ok(())
 }

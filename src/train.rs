@@ -130,6 +130,7 @@ impl TrainConfig {
             text_b: self.text_b.clone(),
             label: self.label_column.clone(),
             limit,
+            allow_unlabelled: false,
         }
     }
 
@@ -224,14 +225,27 @@ struct Data {
     labels: Vec<Label>,
 }
 
+/// Encodes a split; its labels must all be present.
 fn tokenize(tok: &BertTokenizer, split: &glue::Split) -> Result<Data> {
-    let mut items = Vec::with_capacity(split.examples.len());
-    let mut labels = Vec::with_capacity(split.examples.len());
-    for e in &split.examples {
-        items.push(tok.encode(&e.text_a, e.text_b.as_deref())?);
-        labels.push(e.label);
-    }
+    let labels = split
+        .examples
+        .iter()
+        .map(|e| e.label)
+        .collect::<Option<Vec<Label>>>()
+        .ok_or_else(|| Error::File {
+            path: split.path.display().to_string(),
+            message: "has no labels".into(),
+        })?;
+    let items = encode_texts(tok, split)?;
     Ok(Data { items, labels })
+}
+
+fn encode_texts(tok: &BertTokenizer, split: &glue::Split) -> Result<Vec<Encoded>> {
+    split
+        .examples
+        .iter()
+        .map(|e| tok.encode(&e.text_a, e.text_b.as_deref()))
+        .collect()
 }
 
 /// Length-bucketed batches for one epoch: a seeded shuffle, then sorting by length inside
@@ -285,15 +299,16 @@ fn loss_of(
     }
 }
 
-/// The model's logits for every item of `data`, in `data`'s order (`[items, labels]`
-/// row-major). Batches are formed over items sorted by length, so padding stays small.
-fn predict(gpu: &Gpu, model: &Classifier, data: &Data, batch: usize) -> Result<Vec<f32>> {
-    let mut order: Vec<usize> = (0..data.items.len()).collect();
-    order.sort_by_key(|&i| data.items[i].ids.len());
+/// The model's logits for every item, in `items`' order (`[items, labels]` row-major).
+/// Batches are formed over items sorted by length, so padding stays small.
+fn predict(gpu: &Gpu, model: &Classifier, items: &[Encoded], batch: usize) -> Result<Vec<f32>> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].ids.len());
     let width = model.labels;
     let mut out = vec![0f32; order.len() * width];
     for chunk in order.chunks(batch.max(1)) {
-        let b = make_batch(gpu, data, chunk, model.bert.config.vocab_size)?;
+        let enc: Vec<Encoded> = chunk.iter().map(|&i| items[i].clone()).collect();
+        let b = Batch::new(gpu, &enc, model.bert.config.vocab_size)?;
         let mut g = Graph::no_grad(gpu);
         let logits = model.forward(&mut g, &b)?;
         g.submit()?;
@@ -323,14 +338,14 @@ fn score(
     task: Task,
     logits: &[f32],
     width: usize,
-    data: &Data,
+    labels: &[Label],
 ) -> Result<Vec<(&'static str, f64)>> {
     if task.is_regression() {
         let scores: Vec<f64> = logits.chunks(width).map(|r| r[0] as f64).collect();
-        crate::metrics::task_metrics(task, None, Some(&scores), &data.labels)
+        crate::metrics::task_metrics(task, None, Some(&scores), labels)
     } else {
         let classes = argmax_rows(logits, width);
-        crate::metrics::task_metrics(task, Some(&classes), None, &data.labels)
+        crate::metrics::task_metrics(task, Some(&classes), None, labels)
     }
 }
 
@@ -342,8 +357,8 @@ fn evaluate(
     data: &Data,
     batch: usize,
 ) -> Result<Vec<(&'static str, f64)>> {
-    let logits = predict(gpu, model, data, batch)?;
-    score(task, &logits, model.labels, data)
+    let logits = predict(gpu, model, &data.items, batch)?;
+    score(task, &logits, model.labels, &data.labels)
 }
 
 /// Where a run stands: saved in `trainer_state.json` of each checkpoint.
@@ -636,7 +651,9 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
 /// `predictions`, also writes one TSV row per scored example: its 1-based line in the
 /// file, the prediction (label name, or the score for regression) and the raw head
 /// outputs (`logit_<label>` columns; `score` for regression), so that the same numbers can
-/// be compared with the exported adapters run elsewhere.
+/// be compared with the exported adapters run elsewhere. With `predictions`, a file without
+/// a label column (GLUE's official test files) is accepted: the result's metrics are then
+/// empty.
 pub fn eval_run(
     gpu: &Gpu,
     run_path: &Path,
@@ -646,19 +663,27 @@ pub fn eval_run(
 ) -> Result<Vec<(&'static str, f64)>> {
     let (_, cfg, model) = load_run(gpu, run_path)?;
     let task = cfg.task()?;
+    let opts = ReadOptions {
+        allow_unlabelled: predictions.is_some(),
+        ..cfg.read_options(None)
+    };
     let split = match split_file {
-        Some(f) => glue::read_split(&data.join(f), task, &cfg.read_options(None))?,
-        None => read_dev(data, task, &cfg.read_options(None))?,
+        Some(f) => glue::read_split(&data.join(f), task, &opts)?,
+        None => read_dev(data, task, &opts)?,
     };
     let tok = BertTokenizer::load(&cfg.model, cfg.max_len)?;
-    let d = tokenize(&tok, &split)?;
-    let logits = predict(gpu, &model, &d, cfg.batch_size.max(32))?;
+    let items = encode_texts(&tok, &split)?;
+    let logits = predict(gpu, &model, &items, cfg.batch_size.max(32))?;
     if let Some(path) = predictions {
         let names = task.label_names();
         let text = predictions_tsv(task, &names, &split, &logits, model.labels);
         crate::io::write_atomic(path, text.as_bytes())?;
     }
-    score(task, &logits, model.labels, &d)
+    if split.columns.label.is_none() {
+        return Ok(Vec::new());
+    }
+    let labels: Vec<Label> = split.examples.iter().filter_map(|e| e.label).collect();
+    score(task, &logits, model.labels, &labels)
 }
 
 fn predictions_tsv(

@@ -183,6 +183,31 @@ fn smoke_run_resume_eval_export_merge() {
     }
     assert_eq!(n, 12);
     assert!((correct as f64 / 12.0 - last).abs() < 1e-9, "{preds}");
+    // A file without labels (GLUE's official test layout): predictions, no metrics.
+    std::fs::write(
+        data.join("test.tsv"),
+        "index\tsentence\n0\ta gripping , funny film .\n1\tdull\n",
+    )
+    .unwrap();
+    let test_preds = root.join("test_preds.tsv");
+    let text = capaboost(&[
+        "eval",
+        "--run",
+        straight.to_str().unwrap(),
+        "--data",
+        &data_s,
+        "--split",
+        "test.tsv",
+        "--predictions",
+        test_preds.to_str().unwrap(),
+    ]);
+    assert!(text.contains("no label column"), "{text}");
+    let test_preds = std::fs::read_to_string(&test_preds).unwrap();
+    let lines: Vec<&str> = test_preds
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(lines, ["line", "2", "3"], "{test_preds}");
     // PEFT export: 12 adapted modules as LoRA of rank d r = 16, alpha / r = s.
     let peft = root.join("peft");
     capaboost(&[

@@ -102,32 +102,32 @@ fn real_sst2_files_exact_counts_and_rows() {
         Columns {
             text_a: "sentence".into(),
             text_b: None,
-            label: "label".into()
+            label: Some("label".into())
         }
     );
     let first = &train.examples[0];
     assert_eq!(first.text_a, "hide new secretions from the parental units");
     assert_eq!(
         (first.label, first.line, first.text_b.clone()),
-        (Label::Class(0), 2, None)
+        (Some(Label::Class(0)), 2, None)
     );
     assert_eq!(
         train.examples[1].text_a,
         "contains no wit , only labored gags"
     );
-    assert_eq!(train.examples[2].label, Label::Class(1));
+    assert_eq!(train.examples[2].label, Some(Label::Class(1)));
     let last = train.examples.last().unwrap();
     assert_eq!(
         last.text_a,
         "this new jangle of noise , mayhem and stupidity must be a serious contender for \
          the title ."
     );
-    assert_eq!((last.label, last.line), (Label::Class(0), 67_350));
+    assert_eq!((last.label, last.line), (Some(Label::Class(0)), 67_350));
     // Counted independently with awk: 29,780 negative, 37,569 positive.
     let pos = train
         .examples
         .iter()
-        .filter(|e| e.label == Label::Class(1))
+        .filter(|e| e.label == Some(Label::Class(1)))
         .count();
     assert_eq!(pos, 37_569);
 
@@ -137,11 +137,11 @@ fn real_sst2_files_exact_counts_and_rows() {
     assert_eq!(dev.columns.text_a, "content");
     assert_eq!(dev.path, dir.join("dev.tsv"));
     assert_eq!(dev.examples[0].text_a, "one long string of cliches .");
-    assert_eq!(dev.examples[0].label, Label::Class(0));
+    assert_eq!(dev.examples[0].label, Some(Label::Class(0)));
     let pos = dev
         .examples
         .iter()
-        .filter(|e| e.label == Label::Class(1))
+        .filter(|e| e.label == Some(Label::Class(1)))
         .count();
     assert_eq!(pos, 444);
 
@@ -178,11 +178,11 @@ fn sst2_bom_crlf_text_column_and_trailing_lines() {
     );
     assert_eq!(s.malformed, 0, "{:?}", s.malformed_samples);
     assert_eq!(s.columns.text_a, "Text");
-    assert_eq!(s.columns.label, "LABEL");
+    assert_eq!(s.columns.label.as_deref(), Some("LABEL"));
     // Quotes are literal in GLUE TSV.
     assert_eq!(s.examples[0].text_a, "it 's \"great\"");
-    assert_eq!(s.examples[0].label, Label::Class(1));
-    assert_eq!(s.examples[1].label, Label::Class(0));
+    assert_eq!(s.examples[0].label, Some(Label::Class(1)));
+    assert_eq!(s.examples[1].label, Some(Label::Class(0)));
     assert_eq!(s.examples[1].line, 3);
 }
 
@@ -201,9 +201,9 @@ fn cola_with_header_and_headerless() {
     assert_eq!(s.examples.len(), 3);
     assert_eq!(s.columns.text_a, "sentence");
     assert_eq!(s.examples[0].text_a, "Our friends won't buy this analysis.");
-    assert_eq!(s.examples[0].label, Label::Class(1));
+    assert_eq!(s.examples[0].label, Some(Label::Class(1)));
     assert_eq!(s.examples[0].line, 1, "headerless: the first row is data");
-    assert_eq!(s.examples[1].label, Label::Class(0));
+    assert_eq!(s.examples[1].label, Some(Label::Class(0)));
 
     let s = read(
         &d,
@@ -214,7 +214,10 @@ fn cola_with_header_and_headerless() {
     );
     assert_eq!(s.malformed, 0, "{:?}", s.malformed_samples);
     assert_eq!(
-        s.examples.iter().map(|e| e.label).collect::<Vec<_>>(),
+        s.examples
+            .iter()
+            .map(|e| e.label.unwrap())
+            .collect::<Vec<_>>(),
         [Label::Class(1), Label::Class(0)]
     );
 }
@@ -236,7 +239,7 @@ fn mrpc_original_layout() {
         Columns {
             text_a: "#1 String".into(),
             text_b: Some("#2 String".into()),
-            label: "Quality".into()
+            label: Some("Quality".into())
         }
     );
     assert_eq!(s.examples[0].text_a, "Amrozi accused his brother .");
@@ -244,8 +247,8 @@ fn mrpc_original_layout() {
         s.examples[0].text_b.as_deref(),
         Some("Referring to him , Amrozi accused .")
     );
-    assert_eq!(s.examples[0].label, Label::Class(1));
-    assert_eq!(s.examples[1].label, Label::Class(0));
+    assert_eq!(s.examples[0].label, Some(Label::Class(1)));
+    assert_eq!(s.examples[1].label, Some(Label::Class(0)));
 
     // The HF-style layout works through the fallbacks.
     let s = read(
@@ -254,7 +257,7 @@ fn mrpc_original_layout() {
         "sentence1\tsentence2\tlabel\nA\tB\tequivalent\n",
         Task::Mrpc,
     );
-    assert_eq!(s.examples[0].label, Label::Class(1));
+    assert_eq!(s.examples[0].label, Some(Label::Class(1)));
 }
 
 #[test]
@@ -268,8 +271,8 @@ fn rte_qnli_qqp_presets() {
         Task::Rte,
     );
     assert_eq!(s.malformed, 0, "{:?}", s.malformed_samples);
-    assert_eq!(s.examples[0].label, Label::Class(1));
-    assert_eq!(s.examples[1].label, Label::Class(0));
+    assert_eq!(s.examples[0].label, Some(Label::Class(1)));
+    assert_eq!(s.examples[1].label, Some(Label::Class(0)));
     assert_eq!(s.examples[1].text_b.as_deref(), Some("H two."));
 
     let s = read(
@@ -282,7 +285,7 @@ fn rte_qnli_qqp_presets() {
     assert_eq!(s.columns.text_a, "question");
     assert_eq!(s.columns.text_b.as_deref(), Some("sentence"));
     assert_eq!(s.examples[0].text_a, "Who?");
-    assert_eq!(s.examples[0].label, Label::Class(0));
+    assert_eq!(s.examples[0].label, Some(Label::Class(0)));
 
     let s = read(
         &d,
@@ -293,9 +296,12 @@ fn rte_qnli_qqp_presets() {
         Task::Qqp,
     );
     assert_eq!(s.malformed, 0, "{:?}", s.malformed_samples);
-    assert_eq!(s.columns.label, "is_duplicate");
+    assert_eq!(s.columns.label.as_deref(), Some("is_duplicate"));
     assert_eq!(
-        s.examples.iter().map(|e| e.label).collect::<Vec<_>>(),
+        s.examples
+            .iter()
+            .map(|e| e.label.unwrap())
+            .collect::<Vec<_>>(),
         [Label::Class(1), Label::Class(0)]
     );
 }
@@ -312,9 +318,13 @@ fn mnli_string_labels_and_dev_matched_fallback() {
     write(&d, "dev.tsv", text);
     let (train, dev) = glue::read_task(&d, Task::Mnli, &ReadOptions::default()).unwrap();
     assert_eq!(dev.path, d.join("dev.tsv"), "falls back to dev.tsv");
-    assert_eq!(train.columns.label, "gold_label");
+    assert_eq!(train.columns.label.as_deref(), Some("gold_label"));
     assert_eq!(
-        train.examples.iter().map(|e| e.label).collect::<Vec<_>>(),
+        train
+            .examples
+            .iter()
+            .map(|e| e.label.unwrap())
+            .collect::<Vec<_>>(),
         [Label::Class(1), Label::Class(2), Label::Class(0)]
     );
     // A "-" gold label (no annotator consensus) is a bad label, not a crash.
@@ -346,9 +356,12 @@ fn stsb_float_scores() {
          5\tmain\tX.\tY.\tpositive\n",
         Task::Stsb,
     );
-    assert_eq!(s.columns.label, "score");
+    assert_eq!(s.columns.label.as_deref(), Some("score"));
     assert_eq!(
-        s.examples.iter().map(|e| e.label).collect::<Vec<_>>(),
+        s.examples
+            .iter()
+            .map(|e| e.label.unwrap())
+            .collect::<Vec<_>>(),
         [Label::Score(5.0), Label::Score(0.0), Label::Score(2.5)]
     );
     assert_eq!(s.malformed, 3);
@@ -411,6 +424,7 @@ fn column_overrides() {
         text_b: Some("summary".into()),
         label: Some(" stars ".into()),
         limit: None,
+        allow_unlabelled: false,
     };
     let s = glue::read_split(&p, Task::Sst2, &opts).unwrap();
     assert_eq!(s.malformed, 0, "{:?}", s.malformed_samples);
@@ -419,12 +433,12 @@ fn column_overrides() {
         Columns {
             text_a: "review".into(),
             text_b: Some("summary".into()),
-            label: "stars".into()
+            label: Some("stars".into())
         }
     );
     assert_eq!(s.examples[0].text_a, "Loved it");
     assert_eq!(s.examples[0].text_b.as_deref(), Some("good"));
-    assert_eq!(s.examples[1].label, Label::Class(0));
+    assert_eq!(s.examples[1].label, Some(Label::Class(0)));
 
     // An override replaces the preset: it is not a fallback.
     let p = write(&d, "dev.tsv", "sentence\tlabel\nx\t1\n");
@@ -491,4 +505,42 @@ fn missing_and_empty_files_are_errors() {
     // A header alone is a valid, empty split.
     let s = read(&d, "header.tsv", "sentence\tlabel\n", Task::Sst2);
     assert_eq!((s.examples.len(), s.malformed), (0, 0));
+}
+
+#[test]
+fn unlabelled_files_are_read_as_texts_only_when_allowed() {
+    let d = tmp_dir("unlabelled");
+    // GLUE's official test files: an index column and the texts, no label.
+    let p = write(&d, "test.tsv", "index\tsentence\n0\tit works .\n1\tno .\n");
+    let (_, msg) =
+        file_message(glue::read_split(&p, Task::Sst2, &ReadOptions::default()).unwrap_err());
+    assert!(msg.contains("no label column"), "{msg}");
+    let opts = ReadOptions {
+        allow_unlabelled: true,
+        ..Default::default()
+    };
+    let s = glue::read_split(&p, Task::Sst2, &opts).unwrap();
+    assert_eq!(s.columns.label, None);
+    assert_eq!(s.malformed, 0);
+    let got: Vec<_> = s
+        .examples
+        .iter()
+        .map(|e| (e.text_a.as_str(), e.label, e.line))
+        .collect();
+    assert_eq!(got, [("it works .", None, 2), ("no .", None, 3)]);
+    // A label column that is there is still read and checked.
+    let p = write(&d, "dev.tsv", "sentence\tlabel\nfine\t1\nbad\tmaybe\n");
+    let s = glue::read_split(&p, Task::Sst2, &opts).unwrap();
+    assert_eq!(s.columns.label.as_deref(), Some("label"));
+    assert_eq!((s.examples.len(), s.malformed), (1, 1));
+    assert_eq!(s.examples[0].label, Some(Label::Class(1)));
+    // A label column named explicitly must exist even then.
+    let opts = ReadOptions {
+        allow_unlabelled: true,
+        label: Some("gold".into()),
+        ..Default::default()
+    };
+    let p = write(&d, "test2.tsv", "index\tsentence\n0\tit works .\n");
+    assert!(glue::read_split(&p, Task::Sst2, &opts).is_err());
+    std::fs::remove_dir_all(&d).ok();
 }
