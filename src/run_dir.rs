@@ -716,10 +716,11 @@ impl Progress {
         }
     }
 
-    /// Reports that `step` steps are done; `loss` is the latest training loss if known.
-    /// The ETA extrapolates from the steps done since the first update, so a resumed run
-    /// does not count the steps it skipped.
-    pub fn update(&self, step: u64, loss: Option<f64>, examples_per_s: f64) {
+    /// Reports that `step` steps are done; `loss` is the latest training loss and
+    /// `examples_per_s` the latest throughput, each if known ("-" otherwise). The ETA
+    /// extrapolates from the steps done since the first update, so a resumed run does not
+    /// count the steps it skipped.
+    pub fn update(&self, step: u64, loss: Option<f64>, examples_per_s: Option<f64>) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let first = match st.first_step {
             Some(f) => f,
@@ -738,7 +739,8 @@ impl Progress {
             "?".into()
         };
         let loss = loss.map_or_else(|| "-".into(), |l| format!("{l:.4}"));
-        let msg = format!("loss {loss} | {examples_per_s:.1} ex/s | ETA {eta}");
+        let eps = examples_per_s.map_or_else(|| "-".into(), |e| format!("{e:.1}"));
+        let msg = format!("loss {loss} | {eps} ex/s | ETA {eta}");
         st.last_step = step;
         match &self.bar {
             Some(bar) => {

@@ -542,6 +542,7 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
     let mut dev_metrics = Vec::new();
     let mut interrupted = false;
     let mut running_loss = None;
+    let mut shown_eps = None;
     'epochs: while state.step < total && state.epoch < cfg.epochs {
         let batches = epoch_batches(&lengths, cfg.batch_size, cfg.seed, state.epoch);
         while state.batch_in_epoch < batches.len() {
@@ -580,7 +581,8 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
             let epoch_end = state.batch_in_epoch == batches.len();
             let periodic = cfg.eval_every.is_some_and(|n| n > 0 && state.step % n == 0);
             let eval_now = epoch_end || periodic || state.step == total;
-            if state.step % cfg.log_every.max(1) == 0 || eval_now {
+            let synced = state.step % cfg.log_every.max(1) == 0 || eval_now;
+            if synced {
                 // The one readback a training step allows: the loss, when logging (and at
                 // evaluations, so every metrics.jsonl record carries this step's loss).
                 let l = loss.value().to_vec()?[0] as f64;
@@ -594,9 +596,13 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
                 running_loss = Some(l);
                 run.log_train_loss(state.step, epoch_f, l, lr as f64)?;
             }
-            let train_secs = (start.elapsed() - paused).as_secs_f64().max(1e-9);
-            let eps = (state.examples_seen - start_examples) as f64 / train_secs;
-            progress.update(state.step, running_loss, eps);
+            if synced {
+                // Submits return before the GPU is done, so only a step that waited for its
+                // loss tells how fast the GPU really goes.
+                let train_secs = (start.elapsed() - paused).as_secs_f64().max(1e-9);
+                shown_eps = Some((state.examples_seen - start_examples) as f64 / train_secs);
+            }
+            progress.update(state.step, running_loss, shown_eps);
             if eval_now {
                 let eval_start = Instant::now();
                 dev_metrics = evaluate(gpu, &model, task, &dev, cfg.batch_size.max(32))?;

@@ -261,12 +261,12 @@ fn progress_plain_mode_and_interrupt_flag() {
     // Not a terminal under the test harness: plain lines; must not panic at the edges.
     let p = Progress::new(20, true);
     for s in 0..=20 {
-        p.update(s, (s > 0).then_some(1.0 / (s as f64 + 1.0)), 123.0);
+        p.update(s, (s > 0).then_some(1.0 / (s as f64 + 1.0)), Some(123.0));
     }
     p.println("eval done");
     p.finish();
     let p = Progress::new(0, false);
-    p.update(0, None, 0.0);
+    p.update(0, None, None);
     p.finish();
 
     let a = install_interrupt_flag().unwrap();
