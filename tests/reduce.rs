@@ -187,6 +187,28 @@ fn random_labels(rng: &mut rand::rngs::StdRng, rows: usize, classes: usize) -> V
         .collect()
 }
 
+/// Cross-entropy of `logits` (`[labels.len(), C]`) and its gradient scaled by `g`, read back.
+fn cross_entropy_on_gpu(
+    gpu: &capaboost::Gpu,
+    logits: &[f32],
+    labels: &[u32],
+    g: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let rows = labels.len();
+    let tl = Tensor::from_slice(gpu, logits, &[rows, logits.len() / rows]).unwrap();
+    let ti = Indices::from_slice(gpu, labels, &[rows]).unwrap();
+    let tg = scalar(gpu, g);
+    let (loss, grad) = gpu
+        .run(|rec| {
+            Ok((
+                reduce::cross_entropy(rec, &tl, &ti)?,
+                reduce::cross_entropy_backward(rec, &tl, &ti, &tg)?,
+            ))
+        })
+        .unwrap();
+    (loss.to_vec().unwrap(), grad.to_vec().unwrap())
+}
+
 #[test]
 fn cross_entropy_forward_and_backward_match_reference() {
     let Some(gpu) = common::gpu() else { return };
@@ -209,21 +231,9 @@ fn cross_entropy_forward_and_backward_match_reference() {
         let labels = random_labels(&mut rng, rows, classes);
         reduce::check_labels(&labels, classes).unwrap();
         let g = random_g(&mut rng);
-        let tl = Tensor::from_slice(&gpu, &logits, &[rows, classes]).unwrap();
-        let ti = Indices::from_slice(&gpu, &labels, &[rows]).unwrap();
-        let tg = scalar(&gpu, g);
-        let (loss, grad) = gpu
-            .run(|rec| {
-                Ok((
-                    reduce::cross_entropy(rec, &tl, &ti)?,
-                    reduce::cross_entropy_backward(rec, &tl, &ti, &tg)?,
-                ))
-            })
-            .unwrap();
+        let (got_loss, got_grad) = cross_entropy_on_gpu(&gpu, &logits, &labels, g);
         let want_loss = cpu::cross_entropy(&logits, &labels, classes);
-        let got_loss = loss.to_vec().unwrap();
         let want_grad = cpu::cross_entropy_backward(&logits, &labels, classes, g);
-        let got_grad = grad.to_vec().unwrap();
         let el = max_rel_err(&got_loss, &want_loss, 1e-30);
         let eg = rel_frobenius(&got_grad, &want_grad);
         eprintln!("cross_entropy [{rows}, {classes}]: loss {el:.2e} grad {eg:.2e}");
@@ -247,24 +257,10 @@ fn confident_rows_keep_relative_precision() {
     for margin in [0.5f32, 3.0, 7.0, 12.5, 20.0] {
         let logits = [1.25 + margin, 1.25];
         let labels = [0u32];
-        let tl = Tensor::from_slice(&gpu, &logits, &[1, 2]).unwrap();
-        let ti = Indices::from_slice(&gpu, &labels, &[1]).unwrap();
-        let tg = scalar(&gpu, 1.0);
-        let (loss, grad) = gpu
-            .run(|rec| {
-                Ok((
-                    reduce::cross_entropy(rec, &tl, &ti)?,
-                    reduce::cross_entropy_backward(rec, &tl, &ti, &tg)?,
-                ))
-            })
-            .unwrap();
-        let el = max_rel_err(
-            &loss.to_vec().unwrap(),
-            &cpu::cross_entropy(&logits, &labels, 2),
-            1e-300,
-        );
+        let (loss, grad) = cross_entropy_on_gpu(&gpu, &logits, &labels, 1.0);
+        let el = max_rel_err(&loss, &cpu::cross_entropy(&logits, &labels, 2), 1e-300);
         let eg = max_rel_err(
-            &grad.to_vec().unwrap(),
+            &grad,
             &cpu::cross_entropy_backward(&logits, &labels, 2, 1.0),
             1e-300,
         );
