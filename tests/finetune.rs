@@ -479,6 +479,27 @@ fn regression_pairs_with_bottleneck_adapters() {
             "{r}"
         );
     }
+    // Regression predictions: the score is the prediction.
+    let preds = root.join("preds.tsv");
+    capaboost(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--predictions",
+        preds.to_str().unwrap(),
+    ]);
+    let preds = std::fs::read_to_string(&preds).unwrap();
+    let mut rows = preds.lines();
+    assert_eq!(rows.next(), Some("line\tprediction\tscore"));
+    let rows: Vec<Vec<&str>> = rows.map(|r| r.split('\t').collect()).collect();
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(r[1], r[2]);
+        assert!(r[2].parse::<f32>().unwrap().is_finite());
+    }
     // Bottleneck adapters have no LoRA form: PEFT export and merge refuse with a reason.
     for args in [
         vec![
