@@ -81,6 +81,7 @@ def main():
     head_cfg = json.load(open(f"{args.peft}/head_config.json"))
     head = load_file(f"{args.peft}/head.safetensors")
     w, b = head["weight"].double(), head["bias"].double()
+    names = head_cfg["labels"]
     assert head_cfg["pooling"] == "mean", head_cfg
 
     tok = AutoTokenizer.from_pretrained(args.model)
@@ -107,12 +108,7 @@ def main():
                 h = m(**enc).last_hidden_state.double().mean(1)[0]
                 got = h @ w.T + b
                 worst[k] = max(worst[k], (got - want).abs().max().item())
-                label = p[1]
-                names = head_cfg["labels"]
-                if names:
-                    agree[k] += int(names[int(got.argmax())] == label)
-                else:
-                    agree[k] += 1
+                agree[k] += int(names[int(got.argmax())] == p[1]) if names else 1
     n = len(preds)
     print(f"{n} examples; logits of the base model without adapters differ by up to {moved:.3e}")
     ok = True

@@ -324,15 +324,10 @@ impl Graph {
     /// `x W^T + bias` for `x [.., in]`, `W [out, in]`, `bias [out]` (nn.Linear); gradients
     /// flow to whichever of x, W, bias are tracked.
     pub fn linear(&mut self, x: &Var, w: &Var, bias: Option<&Var>) -> Result<Var> {
-        let xs = x.shape().to_vec();
-        let in_f = *xs.last().ok_or_else(|| Error::shape("linear: x is 0-D"))?;
-        let rows = x.value.numel() / in_f.max(1);
-        let x2 = x.value.reshape(&[rows, in_f])?;
+        let (xs, rows, x2) = as_rows("linear", x)?;
         let y = gemm::linear(&mut self.rec, &x2, &w.value, bias.map(|b| &b.value))?;
         let out_f = y.shape()[1];
-        let mut ys = xs.clone();
-        *ys.last_mut().unwrap() = out_f;
-        let y = y.reshape(&ys)?;
+        let y = y.reshape(&with_last(&xs, out_f))?;
         let wv = w.value.clone();
         let (ix, iw, gx, gw) = (x.id, w.id, x.tracked, w.tracked);
         let (ib, gbias) = bias.map_or((0, false), |b| (b.id, b.tracked));
@@ -418,12 +413,7 @@ impl Graph {
         masks: &LayerMasks,
         s: f32,
     ) -> Result<Var> {
-        let xs = x.shape().to_vec();
-        let in_f = *xs
-            .last()
-            .ok_or_else(|| Error::shape("capaboost: x is 0-D"))?;
-        let rows = x.value.numel() / in_f.max(1);
-        let x2 = x.value.reshape(&[rows, in_f])?;
+        let (xs, rows, x2) = as_rows("capaboost", x)?;
         let out_f = *y_base.shape().last().unwrap_or(&0);
         let y2 = y_base.value.reshape(&[rows, out_f]).map_err(|_| {
             Error::shape(format!(
@@ -506,12 +496,7 @@ impl Graph {
         masks: &LayerMasks,
         s: f32,
     ) -> Result<Var> {
-        let xs = x.shape().to_vec();
-        let in_f = *xs
-            .last()
-            .ok_or_else(|| Error::shape("capaboost: x is 0-D"))?;
-        let rows = x.value.numel() / in_f.max(1);
-        let x2 = x.value.reshape(&[rows, in_f])?;
+        let (xs, rows, x2) = as_rows("capaboost", x)?;
         let f = cb::forward(
             &mut self.rec,
             &x2,
@@ -523,9 +508,7 @@ impl Graph {
             s,
         )?;
         let out_f = w0.shape()[0];
-        let mut ys = xs.clone();
-        *ys.last_mut().unwrap() = out_f;
-        let y = f.y.reshape(&ys)?;
+        let y = f.y.reshape(&with_last(&xs, out_f))?;
         let (w, av, bv, m, h) = (
             w0.clone(),
             lora_a.value.clone(),
@@ -600,6 +583,26 @@ impl Graph {
         let (ia, old) = (a.id, a.shape().to_vec());
         Ok(self.record(y, &[a], move |_, dy| Ok(vec![(ia, dy.reshape(&old)?)])))
     }
+}
+
+/// `x [.., in]` viewed as `[rows, in]`: its full shape, the row count, and the 2-D view.
+fn as_rows(op: &str, x: &Var) -> Result<(Vec<usize>, usize, Tensor)> {
+    let xs = x.shape().to_vec();
+    let in_f = *xs
+        .last()
+        .ok_or_else(|| Error::shape(format!("{op}: x is 0-D")))?;
+    let rows = x.value.numel() / in_f.max(1);
+    let x2 = x.value.reshape(&[rows, in_f])?;
+    Ok((xs, rows, x2))
+}
+
+/// `shape` with its last dimension replaced by `last`.
+fn with_last(shape: &[usize], last: usize) -> Vec<usize> {
+    let mut s = shape.to_vec();
+    if let Some(l) = s.last_mut() {
+        *l = last;
+    }
+    s
 }
 
 fn op(t: &Tensor, trans: bool) -> Operand<'_> {

@@ -262,9 +262,10 @@ fn epoch_batches(lengths: &[usize], batch: usize, seed: u64, epoch: u64) -> Vec<
     batches
 }
 
-fn make_batch(gpu: &Gpu, data: &Data, idx: &[usize], vocab: usize) -> Result<Batch> {
-    let items: Vec<Encoded> = idx.iter().map(|&i| data.items[i].clone()).collect();
-    Batch::new(gpu, &items, vocab)
+/// The items at `idx`, padded into one batch.
+fn make_batch(gpu: &Gpu, items: &[Encoded], idx: &[usize], vocab: usize) -> Result<Batch> {
+    let picked: Vec<Encoded> = idx.iter().map(|&i| items[i].clone()).collect();
+    Batch::new(gpu, &picked, vocab)
 }
 
 fn loss_of(
@@ -307,8 +308,7 @@ fn predict(gpu: &Gpu, model: &Classifier, items: &[Encoded], batch: usize) -> Re
     let width = model.labels;
     let mut out = vec![0f32; order.len() * width];
     for chunk in order.chunks(batch.max(1)) {
-        let enc: Vec<Encoded> = chunk.iter().map(|&i| items[i].clone()).collect();
-        let b = Batch::new(gpu, &enc, model.bert.config.vocab_size)?;
+        let b = make_batch(gpu, items, chunk, model.bert.config.vocab_size)?;
         let mut g = Graph::no_grad(gpu);
         let logits = model.forward(&mut g, &b)?;
         g.submit()?;
@@ -557,7 +557,7 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
                 break 'epochs;
             }
             let idx = &batches[state.batch_in_epoch];
-            let batch = make_batch(gpu, &train, idx, vocab)?;
+            let batch = make_batch(gpu, &train.items, idx, vocab)?;
             let mut g = Graph::new(gpu);
             g.set_seed(cfg.seed.wrapping_mul(1_000_003).wrapping_add(state.step));
             let logits = model.forward(&mut g, &batch)?;
