@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use capaboost::capaboost::{self as cb, LayerMasks};
-use capaboost::masks::MaskKind;
-use capaboost::{Gpu, Tensor, gemm};
+use capaboost::kernels::capaboost::{self as cb, LayerMasks};
+use capaboost::kernels::masks::{MaskConfig, MaskKind};
+use capaboost::{Gpu, Tensor, kernels::gemm};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -22,7 +22,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 fn filled(gpu: &Gpu, shape: &[usize], seed: u32) -> Tensor {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = (0..n)
-        .map(|i| (capaboost::masks::mix32(i as u32 ^ seed) as f32 / u32::MAX as f32) - 0.5)
+        .map(|i| (capaboost::kernels::masks::mix32(i as u32 ^ seed) as f32 / u32::MAX as f32) - 0.5)
         .collect();
     Tensor::from_slice(gpu, &data, shape).unwrap()
 }
@@ -59,7 +59,16 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("layer_fwd_bwd/T{t}_w{width}_r{r}"));
     for d in [1u32, 2, 4, 8] {
         let masks = gpu
-            .run(|rec| LayerMasks::generate(rec, MaskKind::Exact, 0.5, 7, 0, d, r, width, width))
+            .run(|rec| {
+                LayerMasks::generate(
+                    rec,
+                    &MaskConfig::new(MaskKind::Exact, d, 0.5, 7),
+                    0,
+                    r,
+                    width,
+                    width,
+                )
+            })
             .unwrap();
         group.bench_with_input(BenchmarkId::new("fused", d), &d, |bench, _| {
             bench.iter_custom(|iters| {
@@ -84,12 +93,12 @@ fn bench(c: &mut Criterion) {
     // each tile load if it regenerated masks from the key instead of reading packed bits.
     let mut group = c.benchmark_group("mask_generate");
     for kind in [MaskKind::Exact, MaskKind::Bernoulli] {
-        let spec = capaboost::masks::MaskSpec {
+        let spec = capaboost::kernels::masks::MaskSpec {
             kind,
             density: 0.5,
             seed: 1,
             module: 0,
-            factor: capaboost::masks::Factor::A,
+            factor: capaboost::kernels::masks::Factor::A,
             branches: 8,
             rows: r,
             cols: width,
@@ -98,7 +107,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("{kind:?}/d8_r{r}_in{width}"), |bench| {
             bench.iter_custom(|iters| {
                 gpu_time(&gpu, iters, |rec| {
-                    capaboost::masks::MaskBits::generate(rec, &spec).unwrap();
+                    capaboost::kernels::masks::MaskBits::generate(rec, &spec).unwrap();
                 })
             })
         });

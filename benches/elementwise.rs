@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use capaboost::{Gpu, Tensor, elementwise};
+use capaboost::{Gpu, Tensor, kernels::elementwise};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {

@@ -2,9 +2,9 @@
 //! a GELU between them, trained on a toy regression, then merged for inference.
 //! `cargo run --example custom_model [-- --smoke]`.
 
-use capaboost::autograd::{Graph, Var};
-use capaboost::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
-use capaboost::optim::{AdamW, AdamWConfig, Schedule};
+use capaboost::nn::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
+use capaboost::nn::optim::{AdamW, AdamWConfig, Schedule};
+use capaboost::nn::{Graph, Var};
 use capaboost::{Gpu, Result, Tensor};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -67,8 +67,6 @@ fn main() -> Result<()> {
         )?,
     };
     let params = model.params();
-    let refs: Vec<&Tensor> = params.iter().collect();
-    let shapes: Vec<Vec<usize>> = params.iter().map(|p| p.shape().to_vec()).collect();
     let cfg = AdamWConfig {
         lr: 1e-2,
         warmup_steps: steps / 10,
@@ -76,7 +74,7 @@ fn main() -> Result<()> {
         schedule: Schedule::Cosine,
         ..Default::default()
     };
-    let mut opt = AdamW::new(&gpu, cfg, &shapes)?;
+    let mut opt = AdamW::new(&gpu, cfg, &params)?;
     for step in 0..steps {
         let (x, y) = batch(&gpu, &mut rng, 64, n)?;
         let mut g = Graph::new(&gpu);
@@ -84,11 +82,7 @@ fn main() -> Result<()> {
         let out = model.forward(&mut g, &xv)?;
         let loss = g.mse(&out, &yv)?;
         let grads = g.backward(&loss)?;
-        let gs: Vec<&Tensor> = params
-            .iter()
-            .map(|p| grads.of(p).expect("gradient"))
-            .collect();
-        opt.step(g.recorder(), &refs, &gs)?;
+        opt.step(g.recorder(), &grads)?;
         g.submit()?; // forward, backward and AdamW: one submit
         if step % (steps / 5).max(1) == 0 || step + 1 == steps {
             println!("step {step:>3}: mse {:.5}", loss.value().to_vec()?[0]);

@@ -2,10 +2,10 @@
 //! CapaBoost layer on its own buffers inside the same command encoder, and submits when it
 //! chooses. `cargo run --example embed_wgpu [-- --smoke]`.
 
-use capaboost::autograd::Graph;
-use capaboost::masks::MaskKind;
-use capaboost::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
-use capaboost::optim::{AdamW, AdamWConfig};
+use capaboost::kernels::masks::{MaskConfig, MaskKind};
+use capaboost::nn::Graph;
+use capaboost::nn::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
+use capaboost::nn::optim::{AdamW, AdamWConfig};
 use capaboost::{Gpu, Recorder, Tensor};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -69,8 +69,8 @@ fn main() -> capaboost::Result<()> {
         &gpu,
         base,
         CapaBoostConfig {
-            mask: MaskKind::Exact,
-            ..CapaBoostConfig::capaboost(4, 8.0, 2, 0.5, 1)
+            mask: MaskConfig::new(MaskKind::Exact, 2, 0.5, 1),
+            ..CapaBoostConfig::lora(4, 8.0)
         },
         0,
         &mut rng,
@@ -78,15 +78,13 @@ fn main() -> capaboost::Result<()> {
     let target: Vec<f32> = (0..t * n).map(|_| rng.random_range(-1.0..1.0)).collect();
     let target = Tensor::from_slice(&gpu, &target, &[t, n])?;
     let params: Vec<Tensor> = layer.params().into_iter().map(|(_, p)| p).collect();
-    let refs: Vec<&Tensor> = params.iter().collect();
-    let shapes: Vec<Vec<usize>> = params.iter().map(|p| p.shape().to_vec()).collect();
     let mut opt = AdamW::new(
         &gpu,
         AdamWConfig {
             lr: 1e-2,
             ..Default::default()
         },
-        &shapes,
+        &params,
     )?;
     let mut last = None;
     for step in 0..steps {
@@ -106,11 +104,7 @@ fn main() -> capaboost::Result<()> {
         let y = layer.forward(&mut g, &xv)?;
         let loss = g.mse(&y, &tv)?;
         let grads = g.backward(&loss)?;
-        let gs: Vec<&Tensor> = params
-            .iter()
-            .map(|p| grads.of(p).expect("gradient"))
-            .collect();
-        opt.step(g.recorder(), &refs, &gs)?;
+        opt.step(g.recorder(), &grads)?;
         let (encoder, keep) = g.into_encoder();
         queue.submit(Some(encoder.finish())); // the host decides when
         drop(keep);

@@ -2,8 +2,8 @@
 //! merged update for a chosen r, d, p and mask kind.
 //! `cargo run --example mask_explorer -- [r] [d] [p] [exact|bernoulli|2:4] [n]`.
 
-use capaboost::capaboost::{self as cb, LayerMasks, cpu};
-use capaboost::masks::MaskKind;
+use capaboost::kernels::capaboost::{self as cb, LayerMasks, cpu};
+use capaboost::kernels::masks::{MaskConfig, MaskKind};
 use capaboost::{Gpu, Result, Tensor};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -18,7 +18,8 @@ fn main() -> Result<()> {
     let kind = MaskKind::parse(args.get(3).map_or("exact", String::as_str))?;
     let n: usize = args.get(4).and_then(|v| v.parse().ok()).unwrap_or(64);
     let gpu = Gpu::new()?;
-    let masks = gpu.run(|rec| LayerMasks::generate(rec, kind, p, 0, 0, d, r, n, n))?;
+    let masks =
+        gpu.run(|rec| LayerMasks::generate(rec, &MaskConfig::new(kind, d, p, 0), 0, r, n, n))?;
     let (ma, mb) = masks.to_u8()?;
     println!("r = {r}, d = {d}, p = {p}, {kind:?} masks on a {n}x{n} layer\n");
     for (i, m) in ma.iter().enumerate().take(4) {

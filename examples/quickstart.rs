@@ -1,7 +1,7 @@
 //! The shortest path from adapter to readback: upload two tensors, add them on the GPU,
 //! read the sum back. Run with `cargo run --example quickstart`.
 
-use capaboost::{Gpu, Tensor, elementwise};
+use capaboost::{Gpu, Tensor, kernels::elementwise};
 
 fn main() -> capaboost::Result<()> {
     let gpu = Gpu::new()?;

@@ -13,9 +13,9 @@
 //! then merging the update into the base weight for inference:
 //!
 //! ```
-//! use capaboost::autograd::Graph;
-//! use capaboost::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
-//! use capaboost::optim::{AdamW, AdamWConfig};
+//! use capaboost::nn::Graph;
+//! use capaboost::nn::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
+//! use capaboost::nn::optim::{AdamW, AdamWConfig};
 //! use capaboost::{Gpu, Tensor};
 //! use rand::SeedableRng;
 //! # fn main() -> capaboost::Result<()> {
@@ -25,8 +25,7 @@
 //! let base = Linear::init(&gpu, 32, 16, false, &mut rng)?;
 //! let mut layer = CapaBoostLinear::new(&gpu, base, CapaBoostConfig::capaboost(4, 8.0, 2, 0.5, 1), 0, &mut rng)?;
 //! let params: Vec<Tensor> = layer.params().into_iter().map(|(_, t)| t).collect();
-//! let shapes: Vec<Vec<usize>> = params.iter().map(|t| t.shape().to_vec()).collect();
-//! let mut opt = AdamW::new(&gpu, AdamWConfig::default(), &shapes)?;
+//! let mut opt = AdamW::new(&gpu, AdamWConfig::default(), &params)?;
 //!
 //! let x = Tensor::from_slice(&gpu, &vec![0.5; 8 * 32], &[8, 32])?;
 //! let target = Tensor::from_slice(&gpu, &vec![1.0; 8 * 16], &[8, 16])?;
@@ -35,8 +34,7 @@
 //! let y = layer.forward(&mut g, &xv)?;
 //! let loss = g.mse(&y, &tv)?;
 //! let grads = g.backward(&loss)?;
-//! let gs: Vec<&Tensor> = params.iter().map(|p| grads.of(p).unwrap()).collect();
-//! opt.step(g.recorder(), &params.iter().collect::<Vec<_>>(), &gs)?;
+//! opt.step(g.recorder(), &grads)?; // each parameter's gradient, found by identity
 //! g.submit()?; // forward, backward and the optimizer: one submit, no readback
 //! println!("loss {}", loss.value().to_vec()?[0]);
 //!
@@ -50,41 +48,20 @@
 
 #![deny(missing_docs)]
 
-pub mod activations;
-pub mod autograd;
-pub mod bench;
-pub mod bert;
-pub mod capaboost;
-pub mod demo;
-pub mod elementwise;
-pub mod error;
-pub mod export;
-pub mod gemm;
-pub mod glue;
-pub mod gpu;
-mod graph_ops;
-pub mod io;
-pub mod layer_file;
-pub mod layout;
-pub mod lookup;
-pub mod masks;
-pub mod metrics;
-pub mod modules;
-pub mod norms;
-pub mod optim;
-pub mod pipeline;
-pub mod pool;
-pub mod recorder;
-pub mod reduce;
-pub mod run_dir;
-pub mod shaders;
-pub mod tensor;
-pub mod train;
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod kernels;
+#[cfg(feature = "models")]
+pub mod models;
+pub mod nn;
+pub mod runtime;
+#[cfg(feature = "tasks")]
+pub mod tasks;
 
-pub use error::{Error, Result};
-pub use gpu::{AdapterSelection, Gpu};
-pub use recorder::{Binding, KeepAlive, Recorder, Timing, TimingSource};
-pub use tensor::{Indices, Tensor};
+pub use runtime::error::{Error, Result};
+pub use runtime::gpu::{AdapterSelection, Gpu};
+pub use runtime::recorder::{Binding, KeepAlive, Recorder, Timing, TimingSource};
+pub use runtime::tensor::{Indices, Tensor};
 
 /// The crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use capaboost::activations::{self, cpu};
+use capaboost::kernels::activations::{self, cpu};
 use capaboost::{Error, Gpu, Tensor};
 use common::{max_rel_err, random_vec};
 use rand::{Rng, rngs::StdRng};

@@ -4,9 +4,9 @@
 
 mod common;
 
-use capaboost::autograd::{Graph, Var};
-use capaboost::capaboost::LayerMasks;
-use capaboost::masks::{Factor, MaskKind};
+use capaboost::kernels::capaboost::LayerMasks;
+use capaboost::kernels::masks::{Factor, MaskConfig, MaskKind};
+use capaboost::nn::{Graph, Var};
 use capaboost::{Gpu, Indices, Result, Tensor};
 use common::random_vec;
 use rand::Rng;
@@ -238,7 +238,16 @@ fn capaboost_ops() {
     let mut rng = common::rng("capaboost_inputs");
     let (t, in_f, out_f, r, d) = (5, 7, 6, 2, 3);
     let masks = gpu
-        .run(|rec| LayerMasks::generate(rec, MaskKind::Exact, 0.5, 9, 0, d, r, in_f, out_f))
+        .run(|rec| {
+            LayerMasks::generate(
+                rec,
+                &MaskConfig::new(MaskKind::Exact, d, 0.5, 9),
+                0,
+                r,
+                in_f,
+                out_f,
+            )
+        })
         .unwrap();
     let (x, a, b) = (
         rand_input(&mut rng, &[t, in_f]),

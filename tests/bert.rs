@@ -8,8 +8,8 @@ mod common;
 
 use common::model_dir;
 
-use capaboost::autograd::Graph;
-use capaboost::bert::{Batch, Bert, BertTokenizer};
+use capaboost::models::bert::{Batch, Bert, BertTokenizer};
+use capaboost::nn::Graph;
 
 fn golden() -> serde_json::Value {
     serde_json::from_str(include_str!("data/minilm-golden.json")).unwrap()
@@ -104,12 +104,12 @@ fn bad_model_folders_are_clear_errors() {
     let err = Bert::load(&gpu, &dir).err().unwrap();
     assert!(err.to_string().contains("gpt2"), "{err}");
     std::fs::write(dir.join("config.json"), r#"{"model_type": "bert", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8, "max_position_embeddings": 16}"#).unwrap();
-    let mut w = capaboost::io::TensorWriter::default();
+    let mut w = capaboost::runtime::io::TensorWriter::default();
     w.f32("embeddings.word_embeddings.weight", &[10, 4], &[0.5; 40]);
     w.write(&dir.join("model.safetensors")).unwrap();
     let err = Bert::load(&gpu, &dir).err().unwrap();
     assert!(err.to_string().contains("missing"), "{err}");
-    let mut w = capaboost::io::TensorWriter::default();
+    let mut w = capaboost::runtime::io::TensorWriter::default();
     w.f32("embeddings.word_embeddings.weight", &[11, 4], &[0.5; 44]);
     w.write(&dir.join("model.safetensors")).unwrap();
     let err = Bert::load(&gpu, &dir).err().unwrap();

@@ -3,9 +3,9 @@
 
 mod common;
 
-use capaboost::capaboost::{self as cb, LayerMasks, cpu};
-use capaboost::masks::MaskKind;
-use capaboost::{Gpu, Tensor, gemm};
+use capaboost::kernels::capaboost::{self as cb, LayerMasks, cpu};
+use capaboost::kernels::masks::{MaskConfig, MaskKind};
+use capaboost::{Gpu, Tensor, kernels::gemm};
 use common::{random_vec, rel_frobenius};
 
 const TOL: f64 = 1e-5;
@@ -93,7 +93,14 @@ fn forward_backward_delta_match_reference() {
         let s = 16.0 / r as f32;
         let (masks, fwd, grads, dw) = gpu
             .run(|rec| {
-                let masks = LayerMasks::generate(rec, kind, 0.5, 7, 0, d, r, in_f, out_f)?;
+                let masks = LayerMasks::generate(
+                    rec,
+                    &MaskConfig::new(kind, d, 0.5, 7),
+                    0,
+                    r,
+                    in_f,
+                    out_f,
+                )?;
                 let fwd = cb::forward(rec, &g.x, &g.w0, Some(&g.b0), &g.a, &g.b, &masks, s)?;
                 let grads =
                     cb::backward(rec, &g.x, &g.w0, &g.a, &g.b, &masks, s, &fwd.h, &g.g, true)?;
@@ -200,7 +207,16 @@ fn gpu_backward_matches_gpu_finite_differences() {
     let g = upload(&gpu, &c);
     let s = 2.0;
     let masks = gpu
-        .run(|rec| LayerMasks::generate(rec, MaskKind::Exact, 0.5, 3, 1, 2, c.r, c.in_f, c.out_f))
+        .run(|rec| {
+            LayerMasks::generate(
+                rec,
+                &MaskConfig::new(MaskKind::Exact, 2, 0.5, 3),
+                1,
+                c.r,
+                c.in_f,
+                c.out_f,
+            )
+        })
         .unwrap();
     let grads = gpu
         .run(|rec| {
@@ -313,13 +329,31 @@ fn rank_grows_with_d_and_controls_collapse_to_r() {
     let b = Tensor::from_slice(&gpu, &random_vec(&mut rng, n * r, 1.0), &[n, r]).unwrap();
     for (d, want) in [(1u32, 4), (2, 8), (4, 16)] {
         let masks = gpu
-            .run(|rec| LayerMasks::generate(rec, MaskKind::Exact, 0.5, 11, 0, d, r, n, n))
+            .run(|rec| {
+                LayerMasks::generate(
+                    rec,
+                    &MaskConfig::new(MaskKind::Exact, d, 0.5, 11),
+                    0,
+                    r,
+                    n,
+                    n,
+                )
+            })
             .unwrap();
         assert_eq!(merged_rank(&gpu, &a, &b, &masks), want, "d={d}");
     }
     // Negative controls: identical masks in every branch, and masks on one factor only.
     let one = gpu
-        .run(|rec| LayerMasks::generate(rec, MaskKind::Exact, 0.5, 11, 0, 1, r, n, n))
+        .run(|rec| {
+            LayerMasks::generate(
+                rec,
+                &MaskConfig::new(MaskKind::Exact, 1, 0.5, 11),
+                0,
+                r,
+                n,
+                n,
+            )
+        })
         .unwrap();
     let (ma, mb) = one.to_u8().unwrap();
     let same = LayerMasks::from_u8(
@@ -333,7 +367,16 @@ fn rank_grows_with_d_and_controls_collapse_to_r() {
     .unwrap();
     assert_eq!(merged_rank(&gpu, &a, &b, &same), r);
     let four = gpu
-        .run(|rec| LayerMasks::generate(rec, MaskKind::Exact, 0.5, 11, 0, 4, r, n, n))
+        .run(|rec| {
+            LayerMasks::generate(
+                rec,
+                &MaskConfig::new(MaskKind::Exact, 4, 0.5, 11),
+                0,
+                r,
+                n,
+                n,
+            )
+        })
         .unwrap();
     let (ma4, _) = four.to_u8().unwrap();
     let a_only = LayerMasks::from_u8(&gpu, &ma4, &vec![vec![1u8; n * r]; 4], r, n, n).unwrap();
@@ -347,7 +390,16 @@ fn merge_equals_unmerged_forward_and_unmerge_restores() {
     let c = Case::random(&mut rng, 37, 67, 53, 3);
     let g = upload(&gpu, &c);
     let masks = gpu
-        .run(|rec| LayerMasks::generate(rec, MaskKind::Exact, 0.5, 5, 2, 3, c.r, c.in_f, c.out_f))
+        .run(|rec| {
+            LayerMasks::generate(
+                rec,
+                &MaskConfig::new(MaskKind::Exact, 3, 0.5, 5),
+                2,
+                c.r,
+                c.in_f,
+                c.out_f,
+            )
+        })
         .unwrap();
     let y = gpu
         .run(|rec| cb::forward(rec, &g.x, &g.w0, Some(&g.b0), &g.a, &g.b, &masks, 4.0))
@@ -375,7 +427,16 @@ fn plain_lora_and_zero_b_are_exact() {
     let mut c = Case::random(&mut rng, 21, 19, 23, 4);
     // d = 1, p = 1: every mask entry is 1, i.e. plain LoRA.
     let masks = gpu
-        .run(|rec| LayerMasks::generate(rec, MaskKind::Exact, 1.0, 1, 0, 1, c.r, c.in_f, c.out_f))
+        .run(|rec| {
+            LayerMasks::generate(
+                rec,
+                &MaskConfig::new(MaskKind::Exact, 1, 1.0, 1),
+                0,
+                c.r,
+                c.in_f,
+                c.out_f,
+            )
+        })
         .unwrap();
     let (ma, mb) = masks.to_u8().unwrap();
     assert!(ma[0].iter().chain(&mb[0]).all(|&v| v == 1));
@@ -390,7 +451,16 @@ fn plain_lora_and_zero_b_are_exact() {
     c.b = vec![0.0; c.out_f * c.r];
     let g = upload(&gpu, &c);
     let masks = gpu
-        .run(|rec| LayerMasks::generate(rec, MaskKind::Exact, 0.5, 1, 0, 2, c.r, c.in_f, c.out_f))
+        .run(|rec| {
+            LayerMasks::generate(
+                rec,
+                &MaskConfig::new(MaskKind::Exact, 2, 0.5, 1),
+                0,
+                c.r,
+                c.in_f,
+                c.out_f,
+            )
+        })
         .unwrap();
     let y = gpu
         .run(|rec| cb::forward(rec, &g.x, &g.w0, Some(&g.b0), &g.a, &g.b, &masks, 2.0))
@@ -407,7 +477,16 @@ fn layer_shape_errors_name_the_tensor() {
     let Some(gpu) = common::gpu() else { return };
     let up = |s: &[usize]| Tensor::full(&gpu, s, 0.5).unwrap();
     let masks = gpu
-        .run(|rec| LayerMasks::generate(rec, MaskKind::Exact, 0.5, 1, 0, 2, 3, 8, 5))
+        .run(|rec| {
+            LayerMasks::generate(
+                rec,
+                &MaskConfig::new(MaskKind::Exact, 2, 0.5, 1),
+                0,
+                3,
+                8,
+                5,
+            )
+        })
         .unwrap();
     let (x, w0, a, b) = (up(&[4, 8]), up(&[5, 8]), up(&[3, 8]), up(&[5, 3]));
     let bad_x = up(&[4, 9]);
@@ -434,7 +513,16 @@ fn naive_baseline_computes_the_same_layer() {
     let c = Case::random(&mut rng, 37, 67, 53, 3);
     let g = upload(&gpu, &c);
     let masks = gpu
-        .run(|rec| LayerMasks::generate(rec, MaskKind::Exact, 0.5, 5, 2, 3, c.r, c.in_f, c.out_f))
+        .run(|rec| {
+            LayerMasks::generate(
+                rec,
+                &MaskConfig::new(MaskKind::Exact, 3, 0.5, 5),
+                2,
+                c.r,
+                c.in_f,
+                c.out_f,
+            )
+        })
         .unwrap();
     let (y, dx, da, db) = gpu
         .run(|rec| {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use capaboost::demo::{self, DemoConfig, Scenario};
+use capaboost::tasks::demo::{self, DemoConfig, Scenario};
 use std::process::Command;
 
 #[test]

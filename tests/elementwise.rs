@@ -2,7 +2,7 @@
 
 mod common;
 
-use capaboost::{Error, Tensor, elementwise, elementwise::cpu};
+use capaboost::{Error, Tensor, kernels::elementwise, kernels::elementwise::cpu};
 use common::{max_rel_err, random_vec};
 
 /// f32 results of one rounded op: relative error at most 2^-24; 1e-6 leaves margin.

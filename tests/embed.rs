@@ -4,9 +4,10 @@
 
 mod common;
 
-use capaboost::capaboost::{self as cb, LayerMasks, cpu};
-use capaboost::masks::MaskKind;
-use capaboost::optim::{AdamW, AdamWConfig};
+use capaboost::kernels::capaboost::{self as cb, LayerMasks, cpu};
+use capaboost::kernels::masks::{MaskConfig, MaskKind};
+use capaboost::nn::Gradients;
+use capaboost::nn::optim::{AdamW, AdamWConfig};
 use capaboost::{Gpu, Recorder, Tensor};
 use common::{random_vec, rel_frobenius};
 
@@ -64,8 +65,15 @@ fn layer_records_into_the_hosts_encoder_on_the_hosts_buffers() {
     });
     encoder.copy_buffer_to_buffer(&x_staging, 0, &x_buf, 0, (t * in_f * 4) as u64);
     let mut rec = Recorder::wrap(&gpu, encoder);
-    let masks =
-        LayerMasks::generate(&mut rec, MaskKind::Exact, 0.5, 3, 0, d, r, in_f, out_f).unwrap();
+    let masks = LayerMasks::generate(
+        &mut rec,
+        &MaskConfig::new(MaskKind::Exact, d, 0.5, 3),
+        0,
+        r,
+        in_f,
+        out_f,
+    )
+    .unwrap();
     let f = cb::forward(&mut rec, &tx, &tw, None, &ta, &tb, &masks, 2.0).unwrap();
     let grads = cb::backward(&mut rec, &tx, &tw, &ta, &tb, &masks, 2.0, &f.h, &tg, true).unwrap();
     let dispatches = rec.dispatch_count();
@@ -107,9 +115,11 @@ fn layer_records_into_the_hosts_encoder_on_the_hosts_buffers() {
 
     // The optimizer updates the host's parameter buffer in place, inside a host encoder.
     let before = ta.to_vec().unwrap();
-    let mut opt = AdamW::new(&gpu, AdamWConfig::default(), &[vec![r, in_f]]).unwrap();
+    let mut opt = AdamW::new(&gpu, AdamWConfig::default(), std::slice::from_ref(&ta)).unwrap();
+    let mut gs = Gradients::new();
+    gs.insert(&ta, grads.da.clone()).unwrap();
     let mut rec = Recorder::wrap(&gpu, device.create_command_encoder(&Default::default()));
-    opt.step(&mut rec, &[&ta], &[&grads.da]).unwrap();
+    assert_eq!(opt.step(&mut rec, &gs).unwrap(), 1);
     let submits = gpu.submit_count();
     let (encoder, keep) = rec.into_encoder();
     assert_eq!(gpu.submit_count(), submits);

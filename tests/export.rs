@@ -5,8 +5,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use capaboost::capaboost::cpu;
-use capaboost::export::{self, PeftLora};
+use capaboost::kernels::capaboost::cpu;
+use capaboost::tasks::export::{self, PeftLora};
 use rand::{Rng, rngs::StdRng};
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -133,7 +133,8 @@ fn peft_round_trip_and_config_fields() {
     let dir = tmpdir("roundtrip");
     export::write_peft(&dir, &adapters, 0.5, "bert-base-uncased", &targets).unwrap();
 
-    let tf = capaboost::io::TensorFile::read(&dir.join("adapter_model.safetensors")).unwrap();
+    let tf =
+        capaboost::runtime::io::TensorFile::read(&dir.join("adapter_model.safetensors")).unwrap();
     assert!(tf.contains("base_model.model.encoder.layer.0.attention.self.query.lora_A.weight"));
     assert!(tf.contains("base_model.model.encoder.layer.1.output.dense.lora_B.weight"));
     assert_eq!(tf.names().count(), 6);

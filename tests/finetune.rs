@@ -11,9 +11,9 @@ use common::model_dir;
 use std::path::Path;
 use std::process::Command;
 
-use capaboost::autograd::Graph;
-use capaboost::bert::{Batch, Bert, BertTokenizer};
-use capaboost::io::TensorFile;
+use capaboost::models::bert::{Batch, Bert, BertTokenizer};
+use capaboost::nn::Graph;
+use capaboost::runtime::io::TensorFile;
 
 /// The first rows of SST-2's train (CRLF, `label<TAB>sentence`) and dev (`label<TAB>content`).
 fn tiny_sst2(dir: &Path, train_rows: usize, dev_rows: usize) {
@@ -219,7 +219,7 @@ fn smoke_run_resume_eval_export_merge() {
         "--out",
         peft.to_str().unwrap(),
     ]);
-    let (cfg, loras) = capaboost::export::read_peft(&peft).unwrap();
+    let (cfg, loras) = capaboost::tasks::export::read_peft(&peft).unwrap();
     assert_eq!(loras.len(), 12);
     assert_eq!(cfg["r"], 16);
     assert!(
@@ -231,7 +231,7 @@ fn smoke_run_resume_eval_export_merge() {
             .iter()
             .any(|l| l.module == "encoder.layer.3.attention.self.value")
     );
-    let head = capaboost::export::read_head(&peft).unwrap();
+    let head = capaboost::tasks::export::read_head(&peft).unwrap();
     assert_eq!((head.classes, head.hidden), (2, 384));
     let native = root.join("native");
     capaboost(&[
@@ -272,7 +272,7 @@ fn smoke_run_resume_eval_export_merge() {
         dst.names().count()
     );
     let gpu = common::gpu().unwrap();
-    let (_, _, clf) = capaboost::train::load_run(&gpu, &straight).unwrap();
+    let (_, _, clf) = capaboost::tasks::train::load_run(&gpu, &straight).unwrap();
     let plain = Bert::load(&gpu, &merged).unwrap();
     let tok = BertTokenizer::load(&model, 16).unwrap();
     let enc = vec![

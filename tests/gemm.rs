@@ -3,8 +3,8 @@
 
 mod common;
 
-use capaboost::gemm::{self, Operand, View};
-use capaboost::masks::{Factor, MaskBits, MaskKind, MaskSpec, unpack};
+use capaboost::kernels::gemm::{self, Operand, View};
+use capaboost::kernels::masks::{Factor, MaskBits, MaskKind, MaskSpec, unpack};
 use capaboost::{Error, Tensor};
 use common::{random_vec, rel_frobenius};
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use capaboost::Error;
-use capaboost::glue::{self, Columns, Label, ReadOptions, Split, Task};
+use capaboost::tasks::glue::{self, Columns, Label, ReadOptions, Split, Task};
 
 const SST2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/glue/SST-2");
 

@@ -5,8 +5,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use capaboost::capaboost::cpu;
-use capaboost::io::{TensorFile, TensorWriter};
+use capaboost::kernels::capaboost::cpu;
+use capaboost::runtime::io::{TensorFile, TensorWriter};
 use common::{random_vec, rel_frobenius};
 
 fn run(args: &[&str]) -> (bool, String) {

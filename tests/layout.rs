@@ -2,8 +2,8 @@
 
 mod common;
 
-use capaboost::autograd::Graph;
-use capaboost::{Tensor, layout};
+use capaboost::nn::Graph;
+use capaboost::{Tensor, kernels::layout};
 use common::{max_rel_err, random_vec};
 
 #[test]

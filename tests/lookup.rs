@@ -3,7 +3,7 @@
 
 mod common;
 
-use capaboost::lookup::{self, cpu};
+use capaboost::kernels::lookup::{self, cpu};
 use capaboost::{Error, Indices, Tensor};
 use common::{max_rel_err, random_vec};
 use rand::Rng;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use capaboost::masks::{self, Factor, MaskBits, MaskKind, MaskSpec, masked_sum, unpack};
+use capaboost::kernels::masks::{self, Factor, MaskBits, MaskKind, MaskSpec, masked_sum, unpack};
 use capaboost::{Error, Tensor};
 use common::{random_vec, rel_frobenius};
 

@@ -1,8 +1,8 @@
 //! GLUE metrics against values computed by hand (the arithmetic is in the comments).
 
 use capaboost::Error;
-use capaboost::glue::{Label, Task};
-use capaboost::metrics::{accuracy, f1, matthews, pearson, spearman, task_metrics};
+use capaboost::tasks::glue::{Label, Task};
+use capaboost::tasks::metrics::{accuracy, f1, matthews, pearson, spearman, task_metrics};
 
 fn close(got: f64, want: f64) {
     assert!((got - want).abs() < 1e-12, "got {got}, want {want}");

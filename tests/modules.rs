@@ -3,12 +3,12 @@
 
 mod common;
 
-use capaboost::autograd::Graph;
-use capaboost::masks::MaskKind;
-use capaboost::modules::{
+use capaboost::kernels::masks::{MaskConfig, MaskKind};
+use capaboost::nn::Graph;
+use capaboost::nn::modules::{
     self, Activation, CapaBoostAdapter, CapaBoostConfig, CapaBoostLinear, Linear,
 };
-use capaboost::optim::{AdamW, AdamWConfig, Schedule};
+use capaboost::nn::optim::{AdamW, AdamWConfig, Schedule};
 use capaboost::{Gpu, Tensor};
 use common::{random_vec, rel_frobenius};
 use rand::{SeedableRng, rngs::StdRng};
@@ -160,19 +160,9 @@ fn parameter_counts() {
             "d={d}: used fraction {used} vs {want}"
         );
     }
-    let adapter = CapaBoostAdapter::new(
-        &gpu,
-        32,
-        8,
-        2,
-        0.5,
-        MaskKind::Exact,
-        1,
-        0,
-        Activation::Relu,
-        &mut rng,
-    )
-    .unwrap();
+    let masks = MaskConfig::new(MaskKind::Exact, 2, 0.5, 1);
+    let adapter =
+        CapaBoostAdapter::new(&gpu, 32, 8, &masks, 0, Activation::Relu, &mut rng).unwrap();
     assert_eq!(adapter.stored_params(), 8 * 32 * 2 + 8 + 32);
     assert!(adapter.used_params().unwrap() < adapter.stored_params());
 }
@@ -183,9 +173,8 @@ fn adapter_starts_as_identity_and_its_gradients_match_differences() {
     let mut rng = common::rng("adapter_gradients");
     let (t, in_f, m) = (5, 12, 3);
     for act in [Activation::Relu, Activation::Gelu] {
-        let adapter =
-            CapaBoostAdapter::new(&gpu, in_f, m, 3, 0.5, MaskKind::Exact, 4, 2, act, &mut rng)
-                .unwrap();
+        let masks = MaskConfig::new(MaskKind::Exact, 3, 0.5, 4);
+        let adapter = CapaBoostAdapter::new(&gpu, in_f, m, &masks, 2, act, &mut rng).unwrap();
         let x = Tensor::from_slice(&gpu, &random_vec(&mut rng, t * in_f, 1.0), &[t, in_f]).unwrap();
         let run = |grad: bool| {
             let mut g = Graph::new(&gpu);
@@ -374,17 +363,13 @@ impl Model {
         let loss = g.mse(&out, &yv).unwrap();
         let grads = g.backward(&loss).unwrap();
         assert_eq!(g.tape_len(), 0, "the tape is cleared by backward");
-        let params = self.params();
-        let ps: Vec<&Tensor> = params.iter().collect();
-        let gs: Vec<&Tensor> = params.iter().map(|p| grads.of(p).unwrap()).collect();
-        opt.step(g.recorder(), &ps, &gs).unwrap();
+        assert_eq!(opt.step(g.recorder(), &grads).unwrap(), self.params().len());
         g.submit().unwrap();
         loss.value().clone()
     }
 }
 
 fn optimizer(gpu: &Gpu, model: &Model) -> AdamW {
-    let shapes: Vec<Vec<usize>> = model.params().iter().map(|t| t.shape().to_vec()).collect();
     let cfg = AdamWConfig {
         lr: 1e-2,
         warmup_steps: 3,
@@ -392,7 +377,7 @@ fn optimizer(gpu: &Gpu, model: &Model) -> AdamW {
         schedule: Schedule::Cosine,
         ..AdamWConfig::default()
     };
-    AdamW::new(gpu, cfg, &shapes).unwrap()
+    AdamW::new(gpu, cfg, &model.params()).unwrap()
 }
 
 #[test]
@@ -468,12 +453,7 @@ fn resume_equals_uninterrupted() {
         .map(|(i, t)| (format!("p{i}"), t))
         .collect();
     modules::load_params(&dir.join("params.safetensors"), &named).unwrap();
-    let shapes: Vec<Vec<usize>> = resumed
-        .params()
-        .iter()
-        .map(|t| t.shape().to_vec())
-        .collect();
-    let mut opt2 = AdamW::load(&gpu, &dir.join("optim.safetensors"), &shapes).unwrap();
+    let mut opt2 = AdamW::load(&gpu, &dir.join("optim.safetensors"), &resumed.params()).unwrap();
     for step in n / 2..n {
         resumed.step(&gpu, &mut opt2, step);
     }

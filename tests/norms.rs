@@ -6,7 +6,7 @@ mod common;
 
 use common::{fd_grad, rel_max_abs, to64};
 
-use capaboost::norms::{self, cpu};
+use capaboost::kernels::norms::{self, cpu};
 use capaboost::{Error, Tensor};
 use common::{max_rel_err, random_vec, rel_frobenius};
 use rand::Rng;

@@ -4,7 +4,9 @@
 
 mod common;
 
-use capaboost::optim::{self, AdamW, AdamWConfig, Schedule, cpu, lr_at};
+use capaboost::kernels::optim::{self, cpu as kcpu};
+use capaboost::nn::Gradients;
+use capaboost::nn::optim::{AdamW, AdamWConfig, Schedule, cpu, lr_at};
 use capaboost::{Error, Gpu, Tensor};
 use common::{max_rel_err, random_vec};
 use rand::rngs::StdRng;
@@ -33,10 +35,14 @@ fn upload(gpu: &Gpu, data: &[Vec<f32>], shapes: &[Vec<usize>]) -> Vec<Tensor> {
 
 impl Run {
     fn step(&self, gpu: &Gpu, opt: &mut AdamW, grads: &[Vec<f32>], shapes: &[Vec<usize>]) {
-        let g = upload(gpu, grads, shapes);
-        let pr: Vec<&Tensor> = self.params.iter().collect();
-        let gr: Vec<&Tensor> = g.iter().collect();
-        gpu.run(|rec| opt.step(rec, &pr, &gr)).unwrap();
+        let mut gs = Gradients::new();
+        for (p, g) in self.params.iter().zip(upload(gpu, grads, shapes)) {
+            gs.insert(p, g).unwrap();
+        }
+        assert_eq!(
+            gpu.run(|rec| opt.step(rec, &gs)).unwrap(),
+            self.params.len()
+        );
     }
 
     fn read(&self) -> Vec<Vec<f32>> {
@@ -76,7 +82,7 @@ fn compare(
     let run = Run {
         params: upload(gpu, &init, &shapes),
     };
-    let mut opt = AdamW::new(gpu, config, &shapes).unwrap();
+    let mut opt = AdamW::new(gpu, config, &run.params).unwrap();
     let mut reference = cpu::AdamWState::new(&init);
     for step in 1..=steps {
         let grads = random_set(rng, &shapes, grad_scale);
@@ -85,7 +91,7 @@ fn compare(
         if config.max_grad_norm.is_some() {
             let norm = opt.last_grad_norm().unwrap().to_vec().unwrap()[0] as f64;
             let refs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
-            let want = cpu::grad_sq_norm(&refs).sqrt();
+            let want = kcpu::grad_sq_norm(&refs).sqrt();
             assert!(
                 (norm - want).abs() / want <= TOL,
                 "step {step}: {norm} vs {want}"
@@ -196,7 +202,7 @@ fn grad_sq_norm_matches_f64() {
         let got = gpu.run(|rec| optim::grad_sq_norm(rec, &ts)).unwrap();
         assert_eq!(got.shape(), &[1]);
         let got = got.to_vec().unwrap()[0] as f64;
-        let want = cpu::grad_sq_norm(&ds);
+        let want = kcpu::grad_sq_norm(&ds);
         let e = (got - want).abs() / want;
         let sizes: Vec<usize> = case.iter().map(|&i| sizes[i]).collect();
         eprintln!("grad_sq_norm {sizes:?}: rel err {e:.2e}");
@@ -301,7 +307,7 @@ fn save_and_load_resume_bit_for_bit() {
     let straight = Run {
         params: upload(&gpu, &init, &shapes),
     };
-    let mut opt_a = AdamW::new(&gpu, config, &shapes).unwrap();
+    let mut opt_a = AdamW::new(&gpu, config, &straight.params).unwrap();
     for g in &grads {
         straight.step(&gpu, &mut opt_a, g, &shapes);
     }
@@ -309,7 +315,7 @@ fn save_and_load_resume_bit_for_bit() {
     let resumed = Run {
         params: upload(&gpu, &init, &shapes),
     };
-    let mut opt_b = AdamW::new(&gpu, config, &shapes).unwrap();
+    let mut opt_b = AdamW::new(&gpu, config, &resumed.params).unwrap();
     for g in &grads[..3] {
         resumed.step(&gpu, &mut opt_b, g, &shapes);
     }
@@ -318,7 +324,7 @@ fn save_and_load_resume_bit_for_bit() {
     let path = dir.join("adamw.safetensors");
     opt_b.save(&path).unwrap();
     drop(opt_b);
-    let mut opt_c = AdamW::load(&gpu, &path, &shapes).unwrap();
+    let mut opt_c = AdamW::load(&gpu, &path, &resumed.params).unwrap();
     assert_eq!(opt_c.step_count(), 3);
     assert_eq!(*opt_c.config(), config);
     for g in &grads[3..] {
@@ -349,11 +355,12 @@ fn save_and_load_resume_bit_for_bit() {
         ..config
     };
     let path2 = dir.join("plain.safetensors");
-    AdamW::new(&gpu, plain, &shapes)
+    AdamW::new(&gpu, plain, &straight.params)
         .unwrap()
         .save(&path2)
         .unwrap();
-    assert_eq!(*AdamW::load(&gpu, &path2, &shapes).unwrap().config(), plain);
+    let loaded = AdamW::load(&gpu, &path2, &straight.params).unwrap();
+    assert_eq!(*loaded.config(), plain);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -361,42 +368,43 @@ fn save_and_load_resume_bit_for_bit() {
 fn load_errors_are_clear() {
     let Some(gpu) = common::gpu() else { return };
     let shapes = shapes();
+    let params = zeros(&gpu, &shapes);
     let dir = std::env::temp_dir().join(format!("capaboost-optim-err-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
     let missing = dir.join("missing.safetensors");
-    let err = AdamW::load(&gpu, &missing, &shapes).unwrap_err();
+    let err = AdamW::load(&gpu, &missing, &params).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert!(err.to_string().contains("missing.safetensors"), "{err}");
 
     let corrupt = dir.join("corrupt.safetensors");
     std::fs::write(&corrupt, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
-    let err = AdamW::load(&gpu, &corrupt, &shapes).unwrap_err();
+    let err = AdamW::load(&gpu, &corrupt, &params).unwrap_err();
     assert!(matches!(err, Error::File { .. }), "{err}");
 
     // A valid safetensors file that is not an optimizer state.
     let other = dir.join("other.safetensors");
-    let mut w = capaboost::io::TensorWriter::default();
+    let mut w = capaboost::runtime::io::TensorWriter::default();
     w.f32("weight", &[2], &[1.0, 2.0]);
     w.write(&other).unwrap();
-    let err = AdamW::load(&gpu, &other, &shapes).unwrap_err();
+    let err = AdamW::load(&gpu, &other, &params).unwrap_err();
     assert!(err.to_string().contains("format"), "{err}");
 
     let good = dir.join("good.safetensors");
-    AdamW::new(&gpu, AdamWConfig::default(), &shapes)
+    AdamW::new(&gpu, AdamWConfig::default(), &params)
         .unwrap()
         .save(&good)
         .unwrap();
     let mut wrong = shapes.clone();
     wrong[2] = vec![5, 37];
-    let err = AdamW::load(&gpu, &good, &wrong).unwrap_err();
+    let err = AdamW::load(&gpu, &good, &zeros(&gpu, &wrong)).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Shape(_)), "{msg}");
     assert!(
         msg.contains("parameter 2") && msg.contains("[37, 5]") && msg.contains("[5, 37]"),
         "{msg}"
     );
-    let err = AdamW::load(&gpu, &good, &shapes[..3]).unwrap_err();
+    let err = AdamW::load(&gpu, &good, &params[..3]).unwrap_err();
     assert!(
         matches!(err, Error::Shape(_)) && err.to_string().contains("4 parameters"),
         "{err}"
@@ -404,38 +412,48 @@ fn load_errors_are_clear() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn step_shape_errors_name_the_index() {
-    let Some(gpu) = common::gpu() else { return };
-    let shapes = shapes();
-    let mut opt = AdamW::new(&gpu, AdamWConfig::default(), &shapes).unwrap();
-    let params: Vec<Tensor> = shapes
+fn zeros(gpu: &Gpu, shapes: &[Vec<usize>]) -> Vec<Tensor> {
+    shapes
         .iter()
-        .map(|s| Tensor::zeros(&gpu, s).unwrap())
-        .collect();
-    let mut grads = params.clone();
-    grads[1] = Tensor::zeros(&gpu, &[68]).unwrap();
-    let pr: Vec<&Tensor> = params.iter().collect();
-    let gr: Vec<&Tensor> = grads.iter().collect();
-    let err = gpu.run(|rec| opt.step(rec, &pr, &gr)).unwrap_err();
+        .map(|s| Tensor::zeros(gpu, s).unwrap())
+        .collect()
+}
+
+#[test]
+fn step_takes_gradients_by_identity_and_skips_missing() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("step_takes_gradients_by_identity_and_skips_missing");
+    let shapes = shapes();
+    let init = random_set(&mut rng, &shapes, 1.0);
+    let params = upload(&gpu, &init, &shapes);
+    let mut opt = AdamW::new(&gpu, AdamWConfig::default(), &params).unwrap();
+    // A gradient of the wrong shape is refused, naming both shapes.
+    let mut grads = Gradients::new();
+    let err = grads
+        .insert(&params[1], Tensor::zeros(&gpu, &[68]).unwrap())
+        .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Shape(_)), "{msg}");
-    assert!(
-        msg.contains("parameter 1") && msg.contains("[68]") && msg.contains("[67]"),
-        "{msg}"
-    );
-    let err = gpu
-        .run(|rec| opt.step(rec, &pr[..2], &gr[..2]))
-        .unwrap_err();
-    assert!(matches!(err, Error::Shape(_)), "{err}");
-    // A failed step leaves the counter alone.
-    assert_eq!(opt.step_count(), 0);
+    assert!(msg.contains("[68]") && msg.contains("[67]"), "{msg}");
+    // Gradients for parameters 2 and 0 only, inserted out of order: those two move, the
+    // others (no gradient) are left exactly as they were.
+    let g = random_set(&mut rng, &shapes, 1.0);
+    for i in [2, 0] {
+        let t = Tensor::from_slice(&gpu, &g[i], &shapes[i]).unwrap();
+        grads.insert(&params[i], t).unwrap();
+    }
+    assert_eq!(gpu.run(|rec| opt.step(rec, &grads)).unwrap(), 2);
+    assert_eq!(opt.step_count(), 1);
+    for (i, p) in params.iter().enumerate() {
+        let now = p.to_vec().unwrap();
+        assert_eq!(now != init[i], i == 0 || i == 2, "parameter {i}");
+    }
     let bad = AdamWConfig {
         beta2: 1.0,
         ..Default::default()
     };
     assert!(matches!(
-        AdamW::new(&gpu, bad, &shapes),
+        AdamW::new(&gpu, bad, &params),
         Err(Error::InvalidArgument(_))
     ));
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::{fd_grad, rel_max_abs, to64};
 
-use capaboost::reduce::{self, cpu};
+use capaboost::kernels::reduce::{self, cpu};
 use capaboost::{Error, Indices, Tensor};
 use common::{max_rel_err, random_vec, rel_frobenius};
 use rand::Rng;

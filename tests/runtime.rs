@@ -3,9 +3,9 @@
 
 mod common;
 
-use capaboost::gpu::AdapterSelection;
-use capaboost::shaders::ShaderSource;
-use capaboost::{Error, Gpu, Tensor, TimingSource, elementwise};
+use capaboost::runtime::gpu::AdapterSelection;
+use capaboost::runtime::shaders::ShaderSource;
+use capaboost::{Error, Gpu, Tensor, TimingSource, kernels::elementwise};
 
 fn one_round(gpu: &Gpu, a: &Tensor, b: &Tensor) -> f32 {
     let out = gpu
@@ -101,7 +101,11 @@ fn shader_errors_are_results() {
     eprintln!("{err}");
     let err = gpu
         .pipelines()
-        .get(&capaboost::shaders::ELEMENTWISE, "no_such_entry", &[])
+        .get(
+            &capaboost::runtime::shaders::ELEMENTWISE,
+            "no_such_entry",
+            &[],
+        )
         .unwrap_err();
     assert!(err.to_string().contains("no_such_entry"), "{err}");
     // The device is still usable afterwards.

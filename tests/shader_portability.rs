@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use capaboost::shaders::{ALL, ShaderSource};
+use capaboost::runtime::shaders::{ALL, ShaderSource};
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 

@@ -108,7 +108,7 @@ pub fn rel_max_abs(got: &[f64], want: &[f64]) -> f64 {
 pub fn model_dir() -> Option<std::path::PathBuf> {
     let dir = std::env::var_os("CAPABOOST_MODEL_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(capaboost::bert::default_model_dir);
+        .unwrap_or_else(capaboost::models::bert::default_model_dir);
     if dir.join("model.safetensors").exists() {
         return Some(dir);
     }

@@ -4,9 +4,9 @@
 
 use burn::backend::wgpu::{WgpuSetup, init_device};
 use burn::tensor::{Device, Distribution, Tensor as BurnTensor};
-use capaboost::autograd::Graph;
-use capaboost::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
-use capaboost::optim::{AdamW, AdamWConfig};
+use capaboost::nn::Graph;
+use capaboost::nn::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
+use capaboost::nn::optim::{AdamW, AdamWConfig};
 use capaboost::{Gpu, Tensor};
 use rand::SeedableRng;
 
@@ -39,16 +39,14 @@ fn main() -> capaboost::Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let layer = CapaBoostLinear::new(&gpu, Linear::init(&gpu, n, n, false, &mut rng)?, CapaBoostConfig::capaboost(4, 8.0, 2, 0.5, 1), 0, &mut rng)?;
     let params: Vec<Tensor> = layer.params().into_iter().map(|(_, p)| p).collect();
-    let shapes: Vec<Vec<usize>> = params.iter().map(|p| p.shape().to_vec()).collect();
-    let mut opt = AdamW::new(&gpu, AdamWConfig::default(), &shapes)?;
+    let mut opt = AdamW::new(&gpu, AdamWConfig::default(), &params)?;
     for step in 0..5 {
         let mut g = Graph::new(&gpu);
         let (xv, tv) = (g.input(&x), g.input(&target));
         let y = layer.forward(&mut g, &xv)?;
         let loss = g.mse(&y, &tv)?;
         let grads = g.backward(&loss)?;
-        let gs: Vec<&Tensor> = params.iter().map(|p| grads.of(p).unwrap()).collect();
-        opt.step(g.recorder(), &params.iter().collect::<Vec<_>>(), &gs)?;
+        opt.step(g.recorder(), &grads)?;
         g.submit()?;
         println!("step {step}: loss {}", loss.value().to_vec()?[0]);
     }

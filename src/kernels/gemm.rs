@@ -1,0 +1,421 @@
+//! General GEMM (`shaders/gemm.wgsl`): `C = alpha op(A) op(B) + beta C (+ bias)`, with
+//! transposes and the CapaBoost masked-stacked views expressed by indexing.
+
+use crate::kernels::masks::MaskBits;
+use crate::runtime::error::{Error, Result};
+use crate::runtime::recorder::{Binding, Recorder};
+use crate::runtime::shaders::GEMM;
+use crate::runtime::tensor::Tensor;
+
+const TILE: u32 = 64;
+
+/// How the kernel reads an operand stored in a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// The tensor `[R, C]` as it is (optionally with a leading batch dimension).
+    Plain,
+    /// The transpose of a tensor stored `[C, R]`.
+    Trans,
+    /// `A_s = [A*M_1; ...; A*M_d]`, logical `[d r, in]`, from `A [r, in]` and its masks.
+    AStacked,
+    /// `A_s^T`, logical `[in, d r]`.
+    AStackedT,
+    /// `B_s = [B*N_1, ..., B*N_d]`, logical `[out, d r]`, from `B [out, r]` and its masks.
+    BStacked,
+    /// `B_s^T`, logical `[d r, out]`.
+    BStackedT,
+}
+
+impl View {
+    fn code(self) -> u32 {
+        match self {
+            View::Plain => 0,
+            View::Trans => 1,
+            View::AStacked => 2,
+            View::AStackedT => 3,
+            View::BStacked => 4,
+            View::BStackedT => 5,
+        }
+    }
+
+    fn stacked(self) -> bool {
+        !matches!(self, View::Plain | View::Trans)
+    }
+}
+
+/// One GEMM operand: a tensor, how to read it, and its masks for stacked views.
+#[derive(Clone, Copy, Debug)]
+pub struct Operand<'a> {
+    /// The stored tensor.
+    pub tensor: &'a Tensor,
+    /// How it is read.
+    pub view: View,
+    /// Mask bits, required by the stacked views.
+    pub masks: Option<&'a MaskBits>,
+}
+
+impl<'a> Operand<'a> {
+    /// The tensor as stored.
+    pub fn plain(tensor: &'a Tensor) -> Self {
+        Self {
+            tensor,
+            view: View::Plain,
+            masks: None,
+        }
+    }
+
+    /// The tensor transposed.
+    pub fn trans(tensor: &'a Tensor) -> Self {
+        Self {
+            tensor,
+            view: View::Trans,
+            masks: None,
+        }
+    }
+
+    /// A stacked masked view of a shared factor.
+    pub fn stacked(tensor: &'a Tensor, view: View, masks: &'a MaskBits) -> Self {
+        Self {
+            tensor,
+            view,
+            masks: Some(masks),
+        }
+    }
+
+    /// Logical `[batch, rows, cols]` and the rank `r` of a stacked view.
+    fn logical(&self, name: &str) -> Result<(usize, usize, usize, u32)> {
+        let s = self.tensor.shape();
+        if s.len() < 2 {
+            return Err(Error::shape(format!(
+                "gemm operand {name} must have at least 2 dims, got {s:?}"
+            )));
+        }
+        let (rows, cols) = (s[s.len() - 2], s[s.len() - 1]);
+        let batch: usize = s[..s.len() - 2].iter().product();
+        if !self.view.stacked() {
+            if self.masks.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "gemm operand {name}: masks given for a dense view"
+                )));
+            }
+            return Ok(match self.view {
+                View::Plain => (batch, rows, cols, 0),
+                _ => (batch, cols, rows, 0),
+            });
+        }
+        let m = self.masks.ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "gemm operand {name}: view {:?} needs masks",
+                self.view
+            ))
+        })?;
+        if batch != 1 {
+            return Err(Error::shape(format!(
+                "gemm operand {name}: stacked views take one 2-D factor, got {s:?}"
+            )));
+        }
+        if (m.rows, m.cols) != (rows, cols) {
+            return Err(Error::shape(format!(
+                "gemm operand {name}: masks are [{}, {}] but the factor is {s:?}",
+                m.rows, m.cols
+            )));
+        }
+        let d = m.branches as usize;
+        Ok(match self.view {
+            View::AStacked => (1, d * rows, cols, rows as u32),
+            View::AStackedT => (1, cols, d * rows, rows as u32),
+            View::BStacked => (1, rows, d * cols, cols as u32),
+            _ => (1, d * cols, rows, cols as u32),
+        })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    r: u32,
+    stride_a: u32,
+    stride_b: u32,
+    stride_c: u32,
+    _pad0: u32,
+    alpha: f32,
+    beta: f32,
+    _pad1: [u32; 2],
+}
+
+fn u32_of(n: usize, what: &str) -> Result<u32> {
+    crate::runtime::error::index_u32(what, n)
+}
+
+/// `c = alpha * op(a) op(b) + beta * c + bias` into an existing `c` of shape `[.., M, N]`.
+///
+/// Batched when the dense operands carry a leading batch dimension (a batch of 1 is
+/// broadcast). With `beta == 0` the old contents of `c` are never read.
+pub fn gemm_into(
+    rec: &mut Recorder,
+    a: Operand,
+    b: Operand,
+    c: &Tensor,
+    alpha: f32,
+    beta: f32,
+    bias: Option<&Tensor>,
+) -> Result<()> {
+    let (ba, m, ka, ra) = a.logical("A")?;
+    let (bb, kb, n, rb) = b.logical("B")?;
+    if ka != kb {
+        return Err(Error::shape(format!(
+            "gemm: op(A) is [{m}, {ka}] but op(B) is [{kb}, {n}] ({:?} {:?} x {:?} {:?})",
+            a.view,
+            a.tensor.shape(),
+            b.view,
+            b.tensor.shape()
+        )));
+    }
+    if ra != 0 && rb != 0 && ra != rb {
+        return Err(Error::shape(format!(
+            "gemm: stacked operands disagree on r ({ra} vs {rb})"
+        )));
+    }
+    let batch = ba.max(bb);
+    if (ba != 1 && ba != batch) || (bb != 1 && bb != batch) {
+        return Err(Error::shape(format!(
+            "gemm: batch sizes {ba} and {bb} differ"
+        )));
+    }
+    let cs = c.shape();
+    let c_batch: usize = cs[..cs.len().saturating_sub(2)].iter().product();
+    if cs.len() < 2 || cs[cs.len() - 2..] != [m, n] || c_batch != batch {
+        return Err(Error::shape(format!(
+            "gemm: output has shape {cs:?}, expected {batch} x [{m}, {n}]"
+        )));
+    }
+    if let Some(bias) = bias
+        && bias.shape() != [n]
+    {
+        return Err(Error::shape(format!(
+            "gemm: bias has shape {:?}, expected [{n}]",
+            bias.shape()
+        )));
+    }
+    let gpu = rec.gpu().clone();
+    let grid = [
+        u32_of(n.div_ceil(TILE as usize), "gemm column tiles")?,
+        u32_of(m.div_ceil(TILE as usize), "gemm row tiles")?,
+        u32_of(batch, "gemm batch")?,
+    ];
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let p = Params {
+        m: u32_of(m, "M")?,
+        n: u32_of(n, "N")?,
+        k: u32_of(ka, "K")?,
+        r: ra.max(rb).max(1),
+        stride_a: if ba == 1 {
+            0
+        } else {
+            u32_of(m * ka, "A batch stride")?
+        },
+        stride_b: if bb == 1 {
+            0
+        } else {
+            u32_of(ka * n, "B batch stride")?
+        },
+        stride_c: u32_of(m * n, "C batch stride")?,
+        _pad0: 0,
+        alpha,
+        beta,
+        _pad1: [0; 2],
+    };
+    let uniform = rec.uniform(bytemuck::bytes_of(&p));
+    let dummy = dummy_binding(&gpu)?;
+    let a_bits = a.masks.map_or(dummy.clone(), |m| m.binding());
+    let b_bits = b.masks.map_or(dummy.clone(), |m| m.binding());
+    let bias_b = bias.map_or(dummy.clone(), |t| t.binding());
+    let constants = [
+        ("A_MODE", a.view.code() as f64),
+        ("B_MODE", b.view.code() as f64),
+        ("HAS_BIAS", bias.is_some() as u32 as f64),
+    ];
+    rec.dispatch(
+        &GEMM,
+        "gemm",
+        &constants,
+        &[
+            (0, &uniform),
+            (1, &a.tensor.binding()),
+            (2, &a_bits),
+            (3, &b.tensor.binding()),
+            (4, &b_bits),
+            (5, &c.binding()),
+            (6, &bias_b),
+        ],
+        grid,
+    )
+}
+
+/// A 16-byte buffer bound where a kernel's optional input is absent; one per device.
+fn dummy_binding(gpu: &crate::Gpu) -> Result<Binding> {
+    gpu.dummy()
+}
+
+/// `alpha * op(a) op(b) (+ bias)` into a new tensor.
+pub fn gemm(
+    rec: &mut Recorder,
+    a: Operand,
+    b: Operand,
+    alpha: f32,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (ba, m, _, _) = a.logical("A")?;
+    let (bb, _, n, _) = b.logical("B")?;
+    let batch = ba.max(bb);
+    let shape: Vec<usize> = if batch > 1 {
+        let lead = if ba > 1 {
+            a.tensor.shape()
+        } else {
+            b.tensor.shape()
+        };
+        let mut s = lead[..lead.len() - 2].to_vec();
+        s.extend([m, n]);
+        s
+    } else {
+        vec![m, n]
+    };
+    let c = Tensor::empty(rec.gpu(), &shape)?;
+    gemm_into(rec, a, b, &c, alpha, 0.0, bias)?;
+    Ok(c)
+}
+
+/// `op(a) op(b)` for dense tensors; `ta`/`tb` transpose.
+pub fn matmul(rec: &mut Recorder, a: &Tensor, ta: bool, b: &Tensor, tb: bool) -> Result<Tensor> {
+    let oa = if ta {
+        Operand::trans(a)
+    } else {
+        Operand::plain(a)
+    };
+    let ob = if tb {
+        Operand::trans(b)
+    } else {
+        Operand::plain(b)
+    };
+    gemm(rec, oa, ob, 1.0, None)
+}
+
+/// `x W^T + bias` for `x [T, in]`, `W [out, in]` (nn.Linear).
+pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    gemm(rec, Operand::plain(x), Operand::trans(w), 1.0, bias)
+}
+
+/// f64 CPU references.
+pub mod cpu {
+    use super::View;
+
+    /// The logical `[rows, cols]` matrix an operand view reads, in f64. `masks` holds one
+    /// 0/1 mask per branch (factor-shaped) for the stacked views; `shape` is the stored
+    /// 2-D shape.
+    pub fn view(
+        data: &[f32],
+        shape: [usize; 2],
+        view: View,
+        masks: &[Vec<u8>],
+    ) -> (Vec<f64>, usize, usize) {
+        let [sr, sc] = shape;
+        let d = masks.len();
+        let at = |r: usize, c: usize| data[r * sc + c] as f64;
+        match view {
+            View::Plain => (data.iter().map(|&v| v as f64).collect(), sr, sc),
+            View::Trans => {
+                let mut out = vec![0.0; sr * sc];
+                for r in 0..sr {
+                    for c in 0..sc {
+                        out[c * sr + r] = at(r, c);
+                    }
+                }
+                (out, sc, sr)
+            }
+            View::AStacked | View::AStackedT => {
+                // A [r, in] -> A_s [d r, in]
+                let mut s = vec![0.0; d * sr * sc];
+                for (i, m) in masks.iter().enumerate() {
+                    for j in 0..sr {
+                        for c in 0..sc {
+                            s[(i * sr + j) * sc + c] = at(j, c) * m[j * sc + c] as f64;
+                        }
+                    }
+                }
+                if view == View::AStacked {
+                    (s, d * sr, sc)
+                } else {
+                    (transpose(&s, d * sr, sc), sc, d * sr)
+                }
+            }
+            View::BStacked | View::BStackedT => {
+                // B [out, r] -> B_s [out, d r]
+                let mut s = vec![0.0; sr * d * sc];
+                for (i, m) in masks.iter().enumerate() {
+                    for o in 0..sr {
+                        for j in 0..sc {
+                            s[o * d * sc + i * sc + j] = at(o, j) * m[o * sc + j] as f64;
+                        }
+                    }
+                }
+                if view == View::BStacked {
+                    (s, sr, d * sc)
+                } else {
+                    (transpose(&s, sr, d * sc), d * sc, sr)
+                }
+            }
+        }
+    }
+
+    /// Transpose of a row-major `[rows, cols]` matrix.
+    pub fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+        let mut out = vec![0.0; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                out[c * rows + r] = a[r * cols + c];
+            }
+        }
+        out
+    }
+
+    /// `a [m, k] b [k, n]` in f64.
+    pub fn matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for p in 0..k {
+                let av = a[i * k + p];
+                if av == 0.0 {
+                    continue;
+                }
+                for j in 0..n {
+                    c[i * n + j] += av * b[p * n + j];
+                }
+            }
+        }
+        c
+    }
+
+    /// `alpha a b + beta c + bias` in f64.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        a: &[f64],
+        b: &[f64],
+        c: &[f64],
+        bias: Option<&[f64]>,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f64,
+        beta: f64,
+    ) -> Vec<f64> {
+        let ab = matmul(a, b, m, k, n);
+        (0..m * n)
+            .map(|i| alpha * ab[i] + beta * c[i] + bias.map_or(0.0, |bb| bb[i % n]))
+            .collect()
+    }
+}

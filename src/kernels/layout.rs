@@ -1,0 +1,64 @@
+//! Layout kernels (`shaders/layout.wgsl`): the middle-dims swap of multi-head attention.
+
+use crate::runtime::error::{Error, Result};
+use crate::runtime::recorder::Recorder;
+use crate::runtime::shaders::LAYOUT;
+use crate::runtime::tensor::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    dims: [u32; 4],
+    grid_x: u32,
+    _pad: [u32; 3],
+}
+
+/// `[A, B, C, D] -> [A, C, B, D]`. Its own inverse (and so its own backward).
+pub fn swap_middle(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    let &[a, b, c, d] = x.shape() else {
+        return Err(Error::shape(format!(
+            "swap_middle needs a 4-D tensor, got {:?}",
+            x.shape()
+        )));
+    };
+    let out = Tensor::empty(rec.gpu(), &[a, c, b, d])?;
+    let n = x.numel();
+    if n == 0 {
+        return Ok(out);
+    }
+    let dims = [a, b, c, d].map(|v| v as u32);
+    let grid = rec.grid_1d((n as u64).div_ceil(256));
+    let p = Params {
+        dims,
+        grid_x: grid[0],
+        _pad: [0; 3],
+    };
+    let uniform = rec.uniform(bytemuck::bytes_of(&p));
+    rec.dispatch(
+        &LAYOUT,
+        "swap_middle",
+        &[],
+        &[(0, &uniform), (1, &x.binding()), (2, &out.binding())],
+        grid,
+    )?;
+    Ok(out)
+}
+
+/// f64 CPU references.
+pub mod cpu {
+    /// `[A, B, C, D] -> [A, C, B, D]`.
+    pub fn swap_middle(x: &[f32], [a, b, c, d]: [usize; 4]) -> Vec<f64> {
+        let mut out = vec![0.0; x.len()];
+        for i in 0..a {
+            for j in 0..b {
+                for k in 0..c {
+                    for l in 0..d {
+                        out[((i * c + k) * b + j) * d + l] =
+                            x[((i * b + j) * c + k) * d + l] as f64;
+                    }
+                }
+            }
+        }
+        out
+    }
+}

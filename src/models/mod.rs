@@ -1,0 +1,3 @@
+//! Pretrained model architectures and their checkpoint and tokenizer loading.
+
+pub mod bert;

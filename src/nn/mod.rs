@@ -1,0 +1,9 @@
+//! The neural-network layer: the tape ([`Graph`], [`Var`], [`Gradients`]), the ops recorded
+//! on it, modules and optimizers.
+
+pub mod modules;
+mod ops;
+pub mod optim;
+pub mod tape;
+
+pub use tape::{Contributions, Gradients, Graph, Var};

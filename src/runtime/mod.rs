@@ -1,0 +1,11 @@
+//! The runtime layer: the device, buffers, pipelines, recording and tensors. It knows the
+//! WGSL sources only as data ([`shaders`]) and imports nothing from the layers above.
+
+pub mod error;
+pub mod gpu;
+pub mod io;
+pub mod pipeline;
+pub mod pool;
+pub mod recorder;
+pub mod shaders;
+pub mod tensor;

@@ -1,0 +1,213 @@
+//! Pipeline cache: each (shader, entry point, override constants) is compiled once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::runtime::error::{Error, Result};
+use crate::runtime::shaders::ShaderSource;
+
+/// A compiled compute pipeline and the layout of its bind group 0.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// The wgpu pipeline.
+    pub pipeline: wgpu::ComputePipeline,
+    /// Layout of bind group 0, derived from the entry point.
+    pub layout: wgpu::BindGroupLayout,
+    /// Unique id, used to key cached bind groups.
+    pub id: u64,
+}
+
+type Key = (&'static str, &'static str, Vec<(&'static str, u64)>);
+
+/// Bind-group cache key: pipeline id and (binding, buffer id, bound size) triples.
+type BindKey = (u64, Vec<(u32, u64, u64)>);
+
+/// Bind groups kept at most; past this the cache starts over, so it cannot grow without
+/// bound when buffers churn.
+const MAX_BIND_GROUPS: usize = 4096;
+
+/// Compiled pipelines, shader modules and bind groups, shared by every clone of a
+/// [`crate::Gpu`].
+pub struct PipelineCache {
+    device: wgpu::Device,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<Key, Arc<Pipeline>>>,
+    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+    next_id: AtomicU64,
+    compiled: AtomicU64,
+}
+
+impl PipelineCache {
+    pub(crate) fn new(device: wgpu::Device) -> Self {
+        Self {
+            device,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            bind_groups: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            compiled: AtomicU64::new(0),
+        }
+    }
+
+    /// Number of pipelines compiled so far (cache misses).
+    pub fn compiled_count(&self) -> u64 {
+        self.compiled.load(Ordering::Relaxed)
+    }
+
+    /// The pipeline for `entry` in `shader` with the given override constants, compiled on
+    /// first use. Compilation or validation errors come back as [`Error::Shader`].
+    pub fn get(
+        &self,
+        shader: &'static ShaderSource,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<Pipeline>> {
+        let key: Key = (
+            shader.name,
+            entry,
+            constants.iter().map(|&(k, v)| (k, v.to_bits())).collect(),
+        );
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let err = |message: String| Error::Shader {
+            shader: shader.name.to_string(),
+            entry: entry.to_string(),
+            message,
+        };
+        // Parse with naga first: its message names the line, and a bad shader never
+        // reaches the driver.
+        let module = naga::front::wgsl::parse_str(shader.source)
+            .map_err(|e| err(e.emit_to_string(shader.source)))?;
+        if !module.entry_points.iter().any(|ep| ep.name == entry) {
+            return Err(err("no such entry point".into()));
+        }
+        let scope = Scope::push(&self.device);
+        let shader_module = {
+            let mut modules = self.modules.lock().unwrap();
+            modules
+                .entry(shader.name)
+                .or_insert_with(|| {
+                    self.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(shader.name),
+                            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                        })
+                })
+                .clone()
+        };
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: &shader_module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        let layout = pipeline.get_bind_group_layout(0);
+        if let Some(e) = scope.pop() {
+            // A module that failed once must not be reused.
+            self.modules.lock().unwrap().remove(shader.name);
+            return Err(err(e));
+        }
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        let p = Arc::new(Pipeline {
+            pipeline,
+            layout,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+        });
+        self.pipelines.lock().unwrap().insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// A bind group for `pipeline` over the given buffers, reused while the same buffers
+    /// are bound again (the pool hands the same buffers back step after step).
+    pub(crate) fn bind_group(
+        &self,
+        pipeline: &Pipeline,
+        entries: &[(u32, u64, &wgpu::Buffer, u64)],
+    ) -> Result<wgpu::BindGroup> {
+        let key: BindKey = (
+            pipeline.id,
+            entries
+                .iter()
+                .map(|&(b, id, _, size)| (b, id, size))
+                .collect(),
+        );
+        if let Some(bg) = self.bind_groups.lock().unwrap().get(&key) {
+            return Ok(bg.clone());
+        }
+        let scope = Scope::push(&self.device);
+        let wgpu_entries: Vec<_> = entries
+            .iter()
+            .map(|&(binding, _, buffer, size)| wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(size),
+                }),
+            })
+            .collect();
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.layout,
+            entries: &wgpu_entries,
+        });
+        if let Some(e) = scope.pop() {
+            return Err(Error::Gpu {
+                during: "creating a bind group".into(),
+                message: e,
+            });
+        }
+        let mut cache = self.bind_groups.lock().unwrap();
+        if cache.len() >= MAX_BIND_GROUPS {
+            cache.clear();
+        }
+        cache.insert(key, bg.clone());
+        Ok(bg)
+    }
+
+    /// Forgets every cached bind group (they keep their buffers alive).
+    pub fn clear_bind_groups(&self) {
+        self.bind_groups.lock().unwrap().clear();
+    }
+
+    /// Number of cached bind groups.
+    pub fn bind_group_count(&self) -> usize {
+        self.bind_groups.lock().unwrap().len()
+    }
+}
+
+/// Validation, internal and out-of-memory error scopes, popped together.
+pub(crate) struct Scope {
+    guards: [wgpu::ErrorScopeGuard; 3],
+}
+
+impl Scope {
+    pub(crate) fn push(device: &wgpu::Device) -> Self {
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        Self {
+            guards: [validation, internal, oom],
+        }
+    }
+
+    /// The first error any scope caught, as text.
+    pub(crate) fn pop(self) -> Option<String> {
+        let mut first = None;
+        for g in self.guards {
+            if let Some(e) = pollster::block_on(g.pop()) {
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+        first
+    }
+}

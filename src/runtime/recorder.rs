@@ -1,0 +1,396 @@
+//! Recording GPU work: one command encoder, many dispatches, one submit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::runtime::error::{Error, Result};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pool::{BufferKind, PooledBuffer};
+use crate::runtime::shaders::ShaderSource;
+use crate::runtime::tensor::Tensor;
+
+/// A buffer bound to a dispatch: the pooled buffer and how many bytes of it are bound.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    pub(crate) buffer: Arc<PooledBuffer>,
+    pub(crate) bytes: u64,
+}
+
+impl Binding {
+    /// Binds the first `bytes` bytes of a pooled buffer.
+    pub fn new(buffer: Arc<PooledBuffer>, bytes: u64) -> Self {
+        Self { buffer, bytes }
+    }
+}
+
+impl From<&Tensor> for Binding {
+    fn from(t: &Tensor) -> Self {
+        t.binding()
+    }
+}
+
+/// Where a dispatch's passes write their begin/end timestamps.
+struct Timestamps {
+    query_set: wgpu::QuerySet,
+    capacity: u32,
+    used: u32,
+    labels: Vec<&'static str>,
+}
+
+/// Records dispatches into one command encoder and submits them together.
+///
+/// Every buffer a recorded dispatch binds is held until [`Recorder::submit`], so the pool
+/// cannot hand it out (and a later upload overwrite it) before the GPU has used it.
+/// Dropping a recorder with work in it submits that work.
+pub struct Recorder {
+    gpu: Gpu,
+    encoder: Option<wgpu::CommandEncoder>,
+    keep: Vec<Arc<PooledBuffer>>,
+    dispatches: usize,
+    timestamps: Option<Timestamps>,
+}
+
+impl Recorder {
+    pub(crate) fn new(gpu: &Gpu) -> Self {
+        let encoder = gpu
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("capaboost"),
+            });
+        Self {
+            gpu: gpu.clone(),
+            encoder: Some(encoder),
+            keep: Vec::new(),
+            dispatches: 0,
+            timestamps: None,
+        }
+    }
+
+    /// Records into a command encoder the host program owns; get it back with
+    /// [`Recorder::into_encoder`] and submit it when you choose. Nothing is submitted or
+    /// read back on this path (kernel parameters are staged with `Queue::write_buffer`,
+    /// which lands at your next submit).
+    pub fn wrap(gpu: &Gpu, encoder: wgpu::CommandEncoder) -> Self {
+        Self {
+            gpu: gpu.clone(),
+            encoder: Some(encoder),
+            keep: Vec::new(),
+            dispatches: 0,
+            timestamps: None,
+        }
+    }
+
+    /// Hands the encoder back without submitting, with the buffers its commands use; keep
+    /// the [`KeepAlive`] until you have submitted the encoder's command buffer.
+    pub fn into_encoder(mut self) -> (wgpu::CommandEncoder, KeepAlive) {
+        let encoder = self.encoder.take().expect("recorder used after submit");
+        let keep = KeepAlive(std::mem::take(&mut self.keep));
+        (encoder, keep)
+    }
+
+    /// The GPU this recorder records for.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Dispatches recorded so far.
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches
+    }
+
+    fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self.encoder.as_mut().expect("recorder used after submit")
+    }
+
+    /// Keeps a buffer alive (out of the pool) until this recorder is submitted.
+    pub fn keep_alive(&mut self, buffer: Arc<PooledBuffer>) {
+        self.keep.push(buffer);
+    }
+
+    /// A uniform buffer holding `bytes`, alive until submit.
+    pub(crate) fn uniform(&mut self, bytes: &[u8]) -> Binding {
+        let buf = Arc::new(
+            self.gpu
+                .pool()
+                .acquire(BufferKind::Uniform, bytes.len() as u64),
+        );
+        self.gpu.queue().write_buffer(buf.buffer(), 0, bytes);
+        Binding::new(buf, bytes.len() as u64)
+    }
+
+    /// Records a compute dispatch of `entry` in `shader`, binding `bindings` as
+    /// `(binding index, buffer)` in group 0.
+    pub fn dispatch(
+        &mut self,
+        shader: &'static ShaderSource,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        bindings: &[(u32, &Binding)],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        let max = self.gpu.limits().max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            return Err(Error::TooLarge {
+                bytes: 0,
+                limit_name: "max_compute_workgroups_per_dimension",
+                limit: max as u64,
+                adapter: self.gpu.adapter_info().name.clone(),
+            });
+        }
+        if workgroups.contains(&0) {
+            return Ok(());
+        }
+        let pipeline = self.gpu.pipelines().get(shader, entry, constants)?;
+        let entries: Vec<_> = bindings
+            .iter()
+            .map(|(i, b)| {
+                (
+                    *i,
+                    b.buffer.id(),
+                    b.buffer.buffer(),
+                    b.bytes.max(4).div_ceil(4) * 4,
+                )
+            })
+            .collect();
+        let bind_group = self.gpu.pipelines().bind_group(&pipeline, &entries)?;
+        for (_, b) in bindings {
+            self.keep.push(b.buffer.clone());
+        }
+        let timestamp_writes = match &mut self.timestamps {
+            Some(ts) => {
+                if ts.used + 2 > ts.capacity {
+                    return Err(Error::InvalidArgument(format!(
+                        "timed recording holds at most {} passes",
+                        ts.capacity / 2
+                    )));
+                }
+                ts.used += 2;
+                ts.labels.push(entry);
+                Some((ts.query_set.clone(), ts.used - 2))
+            }
+            None => None,
+        };
+        let mut pass = self
+            .encoder()
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(entry),
+                timestamp_writes: timestamp_writes.as_ref().map(|(qs, i)| {
+                    wgpu::ComputePassTimestampWrites {
+                        query_set: qs,
+                        beginning_of_pass_write_index: Some(*i),
+                        end_of_pass_write_index: Some(*i + 1),
+                    }
+                }),
+            });
+        pass.set_pipeline(&pipeline.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        drop(pass);
+        self.dispatches += 1;
+        Ok(())
+    }
+
+    /// Records `entry` over `groups` workgroups laid out by [`Recorder::grid_1d`]: `params`
+    /// builds the uniform from the grid's x extent (kernels rebuild the flat index from
+    /// it), bound at binding 0 ahead of `bindings`. Nothing is recorded for 0 groups.
+    pub fn dispatch_groups<P: bytemuck::Pod>(
+        &mut self,
+        shader: &'static ShaderSource,
+        entry: &'static str,
+        groups: u64,
+        params: impl FnOnce(u32) -> P,
+        bindings: &[(u32, &Binding)],
+    ) -> Result<()> {
+        if groups == 0 {
+            return Ok(());
+        }
+        let grid = self.grid_1d(groups);
+        let uniform = self.uniform(bytemuck::bytes_of(&params(grid[0])));
+        let mut all = vec![(0u32, &uniform)];
+        all.extend_from_slice(bindings);
+        self.dispatch(shader, entry, &[], &all, grid)
+    }
+
+    /// Records zeroing of a tensor's bytes.
+    pub fn clear(&mut self, t: &Tensor) {
+        let b = t.binding();
+        let bytes = b.bytes.div_ceil(4) * 4;
+        if bytes > 0 {
+            self.encoder()
+                .clear_buffer(b.buffer.buffer(), 0, Some(bytes));
+        }
+        self.keep.push(b.buffer);
+    }
+
+    /// A 2-D grid of workgroups covering `groups` workgroups within the per-dimension
+    /// limit; shaders rebuild the linear index as `y * grid_x + x`.
+    pub fn grid_1d(&self, groups: u64) -> [u32; 3] {
+        let max = self.gpu.limits().max_compute_workgroups_per_dimension as u64;
+        if groups <= max {
+            [groups as u32, 1, 1]
+        } else {
+            [max as u32, groups.div_ceil(max) as u32, 1]
+        }
+    }
+
+    /// Finishes the encoder and submits it; returns the number of dispatches submitted.
+    pub fn submit(mut self) -> Result<usize> {
+        self.submit_inner().map(|_| self.dispatches)
+    }
+
+    fn submit_inner(&mut self) -> Result<Option<wgpu::SubmissionIndex>> {
+        let Some(encoder) = self.encoder.take() else {
+            return Ok(None);
+        };
+        let gpu = self.gpu.clone();
+        let idx = gpu.scoped("submitting recorded work", || gpu.submit(encoder.finish()))?;
+        self.keep.clear();
+        Ok(Some(idx))
+    }
+
+    /// Turns on GPU timestamps for up to `max_passes` dispatches; false where the device
+    /// lacks `TIMESTAMP_QUERY`.
+    pub(crate) fn enable_timestamps(&mut self, max_passes: u32) -> bool {
+        if !self.gpu.has_timestamps() || max_passes == 0 {
+            return false;
+        }
+        let capacity = max_passes.min(2048) * 2;
+        let query_set = self
+            .gpu
+            .device()
+            .create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("capaboost timing"),
+                ty: wgpu::QueryType::Timestamp,
+                count: capacity,
+            });
+        self.timestamps = Some(Timestamps {
+            query_set,
+            capacity,
+            used: 0,
+            labels: Vec::new(),
+        });
+        true
+    }
+
+    /// Submits and waits; returns GPU timestamps per pass where enabled, otherwise the
+    /// wall-clock time from submit to completion.
+    pub(crate) fn submit_timed(mut self) -> Result<Timing> {
+        let gpu = self.gpu.clone();
+        let Some(ts) = self.timestamps.take() else {
+            gpu.wait()?;
+            let t0 = Instant::now();
+            self.submit_inner()?;
+            gpu.wait()?;
+            return Ok(Timing {
+                total: t0.elapsed(),
+                passes: Vec::new(),
+                source: TimingSource::WallClock,
+            });
+        };
+        let bytes = ts.used as u64 * 8;
+        if ts.used == 0 {
+            self.submit_inner()?;
+            gpu.wait()?;
+            return Ok(Timing {
+                total: Duration::ZERO,
+                passes: Vec::new(),
+                source: TimingSource::Timestamps,
+            });
+        }
+        let resolve = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("capaboost timestamps"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = gpu.pool().acquire(BufferKind::Readback, bytes);
+        let enc = self.encoder();
+        enc.resolve_query_set(&ts.query_set, 0..ts.used, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, staging.buffer(), 0, bytes);
+        self.submit_inner()?;
+        let raw = crate::runtime::tensor::map_read(&gpu, staging.buffer(), bytes)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&raw);
+        let period = gpu.queue().get_timestamp_period() as f64;
+        let ns = |t: u64| Duration::from_nanos((t as f64 * period) as u64);
+        let passes: Vec<_> = ticks
+            .chunks(2)
+            .zip(&ts.labels)
+            .map(|(c, label)| (*label, ns(c[1].saturating_sub(c[0]))))
+            .collect();
+        let total = ns(ticks[ticks.len() - 1].saturating_sub(ticks[0]));
+        Ok(Timing {
+            total,
+            passes,
+            source: TimingSource::Timestamps,
+        })
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if self.dispatches > 0 || !self.keep.is_empty() {
+            // Work recorded but never submitted would silently vanish; submit it.
+            let _ = self.submit_inner();
+        }
+    }
+}
+
+/// Buffers recorded commands still need: holding it keeps the pool from reusing them
+/// before the host program submits.
+#[derive(Debug)]
+pub struct KeepAlive(Vec<Arc<PooledBuffer>>);
+
+impl KeepAlive {
+    /// Buffers held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// How a [`Timing`] was measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimingSource {
+    /// GPU timestamps written at the start and end of each pass.
+    Timestamps,
+    /// Host wall clock from submit to completion (no `TIMESTAMP_QUERY`).
+    WallClock,
+}
+
+/// GPU time of a recorded sequence of passes.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// From the start of the first pass to the end of the last.
+    pub total: Duration,
+    /// Each pass's entry point and duration (empty for wall-clock timings).
+    pub passes: Vec<(&'static str, Duration)>,
+    /// How it was measured.
+    pub source: TimingSource,
+}
+
+impl Gpu {
+    /// Records the work of `f`, runs it once, and times it: with GPU timestamps around
+    /// each pass where the device has them, otherwise with the wall clock around a
+    /// blocking wait.
+    pub fn time(&self, f: impl FnOnce(&mut Recorder) -> Result<()>) -> Result<Timing> {
+        self.time_with(true, f)
+    }
+
+    /// Like [`Gpu::time`]; `use_timestamps = false` forces the wall-clock path.
+    pub fn time_with(
+        &self,
+        use_timestamps: bool,
+        f: impl FnOnce(&mut Recorder) -> Result<()>,
+    ) -> Result<Timing> {
+        let mut rec = self.recorder();
+        if use_timestamps {
+            rec.enable_timestamps(1024);
+        }
+        f(&mut rec)?;
+        rec.submit_timed()
+    }
+}

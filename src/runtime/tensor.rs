@@ -1,0 +1,319 @@
+//! `Tensor`: f32, contiguous row-major, backed by a pooled GPU buffer.
+
+use std::sync::Arc;
+
+use crate::runtime::error::{Error, Result};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pool::{BufferKind, PooledBuffer};
+use crate::runtime::recorder::{Binding, Recorder};
+
+/// An f32 tensor on the GPU: a shape and a pooled buffer, contiguous and row-major.
+///
+/// Cloning is cheap and shares the storage (like a view of the whole tensor).
+///
+/// ```
+/// # fn main() -> capaboost::Result<()> {
+/// # let Some(gpu) = capaboost::Gpu::new_or_skip()? else { return Ok(()) };
+/// use capaboost::{Tensor, kernels::elementwise};
+/// let t = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+/// assert!(Tensor::from_slice(&gpu, &[1.0], &[2, 3]).is_err()); // shape must fit the data
+/// let doubled = gpu.run(|rec| elementwise::scale(rec, &t, 2.0))?;
+/// assert_eq!(doubled.to_vec()?, vec![2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Tensor {
+    gpu: Gpu,
+    buffer: Arc<PooledBuffer>,
+    shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor")
+            .field("shape", &self.shape)
+            .field("buffer", &self.buffer.id())
+            .finish()
+    }
+}
+
+fn numel_of(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::shape(format!("shape {shape:?} overflows usize")))
+}
+
+impl Tensor {
+    /// An uninitialised tensor (contents undefined), for kernels to write into.
+    pub fn empty(gpu: &Gpu, shape: &[usize]) -> Result<Self> {
+        let numel = numel_of(shape)?;
+        let bytes = (numel as u64)
+            .checked_mul(4)
+            .ok_or_else(|| Error::shape(format!("shape {shape:?} is too large")))?;
+        gpu.check_binding_size(bytes)?;
+        let buffer = gpu.scoped("allocating a tensor", || {
+            gpu.pool().acquire(BufferKind::Storage, bytes)
+        })?;
+        Ok(Self {
+            gpu: gpu.clone(),
+            buffer: Arc::new(buffer),
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Uploads `data` as a tensor of `shape`; the element count must match.
+    pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Self> {
+        let numel = numel_of(shape)?;
+        if numel != data.len() {
+            return Err(Error::shape(format!(
+                "shape {shape:?} holds {numel} elements but {} were given",
+                data.len()
+            )));
+        }
+        let t = Self::empty(gpu, shape)?;
+        if !data.is_empty() {
+            gpu.queue()
+                .write_buffer(t.buffer.buffer(), 0, bytemuck::cast_slice(data));
+        }
+        Ok(t)
+    }
+
+    /// Adopts a buffer the host program owns as a tensor of `shape` (no copy). The buffer
+    /// needs `STORAGE` usage (and `COPY_SRC` for [`Tensor::to_vec`]); the tensor is its first
+    /// `numel * 4` bytes. Kernels read and write it in place.
+    pub fn from_buffer(gpu: &Gpu, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Self> {
+        let numel = numel_of(shape)?;
+        let bytes = numel as u64 * 4;
+        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::InvalidArgument(format!(
+                "buffer usage {:?} lacks STORAGE",
+                buffer.usage()
+            )));
+        }
+        if buffer.size() < bytes {
+            return Err(Error::shape(format!(
+                "buffer of {} bytes is too small for shape {shape:?} ({bytes} bytes)",
+                buffer.size()
+            )));
+        }
+        gpu.check_binding_size(bytes)?;
+        Ok(Self {
+            gpu: gpu.clone(),
+            buffer: Arc::new(PooledBuffer::external(buffer)),
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// A tensor of zeros (records a clear into `rec`).
+    pub fn zeros_in(rec: &mut Recorder, shape: &[usize]) -> Result<Self> {
+        let t = Self::empty(rec.gpu(), shape)?;
+        rec.clear(&t);
+        Ok(t)
+    }
+
+    /// A tensor of zeros, submitted at once.
+    pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Self> {
+        gpu.run(|rec| Self::zeros_in(rec, shape))
+    }
+
+    /// A tensor filled with `value`, submitted at once.
+    pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Self> {
+        gpu.run(|rec| {
+            let t = Self::empty(rec.gpu(), shape)?;
+            crate::kernels::elementwise::fill(rec, &t, value)?;
+            Ok(t)
+        })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Size of the data in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.numel() as u64 * 4
+    }
+
+    /// The GPU the tensor lives on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The underlying wgpu buffer (may be larger than the tensor: pooled size class).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.buffer()
+    }
+
+    /// Identity of the underlying storage: equal for clones and reshapes of one tensor.
+    pub fn storage_id(&self) -> u64 {
+        self.buffer.id()
+    }
+
+    /// This tensor as a dispatch binding.
+    pub fn binding(&self) -> Binding {
+        Binding::new(self.buffer.clone(), self.bytes())
+    }
+
+    /// The same storage under another shape with the same element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
+        let numel = numel_of(shape)?;
+        if numel != self.numel() {
+            return Err(Error::shape(format!(
+                "cannot reshape {:?} ({} elements) to {shape:?} ({numel} elements)",
+                self.shape,
+                self.numel()
+            )));
+        }
+        Ok(Self {
+            gpu: self.gpu.clone(),
+            buffer: self.buffer.clone(),
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Overwrites the contents from `data` (same element count). Like
+    /// `wgpu::Queue::write_buffer`, the write lands before the next submit.
+    pub fn write(&self, data: &[f32]) -> Result<()> {
+        if data.len() != self.numel() {
+            return Err(Error::shape(format!(
+                "tensor of shape {:?} holds {} elements but {} were given",
+                self.shape,
+                self.numel(),
+                data.len()
+            )));
+        }
+        if !data.is_empty() {
+            self.gpu
+                .queue()
+                .write_buffer(self.buffer.buffer(), 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    /// Reads the tensor back to the host, blocking until all submitted work is done.
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        let raw = read_buffer(&self.gpu, self.buffer.buffer(), self.bytes())?;
+        Ok(bytemuck::pod_collect_to_vec(&raw))
+    }
+}
+
+/// Uploads raw bytes into a pooled storage buffer (for integer data such as mask words).
+pub(crate) fn upload_bytes(gpu: &Gpu, data: &[u8]) -> Result<Arc<PooledBuffer>> {
+    let bytes = (data.len() as u64).div_ceil(4) * 4;
+    gpu.check_binding_size(bytes)?;
+    let buffer = gpu.scoped("allocating a buffer", || {
+        gpu.pool().acquire(BufferKind::Storage, bytes)
+    })?;
+    if !data.is_empty() {
+        gpu.queue().write_buffer(buffer.buffer(), 0, data);
+    }
+    Ok(Arc::new(buffer))
+}
+
+/// Copies the first `bytes` bytes of a storage buffer to the host (blocking).
+pub(crate) fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    if bytes == 0 {
+        return Ok(Vec::new());
+    }
+    let staging = gpu.scoped("allocating a readback buffer", || {
+        gpu.pool().acquire(BufferKind::Readback, bytes)
+    })?;
+    gpu.scoped("copying a buffer for readback", || {
+        let mut enc = gpu
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("capaboost readback"),
+            });
+        enc.copy_buffer_to_buffer(buffer, 0, staging.buffer(), 0, bytes);
+        gpu.submit(enc.finish());
+    })?;
+    map_read(gpu, staging.buffer(), bytes)
+}
+
+/// Maps the first `bytes` bytes of a MAP_READ buffer, waits, and copies them out.
+pub(crate) fn map_read(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.wait()?;
+    rx.recv()
+        .map_err(|_| Error::Readback("map callback never ran".into()))?
+        .map_err(|e| Error::Readback(e.to_string()))?;
+    let out = {
+        let view = buffer
+            .get_mapped_range(0..bytes)
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        view.to_vec()
+    };
+    buffer.unmap();
+    Ok(out)
+}
+
+/// A u32 tensor on the GPU (token ids, labels), contiguous row-major.
+#[derive(Clone)]
+pub struct Indices {
+    gpu: Gpu,
+    buffer: Arc<PooledBuffer>,
+    shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for Indices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Indices")
+            .field("shape", &self.shape)
+            .finish()
+    }
+}
+
+impl Indices {
+    /// Uploads `data` as indices of `shape`; the element count must match.
+    pub fn from_slice(gpu: &Gpu, data: &[u32], shape: &[usize]) -> Result<Self> {
+        let numel = numel_of(shape)?;
+        if numel != data.len() {
+            return Err(Error::shape(format!(
+                "shape {shape:?} holds {numel} indices but {} were given",
+                data.len()
+            )));
+        }
+        let buffer = upload_bytes(gpu, bytemuck::cast_slice(data))?;
+        Ok(Self {
+            gpu: gpu.clone(),
+            buffer,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The GPU it lives on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// As a dispatch binding.
+    pub fn binding(&self) -> Binding {
+        Binding::new(self.buffer.clone(), self.numel() as u64 * 4)
+    }
+
+    /// Reads the indices back (blocking).
+    pub fn to_vec(&self) -> Result<Vec<u32>> {
+        let raw = read_buffer(&self.gpu, self.buffer.buffer(), self.numel() as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&raw))
+    }
+}
