@@ -3,6 +3,10 @@
 //
 // Elementwise grids are 2-D so that more than 65535 workgroups of 256 can be launched; the
 // flat index is rebuilt from the x extent passed in `p.grid_x`.
+//
+// Shared parts (appended by src/shaders.rs): group_index and thread_index from
+// shaders/common/grid.wgsl; mix32 (dropout's hash, the same as the masks') from
+// shaders/common/hash.wgsl.
 
 struct Params {
     n: u32,        // elements
@@ -20,10 +24,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
-
-fn flat(wid: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wid.y * p.grid_x + wid.x) * 256u + lid.x;
-}
 
 const SQRT1_2: f32 = 0.70710678118654752;
 const INV_SQRT_2PI: f32 = 0.39894228040143268;
@@ -92,7 +92,7 @@ fn tanh_acc(v: f32) -> f32 {
 
 @compute @workgroup_size(256)
 fn gelu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         let v = x[i];
         out[i] = v * ncdf(v);
@@ -101,7 +101,7 @@ fn gelu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 
 @compute @workgroup_size(256)
 fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         let v = x[i];
         out[i] = dy[i] * (ncdf(v) + v * npdf(v));
@@ -110,7 +110,7 @@ fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 
 @compute @workgroup_size(256)
 fn tanh_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         out[i] = tanh_acc(x[i]);
     }
@@ -120,7 +120,7 @@ fn tanh_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 // exact for y near 1, where 1 - y * y would lose most of its digits.
 @compute @workgroup_size(256)
 fn tanh_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         let y = x[i];
         out[i] = dy[i] * ((1.0 - y) * (1.0 + y));
@@ -129,7 +129,7 @@ fn tanh_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 
 @compute @workgroup_size(256)
 fn relu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         let v = x[i];
         out[i] = select(0.0, v, v > 0.0);
@@ -138,28 +138,17 @@ fn relu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 
 @compute @workgroup_size(256)
 fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         out[i] = select(0.0, dy[i], x[i] > 0.0);
     }
-}
-
-// Chris Wellons' lowbias32, the same function as `mix32` in masks.wgsl and src/masks.rs.
-fn mix32(x0: u32) -> u32 {
-    var h = x0;
-    h ^= h >> 16u;
-    h *= 0x7feb352du;
-    h ^= h >> 15u;
-    h *= 0x846ca68bu;
-    h ^= h >> 16u;
-    return h;
 }
 
 // Stateless: the mask is a pure function of (key, element), so the backward pass (and a
 // replayed step) regenerates exactly the forward mask without storing it.
 @compute @workgroup_size(256)
 fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         let h = mix32(mix32(i ^ p.k0) + p.k1);
         out[i] = select(0.0, x[i] * p.scale, (h >> 8u) < p.keep);
@@ -168,7 +157,7 @@ fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
 
 @compute @workgroup_size(256)
 fn add_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         out[i] = x[i] + bias[i % p.width];
     }
@@ -193,12 +182,14 @@ struct SumParams {
 @group(0) @binding(6) var<storage, read> src: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dst: array<f32>;
 
+// Four lanes per column folded in a fixed (l0 + l1) + (l2 + l3) order, not the 256-thread
+// tree of shaders/common/block_reduce.wgsl, hence its own scratch array.
 var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(64, 4)
 fn sum_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     // Tiles and chunks share one flattened (2-D) grid, so neither is limited to 65535.
-    let g = wid.y * sp.grid_x + wid.x;
+    let g = group_index(wid, sp.grid_x);
     let tile = g % sp.tiles;
     let chunk = g / sp.tiles;
     let c = tile * 64u + lid.x;

@@ -1,7 +1,8 @@
 // Elementwise kernels over flat f32 arrays: add, mul, scale, fill, and a vec4 copy.
 //
 // Grids are 2-D so that more than 65535 workgroups of 256 can be launched; the flat index
-// is rebuilt from the x extent passed in `p.grid_x`.
+// is rebuilt from the x extent passed in `p.grid_x` by thread_index, a shared part from
+// shaders/common/grid.wgsl that src/shaders.rs appends.
 
 struct Params {
     n: u32,        // elements (vec4 elements for copy_vec4)
@@ -17,13 +18,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read> src4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> dst4: array<vec4<f32>>;
 
-fn flat(wid: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wid.y * p.grid_x + wid.x) * 256u + lid.x;
-}
-
 @compute @workgroup_size(256)
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         out[i] = a[i] + b[i];
     }
@@ -31,7 +28,7 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid:
 
 @compute @workgroup_size(256)
 fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         out[i] = a[i] * b[i];
     }
@@ -39,7 +36,7 @@ fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid:
 
 @compute @workgroup_size(256)
 fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         out[i] = p.alpha * a[i];
     }
@@ -47,7 +44,7 @@ fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
 
 @compute @workgroup_size(256)
 fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         out[i] = p.alpha;
     }
@@ -56,7 +53,7 @@ fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 // 16 bytes per thread: the bandwidth-bound copy (3.0 TB/s on an H100).
 @compute @workgroup_size(256)
 fn copy_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         dst4[i] = src4[i];
     }
@@ -65,7 +62,7 @@ fn copy_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
 // The last n % 4 elements that copy_vec4 cannot reach.
 @compute @workgroup_size(256)
 fn copy_tail(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         out[p.offset + i] = a[p.offset + i];
     }

@@ -1,6 +1,8 @@
 // Layout changes expressed as copies: swapping the two middle dims of [A, B, C, D]
 // (the head split and merge of multi-head attention: [batch, seq, heads, dh] <->
 // [batch, heads, seq, dh]). The swap is its own inverse, so it is also its backward.
+//
+// Shared part (appended by src/shaders.rs): thread_index from shaders/common/grid.wgsl.
 
 struct Params {
     a: u32,
@@ -19,7 +21,7 @@ struct Params {
 
 @compute @workgroup_size(256)
 fn swap_middle(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let o = (wid.y * p.grid_x + wid.x) * 256u + lid.x;
+    let o = thread_index(wid, lid, p.grid_x, 256u);
     if (o >= p.a * p.b * p.c * p.d) {
         return;
     }

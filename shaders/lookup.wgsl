@@ -2,7 +2,8 @@
 // sentence-transformers pooling) with its backward.
 //
 // Grids are 2-D so that more than 65535 workgroups of 256 can be launched; the flat index
-// is rebuilt from the x extent passed in `p.grid_x`.
+// is rebuilt from the x extent passed in `p.grid_x` by thread_index, a shared part from
+// shaders/common/grid.wgsl that src/shaders.rs appends.
 
 struct Params {
     n: u32,        // threads with work: output elements (or batch rows for pool_denominator)
@@ -27,15 +28,11 @@ struct Params {
 // Matches sentence-transformers' clamp(min=1e-9) on the token count.
 const MIN_COUNT: f32 = 1e-9;
 
-fn flat(wid: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wid.y * p.grid_x + wid.x) * 256u + lid.x;
-}
-
 // out[i, :] = table[ids[i], :]; an id outside the vocabulary gives a zero row rather than a
 // read past the table (hosts catch bad ids with lookup::check_ids before upload).
 @compute @workgroup_size(256)
 fn embedding(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i >= p.n) {
         return;
     }
@@ -53,7 +50,7 @@ fn embedding(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
 // (b, h), so neighbouring threads read neighbouring x.
 @compute @workgroup_size(256)
 fn mean_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i >= p.n) {
         return;
     }
@@ -73,7 +70,7 @@ fn mean_pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
 // denom[b] = max(sum_s mask[b, s], 1e-9), once per row for the backward.
 @compute @workgroup_size(256)
 fn pool_denominator(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let b = flat(wid, lid);
+    let b = thread_index(wid, lid, p.grid_x, 256u);
     if (b >= p.n) {
         return;
     }
@@ -88,7 +85,7 @@ fn pool_denominator(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 // row at exactly zero whatever dy holds.
 @compute @workgroup_size(256)
 fn mean_pool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat(wid, lid);
+    let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i >= p.n) {
         return;
     }

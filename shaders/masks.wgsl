@@ -4,6 +4,9 @@
 // Integer arithmetic only, so every vendor and the CPU twin in src/masks.rs produce the
 // same bits. Bits are packed 32 to a u32, bit e at word e / 32, position e % 32; the bits of
 // branch i follow those of branch i - 1 (element e of branch i is bit i * numel + e).
+//
+// Shared parts (appended by src/shaders.rs): thread_index from shaders/common/grid.wgsl;
+// mix32 (Chris Wellons' lowbias32) from shaders/common/hash.wgsl.
 
 struct GenParams {
     numel: u32,      // entries per branch
@@ -19,17 +22,6 @@ struct GenParams {
 @group(0) @binding(0) var<uniform> gp: GenParams;
 @group(0) @binding(1) var<storage, read> keys: array<vec2<u32>>;   // one key per branch
 @group(0) @binding(2) var<storage, read_write> bits_out: array<u32>;
-
-// Chris Wellons' lowbias32: a full-avalanche 32-bit mix.
-fn mix32(x0: u32) -> u32 {
-    var x = x0;
-    x ^= x >> 16u;
-    x *= 0x7feb352du;
-    x ^= x >> 15u;
-    x *= 0x846ca68bu;
-    x ^= x >> 16u;
-    return x;
-}
 
 fn hash3(k: vec2<u32>, x: u32) -> u32 {
     return mix32(mix32(x ^ k.x) + k.y);
@@ -78,7 +70,7 @@ fn mask_bit(e: u32, k: vec2<u32>) -> u32 {
 
 @compute @workgroup_size(64)
 fn generate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = (wid.y * gp.grid_x + wid.x) * 64u + lid.x;
+    let w = thread_index(wid, lid, gp.grid_x, 64u);
     if (w >= gp.words) {
         return;
     }
@@ -119,7 +111,7 @@ fn bit_at(e: u32) -> bool {
 
 @compute @workgroup_size(256)
 fn masked_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = (wid.y * sp.grid_x + wid.x) * 256u + lid.x;
+    let idx = thread_index(wid, lid, sp.grid_x, 256u);
     let numel = sp.rows * sp.cols;
     if (idx >= numel) {
         return;
@@ -154,7 +146,7 @@ struct ApplyParams {
 
 @compute @workgroup_size(256)
 fn apply_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = (wid.y * ap.grid_x + wid.x) * 256u + lid.x;
+    let e = thread_index(wid, lid, ap.grid_x, 256u);
     if (e >= ap.numel) {
         return;
     }

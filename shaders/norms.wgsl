@@ -4,6 +4,10 @@
 // 2-D grid (`wid.y * grid_x + wid.x`) so that more than 65535 rows can be launched. The row
 // index depends only on the workgroup id and the uniform params, so every early return is
 // uniform and the barriers inside the block reductions stay in uniform control flow.
+//
+// Shared parts (appended by src/shaders.rs): group_index from shaders/common/grid.wgsl;
+// WG, the workgroup arrays red_a / red_b and block_sum, block_sum2, block_max from
+// shaders/common/block_reduce.wgsl.
 
 struct Params {
     rows: u32,        // rows of n
@@ -34,72 +38,17 @@ struct Params {
 @group(0) @binding(15) var<storage, read> mask: array<f32>;          // [m, n], additive
 @group(0) @binding(16) var<storage, read> probs: array<f32>;         // softmax output y
 
-const WG: u32 = 256u;
 // Rows summed by one workgroup in the first dgamma/dbeta stage (16 per lane, 16 lanes).
 const CHUNK: u32 = 256u;
 // The largest finite f32: values are clamped to it so that no infinity ever appears.
 const F32_MAX: f32 = 3.40282347e38;
-
-var<workgroup> red_a: array<f32, 256>;
-var<workgroup> red_b: array<f32, 256>;
-
-fn row_index(wid: vec3<u32>) -> u32 {
-    return wid.y * p.grid_x + wid.x;
-}
-
-// Tree sum over the workgroup: log2(256) levels keep the rounding error small for long rows.
-fn block_sum(lid: u32, v: f32) -> f32 {
-    red_a[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red_a[lid] = red_a[lid] + red_a[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red_a[0];
-    // The next reduction overwrites red_a: every thread must have read the result first.
-    workgroupBarrier();
-    return r;
-}
-
-// Two tree sums at once (one barrier sequence instead of two).
-fn block_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
-    red_a[lid] = v.x;
-    red_b[lid] = v.y;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red_a[lid] = red_a[lid] + red_a[lid + s];
-            red_b[lid] = red_b[lid] + red_b[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = vec2<f32>(red_a[0], red_b[0]);
-    workgroupBarrier();
-    return r;
-}
-
-fn block_max(lid: u32, v: f32) -> f32 {
-    red_a[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red_a[lid] = max(red_a[lid], red_a[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = red_a[0];
-    workgroupBarrier();
-    return r;
-}
 
 // ---------------------------------------------------------------------------------------
 // LayerNorm
 
 @compute @workgroup_size(256)
 fn layer_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = row_index(wid);
+    let row = group_index(wid, p.grid_x);
     if (row >= p.rows) {
         return;
     }
@@ -135,7 +84,7 @@ fn layer_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma.
 @compute @workgroup_size(256)
 fn layer_norm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = row_index(wid);
+    let row = group_index(wid, p.grid_x);
     if (row >= p.rows) {
         return;
     }
@@ -180,7 +129,7 @@ fn fold_lanes(lid: u32, acc: vec2<f32>) {
 // over the 16 lanes: short sequential runs keep the sums over many rows accurate.
 @compute @workgroup_size(256)
 fn layer_norm_bwd_params_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let g = row_index(wid);
+    let g = group_index(wid, p.grid_x);
     if (g >= p.chunks * p.col_blocks) {
         return;
     }
@@ -210,7 +159,7 @@ fn layer_norm_bwd_params_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin
 // dgamma/dbeta, stage 2: the same 16-lane scheme over the chunk partials of each column.
 @compute @workgroup_size(256)
 fn layer_norm_bwd_params_final(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let cb = row_index(wid);
+    let cb = group_index(wid, p.grid_x);
     if (cb >= p.col_blocks) {
         return;
     }
@@ -257,7 +206,7 @@ fn softmax_exp(h: f32, hmax: f32) -> f32 {
 
 @compute @workgroup_size(256)
 fn softmax_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = row_index(wid);
+    let row = group_index(wid, p.grid_x);
     if (row >= p.rows) {
         return;
     }
@@ -285,7 +234,7 @@ fn softmax_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 // dx = y * (dy - sum(dy * y)) from the forward output y.
 @compute @workgroup_size(256)
 fn softmax_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = row_index(wid);
+    let row = group_index(wid, p.grid_x);
     if (row >= p.rows) {
         return;
     }

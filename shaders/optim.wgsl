@@ -3,6 +3,9 @@
 //
 // Everything stays on the GPU so that a training step never waits on a readback: the clip
 // coefficient is read by the AdamW kernel from a one-element buffer.
+//
+// Shared parts (appended by src/shaders.rs): group_index and thread_index from
+// shaders/common/grid.wgsl; WG and block_sum from shaders/common/block_reduce.wgsl.
 
 // ---- squared norm ----
 
@@ -18,26 +21,12 @@ struct SqParams {
 @group(0) @binding(2) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(3) var<storage, read_write> sq_out: array<f32>;   // [1]
 
-const WG: u32 = 256u;
 // Elements per thread in sq_partial: each workgroup covers WG * PER_THREAD elements.
 const PER_THREAD: u32 = 4u;
 
-var<workgroup> scratch: array<f32, 256>;
-
-// Tree reduction of scratch; the sum ends up in scratch[0]. Every thread must call it.
-fn reduce_scratch(lid: u32) {
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        workgroupBarrier();
-        if (lid < stride) {
-            scratch[lid] += scratch[lid + stride];
-        }
-    }
-    workgroupBarrier();
-}
-
 @compute @workgroup_size(256)
 fn sq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let g = wid.y * sq.grid_x + wid.x;
+    let g = group_index(wid, sq.grid_x);
     var acc = 0.0;
     // Strided by WG so that neighbouring threads read neighbouring elements.
     for (var k = 0u; k < PER_THREAD; k++) {
@@ -47,10 +36,9 @@ fn sq_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             acc += v * v;
         }
     }
-    scratch[lid.x] = acc;
-    reduce_scratch(lid.x);
+    let total = block_sum(lid.x, acc);
     if (lid.x == 0u && g < sq.groups) {
-        partials[sq.offset + g] = scratch[0];
+        partials[sq.offset + g] = total;
     }
 }
 
@@ -66,10 +54,9 @@ fn sum_partials(@builtin(local_invocation_id) lid: vec3<u32>) {
         comp = (t - sum) - y;
         sum = t;
     }
-    scratch[lid.x] = sum;
-    reduce_scratch(lid.x);
+    let total = block_sum(lid.x, sum);
     if (lid.x == 0u) {
-        sq_out[0] = scratch[0];
+        sq_out[0] = total;
     }
 }
 
@@ -130,7 +117,7 @@ fn lerp(a: f32, b: f32, w: f32) -> f32 {
 // parameter, update the moments, then p -= step_size * m / (sqrt(v) / sqrt(bc2) + eps).
 @compute @workgroup_size(256)
 fn adamw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = (wid.y * ap.grid_x + wid.x) * WG + lid.x;
+    let i = thread_index(wid, lid, ap.grid_x, WG);
     if (i >= ap.n) {
         return;
     }

@@ -5,6 +5,10 @@
 // over the workgroup) into one partial, and the host repeats the stage on the partials
 // until one value is left; short sequential runs keep large sums accurate in f32.
 // Grids are 2-D (`wid.y * grid_x + wid.x`) so that more than 65535 workgroups fit.
+//
+// Shared parts (appended by src/shaders.rs): group_index and thread_index from
+// shaders/common/grid.wgsl;
+// WG and block_sum, block_max from shaders/common/block_reduce.wgsl.
 
 struct Params {
     n: u32,         // elements (sum stages, elementwise) or rows (cross-entropy)
@@ -20,48 +24,12 @@ struct Params {
 @group(0) @binding(4) var<storage, read> g: array<f32>;         // upstream gradient, [1]
 @group(0) @binding(5) var<storage, read> labels: array<u32>;
 
-const WG: u32 = 256u;
 const CHUNK: u32 = 4096u;
-
-var<workgroup> red: array<f32, 256>;
-
-fn group_index(wid: vec3<u32>) -> u32 {
-    return wid.y * p.grid_x + wid.x;
-}
-
-// Tree sum over the workgroup; the result is valid in every thread.
-fn block_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn block_max(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = max(red[lid], red[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 // dst[group] = scale * sum(src[group * CHUNK .. (group + 1) * CHUNK]).
 @compute @workgroup_size(256)
 fn sum_stage(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let grp = group_index(wid);
+    let grp = group_index(wid, p.grid_x);
     let start = grp * CHUNK;
     if (start >= p.n) {
         return;
@@ -81,7 +49,7 @@ fn sum_stage(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
 // The first stage of the MSE: like sum_stage over (src - other)^2.
 @compute @workgroup_size(256)
 fn sq_diff_stage(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let grp = group_index(wid);
+    let grp = group_index(wid, p.grid_x);
     let start = grp * CHUNK;
     if (start >= p.n) {
         return;
@@ -102,7 +70,7 @@ fn sq_diff_stage(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 // dst[i] = scale * g[0]: the backward of sum (scale 1) and mean (scale 1/n).
 @compute @workgroup_size(256)
 fn broadcast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let i = group_index(wid) * WG + lid3.x;
+    let i = thread_index(wid, lid3, p.grid_x, WG);
     if (i < p.n) {
         dst[i] = p.scale * g[0];
     }
@@ -111,7 +79,7 @@ fn broadcast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
 // dst[i] = g[0] * scale * (src[i] - other[i]), scale = 2 / n.
 @compute @workgroup_size(256)
 fn mse_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let i = group_index(wid) * WG + lid3.x;
+    let i = thread_index(wid, lid3, p.grid_x, WG);
     if (i < p.n) {
         dst[i] = g[0] * (p.scale * (src[i] - other[i]));
     }
@@ -169,7 +137,7 @@ fn log_sum(st: vec3<f32>) -> f32 {
 // dst[row] = logsumexp(row) - row[label]; an out-of-range label (>= classes) contributes 0.
 @compute @workgroup_size(256)
 fn cross_entropy_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = group_index(wid);
+    let row = group_index(wid, p.grid_x);
     if (row >= p.n) {
         return;
     }
@@ -191,7 +159,7 @@ fn cross_entropy_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
 // is out of range gets a zero gradient, matching its zero loss.
 @compute @workgroup_size(256)
 fn cross_entropy_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let row = group_index(wid);
+    let row = group_index(wid, p.grid_x);
     if (row >= p.n) {
         return;
     }

@@ -75,6 +75,19 @@ fn one_submit_for_many_dispatches() {
     assert!(x.to_vec().unwrap().iter().all(|&v| v == 11.0));
 }
 
+#[test]
+fn full_fills_every_element_across_write_blocks() {
+    let Some(gpu) = common::gpu() else { return };
+    // Over two of Tensor::full's 2^18-value write blocks, and a ragged end.
+    let n = (1 << 19) + 3;
+    let t = Tensor::full(&gpu, &[n], -2.5).unwrap();
+    assert!(t.to_vec().unwrap().iter().all(|&v| v == -2.5));
+    let empty = Tensor::full(&gpu, &[0], 1.0).unwrap();
+    assert!(empty.to_vec().unwrap().is_empty());
+    let small = Tensor::full(&gpu, &[2, 3], 7.0).unwrap();
+    assert_eq!(small.to_vec().unwrap(), vec![7.0; 6]);
+}
+
 static BROKEN_SYNTAX: ShaderSource = ShaderSource {
     name: "broken_syntax",
     source: "@compute @workgroup_size(1) fn main( { }",

@@ -85,20 +85,35 @@ fn every_shader_translates_to_every_backend() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
-fn every_file_in_shaders_is_registered() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
-    let on_disk: BTreeSet<String> = std::fs::read_dir(dir)
+/// Stems of the `.wgsl` files in `dir` (relative to the crate root).
+fn wgsl_stems(dir: &str) -> BTreeSet<String> {
+    std::fs::read_dir(format!("{}/{dir}", env!("CARGO_MANIFEST_DIR")))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn every_file_in_shaders_is_registered() {
     let registered: BTreeSet<String> = ALL.iter().map(|s| s.name.to_string()).collect();
-    assert_eq!(on_disk, registered);
+    assert_eq!(wgsl_stems("shaders"), registered);
+    // Each shader is its family file and shared parts, each part verbatim.
+    let mut used = BTreeSet::new();
     for s in ALL {
-        let path = format!("{dir}/{}.wgsl", s.name);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), s.source, "{path}");
+        let parts = s.parts();
+        assert_eq!(parts[0].path, format!("shaders/{}.wgsl", s.name));
+        for part in parts {
+            let path = format!("{}/{}", env!("CARGO_MANIFEST_DIR"), part.path);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), part.text, "{path}");
+            used.insert(part.path);
+        }
+    }
+    // Every shared part is composed into some shader.
+    for stem in wgsl_stems("shaders/common") {
+        let path = format!("shaders/common/{stem}.wgsl");
+        assert!(used.contains(&path), "{path} is in no shader");
     }
 }
 

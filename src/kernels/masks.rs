@@ -153,7 +153,7 @@ pub struct MaskSpec {
     pub cols: usize,
 }
 
-/// Chris Wellons' lowbias32 (the same function as `mix32` in masks.wgsl).
+/// Chris Wellons' lowbias32 (the same function as `mix32` in shaders/common/hash.wgsl).
 pub fn mix32(mut x: u32) -> u32 {
     x ^= x >> 16;
     x = x.wrapping_mul(0x7feb_352d);

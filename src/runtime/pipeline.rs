@@ -76,10 +76,10 @@ impl PipelineCache {
             entry: entry.to_string(),
             message,
         };
-        // Parse with naga first: its message names the line, and a bad shader never
-        // reaches the driver.
-        let module = naga::front::wgsl::parse_str(shader.source)
-            .map_err(|e| err(e.emit_to_string(shader.source)))?;
+        // Parse with naga first: its message names the file and line (a shared part's
+        // own, see `shaders`), and a bad shader never reaches the driver.
+        let module =
+            naga::front::wgsl::parse_str(shader.source).map_err(|e| err(shader.parse_error(&e)))?;
         if !module.entry_points.iter().any(|ep| ep.name == entry) {
             return Err(err("no such entry point".into()));
         }
@@ -114,7 +114,7 @@ impl PipelineCache {
         if let Some(e) = scope.pop() {
             // A module that failed once must not be reused.
             self.modules.lock().unwrap().remove(shader.name);
-            return Err(err(e));
+            return Err(err(shader.with_part_lines(e)));
         }
         self.compiled.fetch_add(1, Ordering::Relaxed);
         let p = Arc::new(Pipeline {

@@ -14,11 +14,13 @@ use crate::runtime::recorder::{Binding, Recorder};
 /// ```
 /// # fn main() -> capaboost::Result<()> {
 /// # let Some(gpu) = capaboost::Gpu::new_or_skip()? else { return Ok(()) };
-/// use capaboost::{Tensor, kernels::elementwise};
+/// use capaboost::Tensor;
 /// let t = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
 /// assert!(Tensor::from_slice(&gpu, &[1.0], &[2, 3]).is_err()); // shape must fit the data
-/// let doubled = gpu.run(|rec| elementwise::scale(rec, &t, 2.0))?;
-/// assert_eq!(doubled.to_vec()?, vec![2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+/// let flat = t.reshape(&[6])?; // the same storage
+/// assert_eq!(flat.storage_id(), t.storage_id());
+/// assert_eq!(flat.to_vec()?, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+/// assert_eq!(Tensor::full(&gpu, &[2], 0.5)?.to_vec()?, vec![0.5, 0.5]);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -36,6 +38,9 @@ impl std::fmt::Debug for Tensor {
             .finish()
     }
 }
+
+/// Values per `write_buffer` call in [`Tensor::full`] (1 MiB).
+const FILL_BLOCK: usize = 1 << 18;
 
 fn numel_of(shape: &[usize]) -> Result<usize> {
     shape
@@ -117,13 +122,25 @@ impl Tensor {
         gpu.run(|rec| Self::zeros_in(rec, shape))
     }
 
-    /// A tensor filled with `value`, submitted at once.
+    /// A tensor filled with `value`. Like [`Tensor::write`], the values are queued with
+    /// `wgpu::Queue::write_buffer` and land before the next submit.
     pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Self> {
-        gpu.run(|rec| {
-            let t = Self::empty(rec.gpu(), shape)?;
-            crate::kernels::elementwise::fill(rec, &t, value)?;
-            Ok(t)
-        })
+        let t = Self::empty(gpu, shape)?;
+        // One block of at most FILL_BLOCK values, written as often as the tensor needs:
+        // no host copy of a large tensor.
+        let block = vec![value; t.numel().min(FILL_BLOCK)];
+        let block_bytes = (block.len() * 4) as u64;
+        let mut offset = 0;
+        while offset < t.bytes() {
+            let len = block_bytes.min(t.bytes() - offset) as usize;
+            gpu.queue().write_buffer(
+                t.buffer.buffer(),
+                offset,
+                &bytemuck::cast_slice(&block)[..len],
+            );
+            offset += len as u64;
+        }
+        Ok(t)
     }
 
     /// The shape.
