@@ -191,3 +191,34 @@ fn adopts_a_device_created_elsewhere() {
         .unwrap();
     assert_eq!(t.source, TimingSource::WallClock);
 }
+
+#[test]
+fn capabilities_report_the_fallbacks_taken() {
+    let Some(gpu) = common::gpu() else { return };
+    let caps = gpu.capabilities();
+    let gl = gpu.adapter_info().backend == wgpu::Backend::Gl;
+    eprintln!("{:?} on {:?}", caps, gpu.adapter_info().backend);
+    // GL serialises the crate's calls into the device; no other backend does.
+    assert_eq!(caps.serialised_calls, gl);
+    assert_eq!(gpu.gate().is_some(), gl);
+    // Timing: timestamps where the device has them, else the wall clock, and `time`
+    // reports the source it used.
+    let t = gpu.time(|rec| {
+        let a = Tensor::full(rec.gpu(), &[1000], 1.0)?;
+        elementwise::scale(rec, &a, 2.0).map(|_| ())
+    });
+    let want = if gpu.has_timestamps() {
+        TimingSource::Timestamps
+    } else {
+        TimingSource::WallClock
+    };
+    assert_eq!(caps.timing, want);
+    assert_eq!(t.unwrap().source, want);
+    // A tensor past the binding limit is refused with the limit named, never truncated.
+    assert_eq!(caps.max_tensor_bytes, gpu.max_binding_bytes());
+    let too_many = (caps.max_tensor_bytes / 4 + 1) as usize;
+    match Tensor::empty(&gpu, &[too_many]) {
+        Err(Error::TooLarge { limit, .. }) => assert_eq!(limit, caps.max_tensor_bytes),
+        other => panic!("expected TooLarge for {too_many} floats, got {other:?}"),
+    }
+}

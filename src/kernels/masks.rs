@@ -400,8 +400,7 @@ impl MaskBits {
                 out.words
             )));
         }
-        gpu.queue()
-            .write_buffer(out.buffer.buffer(), 0, bytemuck::cast_slice(words));
+        gpu.write_buffer(out.buffer.buffer(), 0, bytemuck::cast_slice(words));
         Ok(out)
     }
 

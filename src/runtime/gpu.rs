@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::runtime::error::{Error, Result};
+use crate::runtime::gate::{Gate, GateGuard};
 use crate::runtime::pipeline::PipelineCache;
 use crate::runtime::pool::{BufferPool, PoolStats};
 
@@ -154,6 +155,23 @@ pub fn enumerate_adapters() -> Vec<wgpu::Adapter> {
     pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()))
 }
 
+/// What the crate uses on a device, with the fallbacks it took (see [`Gpu::capabilities`]).
+///
+/// The kernels compute in f32 and use neither `SHADER_F16` nor subgroup operations, so a
+/// device without them loses nothing; the features the crate does depend on are here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// How [`Gpu::time`] measures: GPU timestamps, or the wall clock around a blocking
+    /// wait where the device has no `TIMESTAMP_QUERY`.
+    pub timing: crate::TimingSource,
+    /// Whether the crate serialises its calls into the device (the GL backend; see
+    /// [`crate::runtime::gate`]).
+    pub serialised_calls: bool,
+    /// Largest tensor one storage binding holds; a larger one is refused with
+    /// [`Error::TooLarge`] naming the limit (128 MiB on GL and under WebGPU's defaults).
+    pub max_tensor_bytes: u64,
+}
+
 struct GpuInner {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -162,6 +180,7 @@ struct GpuInner {
     features: wgpu::Features,
     pool: BufferPool,
     pipelines: PipelineCache,
+    gate: Gate,
     dummy: std::sync::OnceLock<crate::Binding>,
     submits: std::sync::atomic::AtomicU64,
 }
@@ -257,8 +276,9 @@ impl Gpu {
     fn build(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
         let limits = device.limits();
         let features = device.features();
-        let pool = BufferPool::new(device.clone());
-        let pipelines = PipelineCache::new(device.clone());
+        let gate = Gate::for_backend(info.backend);
+        let pool = BufferPool::new(device.clone(), gate.clone());
+        let pipelines = PipelineCache::new(device.clone(), gate.clone());
         Self {
             inner: Arc::new(GpuInner {
                 device,
@@ -268,6 +288,7 @@ impl Gpu {
                 features,
                 pool,
                 pipelines,
+                gate,
                 dummy: std::sync::OnceLock::new(),
                 submits: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -304,6 +325,20 @@ impl Gpu {
         self.inner
             .features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// What the crate uses on this device and the fallback it takes where a feature or
+    /// limit is missing; `capaboost info` prints it.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            timing: if self.has_timestamps() {
+                crate::TimingSource::Timestamps
+            } else {
+                crate::TimingSource::WallClock
+            },
+            serialised_calls: self.serialises_calls(),
+            max_tensor_bytes: self.max_binding_bytes(),
+        }
     }
 
     /// Largest tensor, in bytes, that one storage binding can hold on this device.
@@ -397,11 +432,30 @@ impl Gpu {
         self.inner
             .submits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _gate = self.gate();
         self.inner.queue.submit(Some(cb))
+    }
+
+    /// Enters the device's gate: on the GL backend, a mutex that serialises every call
+    /// this crate makes into the device (see [`crate::runtime::gate`]); elsewhere nothing.
+    pub fn gate(&self) -> GateGuard<'_> {
+        self.inner.gate.enter()
+    }
+
+    /// Whether calls into this device are serialised (the GL backend).
+    pub fn serialises_calls(&self) -> bool {
+        self.inner.gate.is_serialising()
+    }
+
+    /// `Queue::write_buffer` through the gate: the bytes land before the next submit.
+    pub fn write_buffer(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        let _gate = self.gate();
+        self.inner.queue.write_buffer(buffer, offset, data);
     }
 
     /// Blocks until all submitted work has finished.
     pub fn wait(&self) -> Result<()> {
+        let _gate = self.gate();
         self.inner
             .device
             .poll(wgpu::PollType::wait_indefinitely())

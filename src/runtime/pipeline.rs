@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::runtime::error::{Error, Result};
+use crate::runtime::gate::Gate;
 use crate::runtime::shaders::ShaderSource;
 
 /// A compiled compute pipeline and the layout of its bind group 0.
@@ -31,6 +32,7 @@ const MAX_BIND_GROUPS: usize = 4096;
 /// [`crate::Gpu`].
 pub struct PipelineCache {
     device: wgpu::Device,
+    gate: Gate,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<Key, Arc<Pipeline>>>,
     bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
@@ -39,9 +41,10 @@ pub struct PipelineCache {
 }
 
 impl PipelineCache {
-    pub(crate) fn new(device: wgpu::Device) -> Self {
+    pub(crate) fn new(device: wgpu::Device, gate: Gate) -> Self {
         Self {
             device,
+            gate,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             bind_groups: Mutex::new(HashMap::new()),
@@ -83,6 +86,8 @@ impl PipelineCache {
         if !module.entry_points.iter().any(|ep| ep.name == entry) {
             return Err(err("no such entry point".into()));
         }
+        // Compiling runs inside the device's gate (GL; see `runtime::gate`).
+        let _gate = self.gate.enter();
         let scope = Scope::push(&self.device);
         let shader_module = {
             let mut modules = self.modules.lock().unwrap();

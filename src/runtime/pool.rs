@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::runtime::gate::Gate;
 
 /// Smallest buffer the pool hands out, in bytes.
 pub const MIN_CLASS_BYTES: u64 = 256;
@@ -77,9 +79,16 @@ struct PoolState {
 
 struct PoolShared {
     device: wgpu::Device,
+    gate: Gate,
     max_buffer: u64,
     state: Mutex<PoolState>,
     next_id: AtomicU64,
+}
+
+impl PoolShared {
+    fn state(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A pool of reusable GPU buffers; owned by [`crate::Gpu`].
@@ -88,11 +97,12 @@ pub struct BufferPool {
 }
 
 impl BufferPool {
-    pub(crate) fn new(device: wgpu::Device) -> Self {
+    pub(crate) fn new(device: wgpu::Device, gate: Gate) -> Self {
         let max_buffer = device.limits().max_buffer_size;
         Self {
             shared: Arc::new(PoolShared {
                 device,
+                gate,
                 max_buffer,
                 state: Mutex::new(PoolState::default()),
                 next_id: AtomicU64::new(1),
@@ -106,26 +116,31 @@ impl BufferPool {
     /// callers check sizes against the device limits first.
     pub fn acquire(&self, kind: BufferKind, bytes: u64) -> PooledBuffer {
         let class = size_class(bytes, self.shared.max_buffer);
-        let mut st = self.shared.state.lock().unwrap();
-        let reused = st.free.get_mut(&(kind, class)).and_then(|v| v.pop());
-        let (buffer, id) = match reused {
-            Some(b) => {
+        let reused = {
+            let mut st = self.state();
+            let reused = st.free.get_mut(&(kind, class)).and_then(|v| v.pop());
+            if reused.is_some() {
                 st.stats.cached_bytes -= class;
                 st.stats.cached_count -= 1;
                 st.stats.reused_count += 1;
-                b
-            }
-            None => {
+            } else {
                 st.stats.created_count += 1;
-                let b = self.shared.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("capaboost pooled"),
-                    size: class,
-                    usage: kind.usage(),
-                    mapped_at_creation: false,
-                });
-                (b, self.shared.next_id.fetch_add(1, Ordering::Relaxed))
             }
+            reused
         };
+        // The device call runs outside the pool's lock (a panic inside wgpu cannot poison
+        // it) and inside the device's gate (GL).
+        let (buffer, id) = reused.unwrap_or_else(|| {
+            let _gate = self.shared.gate.enter();
+            let b = self.shared.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("capaboost pooled"),
+                size: class,
+                usage: kind.usage(),
+                mapped_at_creation: false,
+            });
+            (b, self.shared.next_id.fetch_add(1, Ordering::Relaxed))
+        });
+        let mut st = self.state();
         st.stats.live_bytes += class;
         st.stats.live_count += 1;
         st.stats.peak_live_bytes = st.stats.peak_live_bytes.max(st.stats.live_bytes);
@@ -140,20 +155,28 @@ impl BufferPool {
 
     /// Current statistics.
     pub fn stats(&self) -> PoolStats {
-        self.shared.state.lock().unwrap().stats
+        self.state().stats
+    }
+
+    /// The pool's bookkeeping; a panic elsewhere while it was held does not poison it
+    /// (every update leaves it consistent).
+    fn state(&self) -> MutexGuard<'_, PoolState> {
+        self.shared.state()
     }
 
     /// Destroys every free buffer (live ones are untouched). Called through
     /// [`crate::Gpu::trim`], which also drops the bind groups that name them.
     pub(crate) fn trim(&self) {
-        let mut st = self.shared.state.lock().unwrap();
-        for (_, bufs) in st.free.drain() {
-            for (b, _) in bufs {
-                b.destroy();
-            }
+        let freed: Vec<_> = {
+            let mut st = self.state();
+            st.stats.cached_bytes = 0;
+            st.stats.cached_count = 0;
+            st.free.drain().flat_map(|(_, bufs)| bufs).collect()
+        };
+        let _gate = self.shared.gate.enter();
+        for (b, _) in freed {
+            b.destroy();
         }
-        st.stats.cached_bytes = 0;
-        st.stats.cached_count = 0;
     }
 }
 
@@ -212,7 +235,7 @@ impl std::fmt::Debug for PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         let Some(pool) = &self.pool else { return };
-        let mut st = pool.state.lock().unwrap();
+        let mut st = pool.state();
         st.stats.live_bytes -= self.class;
         st.stats.live_count -= 1;
         st.stats.cached_bytes += self.class;

@@ -114,7 +114,7 @@ impl Recorder {
                 .pool()
                 .acquire(BufferKind::Uniform, bytes.len() as u64),
         );
-        self.gpu.queue().write_buffer(buf.buffer(), 0, bytes);
+        self.gpu.write_buffer(buf.buffer(), 0, bytes);
         Binding::new(buf, bytes.len() as u64)
     }
 
@@ -255,6 +255,7 @@ impl Recorder {
             return false;
         }
         let capacity = max_passes.min(2048) * 2;
+        let gate = self.gpu.gate();
         let query_set = self
             .gpu
             .device()
@@ -263,6 +264,7 @@ impl Recorder {
                 ty: wgpu::QueryType::Timestamp,
                 count: capacity,
             });
+        drop(gate);
         self.timestamps = Some(Timestamps {
             query_set,
             capacity,
@@ -297,12 +299,15 @@ impl Recorder {
                 source: TimingSource::Timestamps,
             });
         }
-        let resolve = gpu.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("capaboost timestamps"),
-            size: bytes,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
+        let resolve = {
+            let _gate = gpu.gate();
+            gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("capaboost timestamps"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        };
         let staging = gpu.pool().acquire(BufferKind::Readback, bytes);
         let enc = self.encoder();
         enc.resolve_query_set(&ts.query_set, 0..ts.used, &resolve, 0);

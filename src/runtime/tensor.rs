@@ -78,8 +78,7 @@ impl Tensor {
         }
         let t = Self::empty(gpu, shape)?;
         if !data.is_empty() {
-            gpu.queue()
-                .write_buffer(t.buffer.buffer(), 0, bytemuck::cast_slice(data));
+            gpu.write_buffer(t.buffer.buffer(), 0, bytemuck::cast_slice(data));
         }
         Ok(t)
     }
@@ -133,7 +132,7 @@ impl Tensor {
         let mut offset = 0;
         while offset < t.bytes() {
             let len = block_bytes.min(t.bytes() - offset) as usize;
-            gpu.queue().write_buffer(
+            gpu.write_buffer(
                 t.buffer.buffer(),
                 offset,
                 &bytemuck::cast_slice(&block)[..len],
@@ -208,7 +207,6 @@ impl Tensor {
         }
         if !data.is_empty() {
             self.gpu
-                .queue()
                 .write_buffer(self.buffer.buffer(), 0, bytemuck::cast_slice(data));
         }
         Ok(())
@@ -229,7 +227,7 @@ pub(crate) fn upload_bytes(gpu: &Gpu, data: &[u8]) -> Result<Arc<PooledBuffer>> 
         gpu.pool().acquire(BufferKind::Storage, bytes)
     })?;
     if !data.is_empty() {
-        gpu.queue().write_buffer(buffer.buffer(), 0, data);
+        gpu.write_buffer(buffer.buffer(), 0, data);
     }
     Ok(Arc::new(buffer))
 }
@@ -257,9 +255,12 @@ pub(crate) fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Resul
 /// Maps the first `bytes` bytes of a MAP_READ buffer, waits, and copies them out.
 pub(crate) fn map_read(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
     let (tx, rx) = std::sync::mpsc::channel();
-    buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-        let _ = tx.send(r);
-    });
+    {
+        let _gate = gpu.gate();
+        buffer.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+    }
     gpu.wait()?;
     rx.recv()
         .map_err(|_| Error::Readback("map callback never ran".into()))?
@@ -270,6 +271,7 @@ pub(crate) fn map_read(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<V
             .map_err(|e| Error::Readback(e.to_string()))?;
         view.to_vec()
     };
+    let _gate = gpu.gate();
     buffer.unmap();
     Ok(out)
 }
