@@ -434,16 +434,14 @@ pub mod cpu {
         c
     }
 
-    /// `alpha a b + beta c + bias` in f64.
-    #[allow(clippy::too_many_arguments)]
+    /// `alpha a b + beta c + bias` in f64, for `a [m, k]`, `b [k, n]`, `c [m, n]`,
+    /// `bias [n]` and `[m, k, n]` as `dims`.
     pub fn gemm(
         a: &[f64],
         b: &[f64],
         c: &[f64],
         bias: Option<&[f64]>,
-        m: usize,
-        k: usize,
-        n: usize,
+        [m, k, n]: [usize; 3],
         alpha: f64,
         beta: f64,
     ) -> Vec<f64> {

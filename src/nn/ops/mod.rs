@@ -2,14 +2,14 @@
 //! file per kernel family (the same stem as in `kernels/` and `shaders/`): each runs its
 //! forward kernels and records a closure with the matching backward kernels.
 //!
-//! - [`linalg`]: `matmul`, `linear`, `masked_matmul` (GEMM);
-//! - [`capaboost`]: `capaboost_update`, `capaboost_linear` (the CapaBoost adapter);
-//! - [`elementwise`]: `add`, `mul`, `scale`, `reshape`;
-//! - [`activations`]: `gelu`, `tanh`, `relu`, `dropout`, `add_bias`;
-//! - [`norms`]: `layer_norm`, `softmax`;
-//! - [`lookup`]: `embedding`, `mean_pool`;
-//! - [`reduce`]: `sum`, `mean`, `cross_entropy`, `mse`;
-//! - [`layout`]: `swap_middle`.
+//! - [`linalg`] holds `matmul`, `linear`, `masked_matmul` (GEMM);
+//! - [`capaboost`] holds `capaboost_update`, `capaboost_linear` (the CapaBoost adapter);
+//! - [`elementwise`] holds `add`, `mul`, `scale`, `reshape`;
+//! - [`activations`] holds `gelu`, `tanh`, `relu`, `dropout`, `add_bias`;
+//! - [`norms`] holds `layer_norm`, `softmax`;
+//! - [`lookup`] holds `embedding`, `mean_pool`;
+//! - [`reduce`] holds `sum`, `mean`, `cross_entropy`, `mse`;
+//! - [`layout`] holds `swap_middle`.
 
 use crate::nn::Var;
 use crate::runtime::error::{Error, Result};
