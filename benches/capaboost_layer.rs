@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use capaboost::kernels::capaboost::{self as cb, LayerMasks};
+use capaboost::kernels::capaboost::{Adapter, Layer, LayerMasks, naive};
 use capaboost::kernels::masks::{MaskConfig, MaskKind};
 use capaboost::{Gpu, Tensor, kernels::gemm};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -70,19 +70,19 @@ fn bench(c: &mut Criterion) {
                 )
             })
             .unwrap();
+        let layer = Layer::new(&w0, Some(&b0), Adapter::new(&a, &b, &masks, s));
         group.bench_with_input(BenchmarkId::new("fused", d), &d, |bench, _| {
             bench.iter_custom(|iters| {
                 gpu_time(&gpu, iters, |rec| {
-                    let f = cb::forward(rec, &x, &w0, Some(&b0), &a, &b, &masks, s).unwrap();
-                    cb::backward(rec, &x, &w0, &a, &b, &masks, s, &f.h, &g, true).unwrap();
+                    let f = layer.forward(rec, &x).unwrap();
+                    layer.backward(rec, &x, &f.h, &g, true).unwrap();
                 })
             })
         });
         group.bench_with_input(BenchmarkId::new("naive", d), &d, |bench, _| {
             bench.iter_custom(|iters| {
                 gpu_time(&gpu, iters, |rec| {
-                    cb::naive::forward_backward(rec, &x, &w0, Some(&b0), &a, &b, &masks, s, &g)
-                        .unwrap();
+                    naive::forward_backward(rec, &layer, &x, &g).unwrap();
                 })
             })
         });

@@ -2,7 +2,7 @@
 //! merged update for a chosen r, d, p and mask kind.
 //! `cargo run --example mask_explorer -- [r] [d] [p] [exact|bernoulli|2:4] [n]`.
 
-use capaboost::kernels::capaboost::{self as cb, LayerMasks, cpu};
+use capaboost::kernels::capaboost::{Adapter, LayerMasks, cpu};
 use capaboost::kernels::masks::{MaskConfig, MaskKind};
 use capaboost::{Gpu, Result, Tensor};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -52,7 +52,7 @@ fn main() -> Result<()> {
     let ta = Tensor::from_slice(&gpu, &a, &[r, n])?;
     let tb = Tensor::from_slice(&gpu, &b, &[n, r])?;
     let dw = gpu
-        .run(|rec| cb::delta_weight(rec, &ta, &tb, &masks, 1.0))?
+        .run(|rec| Adapter::new(&ta, &tb, &masks, 1.0).delta_weight(rec))?
         .to_vec()?;
     let dw: Vec<f64> = dw.iter().map(|&v| v as f64).collect();
     println!(

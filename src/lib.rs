@@ -43,8 +43,36 @@
 //! ```
 //!
 //! To record into a command encoder your program owns, wrap it with [`Recorder::wrap`]
-//! (or [`autograd::Graph::with_recorder`]) and take it back with `into_encoder`; tensors
+//! (or [`nn::Graph::with_recorder`]) and take it back with `into_encoder`; tensors
 //! can adopt your buffers with [`Tensor::from_buffer`].
+//!
+//! Without the tape, the CapaBoost math is one type,
+//! [`kernels::capaboost::Adapter`] (a view of `lora_A`, `lora_B`, their masks and the
+//! scale): `update` (`y += s (x A_s^T) B_s^T`), `backward`, `delta_weight`, `merge`;
+//! [`kernels::capaboost::Layer`] puts it on a frozen base weight:
+//!
+//! ```
+//! use capaboost::kernels::capaboost::{Adapter, Layer, LayerMasks};
+//! use capaboost::kernels::masks::{MaskConfig, MaskKind};
+//! use capaboost::{Gpu, Tensor};
+//! # fn main() -> capaboost::Result<()> {
+//! let Some(gpu) = Gpu::new_or_skip()? else { return Ok(()) };
+//! let (t, n, r) = (4, 8, 2);
+//! let x = Tensor::full(&gpu, &[t, n], 0.5)?;
+//! let w0 = Tensor::full(&gpu, &[n, n], 0.1)?;
+//! let (a, b) = (Tensor::full(&gpu, &[r, n], 0.2)?, Tensor::full(&gpu, &[n, r], 0.3)?);
+//! let g = Tensor::full(&gpu, &[t, n], 1.0)?; // dL/dy
+//! let config = MaskConfig::new(MaskKind::Exact, 2, 0.5, 1);
+//! let masks = gpu.run(|rec| LayerMasks::generate(rec, &config, 0, r, n, n))?;
+//! let layer = Layer::new(&w0, None, Adapter::new(&a, &b, &masks, 2.0));
+//! let grads = gpu.run(|rec| {
+//!     let f = layer.forward(rec, &x)?;
+//!     layer.backward(rec, &x, &f.h, &g, true)
+//! })?;
+//! assert_eq!(grads.da.shape(), [r, n]);
+//! gpu.run(|rec| layer.adapter.merge(rec, &w0))?; // W0 += s B_s A_s
+//! # Ok(()) }
+//! ```
 
 #![deny(missing_docs)]
 

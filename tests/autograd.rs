@@ -4,7 +4,7 @@
 
 mod common;
 
-use capaboost::kernels::capaboost::LayerMasks;
+use capaboost::kernels::capaboost::{Adapter, LayerMasks};
 use capaboost::kernels::masks::{Factor, MaskConfig, MaskKind};
 use capaboost::nn::{Graph, Var};
 use capaboost::{Gpu, Indices, Result, Tensor};
@@ -265,7 +265,9 @@ fn capaboost_ops() {
     gradcheck(
         "capaboost_linear",
         vec![x.clone(), a.clone(), b.clone()],
-        &move |g, v| g.capaboost_linear(&v[0], &w1, Some(&bb1), &v[1], &v[2], &m1, 2.0),
+        &move |g, v| {
+            g.capaboost_linear(&v[0], &w1, Some(&bb1), Adapter::new(&v[1], &v[2], &m1, 2.0))
+        },
         1e-2,
     );
     let m2 = masks.clone();
@@ -275,7 +277,7 @@ fn capaboost_ops() {
         &move |g, v| {
             let w = g.input(&w0);
             let base = g.linear(&v[0], &w, None)?;
-            g.capaboost_update(&base, &v[0], &v[1], &v[2], &m2, 2.0)
+            g.capaboost_update(&base, &v[0], Adapter::new(&v[1], &v[2], &m2, 2.0))
         },
         1e-2,
     );

@@ -3,7 +3,7 @@
 
 mod common;
 
-use capaboost::kernels::capaboost::{self as cb, LayerMasks, cpu};
+use capaboost::kernels::capaboost::{Adapter, Dx, Layer, LayerMasks, Needs, cpu, naive};
 use capaboost::kernels::masks::{MaskConfig, MaskKind};
 use capaboost::{Gpu, Tensor, kernels::gemm};
 use common::{random_vec, rel_frobenius};
@@ -42,17 +42,19 @@ impl Case {
     fn reference<'a>(&'a self, ma: &'a [Vec<u8>], mb: &'a [Vec<u8>], s: f64) -> cpu::Layer<'a> {
         cpu::Layer {
             x: &self.x,
+            t: self.t,
             w0: &self.w0,
             b0: Some(&self.b0),
-            a: &self.a,
-            b: &self.b,
-            ma,
-            mb,
-            s,
-            t: self.t,
-            in_f: self.in_f,
-            out_f: self.out_f,
-            r: self.r,
+            adapter: cpu::Adapter {
+                a: &self.a,
+                b: &self.b,
+                ma,
+                mb,
+                s,
+                in_f: self.in_f,
+                out_f: self.out_f,
+                r: self.r,
+            },
         }
     }
 }
@@ -64,6 +66,17 @@ struct OnGpu {
     a: Tensor,
     b: Tensor,
     g: Tensor,
+}
+
+impl OnGpu {
+    /// The layer with bias over these tensors.
+    fn layer<'a>(&'a self, masks: &'a LayerMasks, s: f32) -> Layer<'a> {
+        Layer::new(
+            &self.w0,
+            Some(&self.b0),
+            Adapter::new(&self.a, &self.b, masks, s),
+        )
+    }
 }
 
 fn upload(gpu: &Gpu, c: &Case) -> OnGpu {
@@ -101,10 +114,9 @@ fn forward_backward_delta_match_reference() {
                     in_f,
                     out_f,
                 )?;
-                let fwd = cb::forward(rec, &g.x, &g.w0, Some(&g.b0), &g.a, &g.b, &masks, s)?;
-                let grads =
-                    cb::backward(rec, &g.x, &g.w0, &g.a, &g.b, &masks, s, &fwd.h, &g.g, true)?;
-                let dw = cb::delta_weight(rec, &g.a, &g.b, &masks, s)?;
+                let fwd = g.layer(&masks, s).forward(rec, &g.x)?;
+                let grads = g.layer(&masks, s).backward(rec, &g.x, &fwd.h, &g.g, true)?;
+                let dw = Adapter::new(&g.a, &g.b, &masks, s).delta_weight(rec)?;
                 Ok((masks, fwd, grads, dw))
             })
             .unwrap();
@@ -220,8 +232,8 @@ fn gpu_backward_matches_gpu_finite_differences() {
         .unwrap();
     let grads = gpu
         .run(|rec| {
-            let f = cb::forward(rec, &g.x, &g.w0, Some(&g.b0), &g.a, &g.b, &masks, s)?;
-            cb::backward(rec, &g.x, &g.w0, &g.a, &g.b, &masks, s, &f.h, &g.g, true)
+            let f = g.layer(&masks, s).forward(rec, &g.x)?;
+            g.layer(&masks, s).backward(rec, &g.x, &f.h, &g.g, true)
         })
         .unwrap();
     let loss = |x: &[f32], a: &[f32], b: &[f32]| -> f64 {
@@ -229,7 +241,9 @@ fn gpu_backward_matches_gpu_finite_differences() {
         let ta = Tensor::from_slice(&gpu, a, &[c.r, c.in_f]).unwrap();
         let tb = Tensor::from_slice(&gpu, b, &[c.out_f, c.r]).unwrap();
         let y = gpu
-            .run(|rec| cb::forward(rec, &tx, &g.w0, Some(&g.b0), &ta, &tb, &masks, s))
+            .run(|rec| {
+                Layer::new(&g.w0, Some(&g.b0), Adapter::new(&ta, &tb, &masks, s)).forward(rec, &tx)
+            })
             .unwrap()
             .y;
         y.to_vec()
@@ -277,9 +291,10 @@ fn golden_case_is_exact() {
     let masks = LayerMasks::from_u8(&gpu, &ma, &mb, 2, 3, 4).unwrap();
     let (fwd, grads, dw) = gpu
         .run(|rec| {
-            let f = cb::forward(rec, &x, &w0, None, &a, &b, &masks, 2.0)?;
-            let gr = cb::backward(rec, &x, &w0, &a, &b, &masks, 2.0, &f.h, &g, true)?;
-            let dw = cb::delta_weight(rec, &a, &b, &masks, 2.0)?;
+            let layer = Layer::new(&w0, None, Adapter::new(&a, &b, &masks, 2.0));
+            let f = layer.forward(rec, &x)?;
+            let gr = layer.backward(rec, &x, &f.h, &g, true)?;
+            let dw = layer.adapter.delta_weight(rec)?;
             Ok((f, gr, dw))
         })
         .unwrap();
@@ -302,7 +317,7 @@ fn golden_case_is_exact() {
     assert_eq!(cpu::rank(&dw64, 4, 3, 1e-9), 3);
     let one = LayerMasks::from_u8(&gpu, &ma[..1], &mb[..1], 2, 3, 4).unwrap();
     let dw1 = gpu
-        .run(|rec| cb::delta_weight(rec, &a, &b, &one, 2.0))
+        .run(|rec| Adapter::new(&a, &b, &one, 2.0).delta_weight(rec))
         .unwrap()
         .to_vec()
         .unwrap();
@@ -312,7 +327,7 @@ fn golden_case_is_exact() {
 
 fn merged_rank(gpu: &Gpu, a: &Tensor, b: &Tensor, masks: &LayerMasks) -> usize {
     let dw = gpu
-        .run(|rec| cb::delta_weight(rec, a, b, masks, 1.0))
+        .run(|rec| Adapter::new(a, b, masks, 1.0).delta_weight(rec))
         .unwrap()
         .to_vec()
         .unwrap();
@@ -402,10 +417,10 @@ fn merge_equals_unmerged_forward_and_unmerge_restores() {
         })
         .unwrap();
     let y = gpu
-        .run(|rec| cb::forward(rec, &g.x, &g.w0, Some(&g.b0), &g.a, &g.b, &masks, 4.0))
+        .run(|rec| g.layer(&masks, 4.0).forward(rec, &g.x))
         .unwrap()
         .y;
-    gpu.run(|rec| cb::merge(rec, &g.w0, &g.a, &g.b, &masks, 4.0))
+    gpu.run(|rec| g.layer(&masks, 4.0).adapter.merge(rec, &g.w0))
         .unwrap();
     let merged = gpu
         .run(|rec| gemm::linear(rec, &g.x, &g.w0, Some(&g.b0)))
@@ -413,7 +428,7 @@ fn merge_equals_unmerged_forward_and_unmerge_restores() {
     let y64: Vec<f64> = y.to_vec().unwrap().iter().map(|&v| v as f64).collect();
     let e = rel_frobenius(&merged.to_vec().unwrap(), &y64);
     assert!(e < TOL, "merged forward: {e}");
-    gpu.run(|rec| cb::unmerge(rec, &g.w0, &g.a, &g.b, &masks, 4.0))
+    gpu.run(|rec| g.layer(&masks, 4.0).adapter.unmerge(rec, &g.w0))
         .unwrap();
     let w: Vec<f64> = c.w0.iter().map(|&v| v as f64).collect();
     let e = rel_frobenius(&g.w0.to_vec().unwrap(), &w);
@@ -442,7 +457,7 @@ fn plain_lora_and_zero_b_are_exact() {
     assert!(ma[0].iter().chain(&mb[0]).all(|&v| v == 1));
     let g = upload(&gpu, &c);
     let y = gpu
-        .run(|rec| cb::forward(rec, &g.x, &g.w0, Some(&g.b0), &g.a, &g.b, &masks, 2.0))
+        .run(|rec| g.layer(&masks, 2.0).forward(rec, &g.x))
         .unwrap()
         .y;
     let e = rel_frobenius(&y.to_vec().unwrap(), &c.reference(&ma, &mb, 2.0).forward());
@@ -463,7 +478,7 @@ fn plain_lora_and_zero_b_are_exact() {
         })
         .unwrap();
     let y = gpu
-        .run(|rec| cb::forward(rec, &g.x, &g.w0, Some(&g.b0), &g.a, &g.b, &masks, 2.0))
+        .run(|rec| g.layer(&masks, 2.0).forward(rec, &g.x))
         .unwrap()
         .y;
     let base = gpu
@@ -491,17 +506,19 @@ fn layer_shape_errors_name_the_tensor() {
     let (x, w0, a, b) = (up(&[4, 8]), up(&[5, 8]), up(&[3, 8]), up(&[5, 3]));
     let bad_x = up(&[4, 9]);
     let err = gpu
-        .run(|rec| cb::forward(rec, &bad_x, &w0, None, &a, &b, &masks, 1.0))
+        .run(|rec| Layer::new(&w0, None, Adapter::new(&a, &b, &masks, 1.0)).forward(rec, &bad_x))
         .unwrap_err();
     assert!(err.to_string().contains("x is [4, 9]"), "{err}");
     let bad_b = up(&[5, 4]);
     let err = gpu
-        .run(|rec| cb::forward(rec, &x, &w0, None, &a, &bad_b, &masks, 1.0))
+        .run(|rec| Layer::new(&w0, None, Adapter::new(&a, &bad_b, &masks, 1.0)).forward(rec, &x))
         .unwrap_err();
     assert!(err.to_string().contains("lora_B"), "{err}");
     let bad_bias = up(&[6]);
     let err = gpu
-        .run(|rec| cb::forward(rec, &x, &w0, Some(&bad_bias), &a, &b, &masks, 1.0))
+        .run(|rec| {
+            Layer::new(&w0, Some(&bad_bias), Adapter::new(&a, &b, &masks, 1.0)).forward(rec, &x)
+        })
         .unwrap_err();
     assert!(err.to_string().contains("bias"), "{err}");
 }
@@ -524,21 +541,10 @@ fn naive_baseline_computes_the_same_layer() {
             )
         })
         .unwrap();
-    let (y, dx, da, db) = gpu
-        .run(|rec| {
-            cb::naive::forward_backward(
-                rec,
-                &g.x,
-                &g.w0,
-                Some(&g.b0),
-                &g.a,
-                &g.b,
-                &masks,
-                2.0,
-                &g.g,
-            )
-        })
+    let (y, grads) = gpu
+        .run(|rec| naive::forward_backward(rec, &g.layer(&masks, 2.0), &g.x, &g.g))
         .unwrap();
+    let (dx, da, db) = (grads.dx.unwrap(), grads.da, grads.db);
     let (ma, mb) = masks.to_u8().unwrap();
     let layer = c.reference(&ma, &mb, 2.0);
     let (rdx, rda, rdb) = layer.backward(&c.g);
@@ -551,4 +557,87 @@ fn naive_baseline_computes_the_same_layer() {
         let e = rel_frobenius(&got.to_vec().unwrap(), &want);
         assert!(e < TOL, "{name}: {e}");
     }
+}
+
+#[test]
+fn adapter_update_and_backward_match_reference() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("adapter_update_and_backward_match_reference");
+    let c = Case::random(&mut rng, 29, 45, 38, 3);
+    let g = upload(&gpu, &c);
+    let masks = gpu
+        .run(|rec| {
+            LayerMasks::generate(
+                rec,
+                &MaskConfig::new(MaskKind::Exact, 3, 0.5, 9),
+                4,
+                c.r,
+                c.in_f,
+                c.out_f,
+            )
+        })
+        .unwrap();
+    let (ma, mb) = masks.to_u8().unwrap();
+    let reference = c.reference(&ma, &mb, 1.5).adapter;
+    let adapter = Adapter::new(&g.a, &g.b, &masks, 1.5);
+    // The update accumulates into a given output: y0 + s H B_s^T.
+    let y0 = random_vec(&mut rng, c.t * c.out_f, 1.0);
+    let y = Tensor::from_slice(&gpu, &y0, &[c.t, c.out_f]).unwrap();
+    let h = gpu.run(|rec| adapter.update(rec, &g.x, &y)).unwrap();
+    assert_eq!(h.shape(), [c.t, 3 * c.r]);
+    let mut want: Vec<f64> = y0.iter().map(|&v| v as f64).collect();
+    reference.update(&c.x, c.t, &mut want);
+    let e = rel_frobenius(&y.to_vec().unwrap(), &want);
+    assert!(e < TOL, "update: {e}");
+
+    let mut dx_want = vec![0.0; c.t * c.in_f];
+    let (da_want, db_want) = reference.backward(&c.x, c.t, &c.g, Some(&mut dx_want));
+    // Each gradient only when asked for; dx new, or added to a given tensor.
+    let only_a = Needs {
+        a: true,
+        b: false,
+        x: Dx::New,
+    };
+    let grads = gpu
+        .run(|rec| adapter.backward(rec, &g.x, &h, &g.g, only_a))
+        .unwrap();
+    assert!(grads.db.is_none());
+    let e = rel_frobenius(&grads.da.unwrap().to_vec().unwrap(), &da_want);
+    assert!(e < TOL, "dA: {e}");
+    let e = rel_frobenius(&grads.dx.unwrap().to_vec().unwrap(), &dx_want);
+    assert!(e < TOL, "dx: {e}");
+    let dx0 = random_vec(&mut rng, c.t * c.in_f, 1.0);
+    let dx = Tensor::from_slice(&gpu, &dx0, &[c.t, c.in_f]).unwrap();
+    let only_b = Needs {
+        a: false,
+        b: true,
+        x: Dx::AddTo(&dx),
+    };
+    let grads = gpu
+        .run(|rec| adapter.backward(rec, &g.x, &h, &g.g, only_b))
+        .unwrap();
+    assert!(grads.da.is_none() && grads.dx.is_none());
+    let e = rel_frobenius(&grads.db.unwrap().to_vec().unwrap(), &db_want);
+    assert!(e < TOL, "dB: {e}");
+    let want: Vec<f64> = dx0
+        .iter()
+        .zip(&dx_want)
+        .map(|(&a, b)| a as f64 + b)
+        .collect();
+    let e = rel_frobenius(&dx.to_vec().unwrap(), &want);
+    assert!(e < TOL, "dx added: {e}");
+    let none = Needs {
+        a: false,
+        b: false,
+        x: Dx::Skip,
+    };
+    let grads = gpu
+        .run(|rec| adapter.backward(rec, &g.x, &h, &g.g, none))
+        .unwrap();
+    assert!(grads.da.is_none() && grads.db.is_none() && grads.dx.is_none());
+    // Shape errors name the tensor.
+    let err = gpu
+        .run(|rec| adapter.backward(rec, &g.x, &g.x, &g.g, only_a))
+        .unwrap_err();
+    assert!(err.to_string().contains("saved H"), "{err}");
 }

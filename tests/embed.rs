@@ -4,7 +4,7 @@
 
 mod common;
 
-use capaboost::kernels::capaboost::{self as cb, LayerMasks, cpu};
+use capaboost::kernels::capaboost::{Adapter, Layer, LayerMasks, cpu};
 use capaboost::kernels::masks::{MaskConfig, MaskKind};
 use capaboost::nn::Gradients;
 use capaboost::nn::optim::{AdamW, AdamWConfig};
@@ -74,8 +74,9 @@ fn layer_records_into_the_hosts_encoder_on_the_hosts_buffers() {
         out_f,
     )
     .unwrap();
-    let f = cb::forward(&mut rec, &tx, &tw, None, &ta, &tb, &masks, 2.0).unwrap();
-    let grads = cb::backward(&mut rec, &tx, &tw, &ta, &tb, &masks, 2.0, &f.h, &tg, true).unwrap();
+    let layer = Layer::new(&tw, None, Adapter::new(&ta, &tb, &masks, 2.0));
+    let f = layer.forward(&mut rec, &tx).unwrap();
+    let grads = layer.backward(&mut rec, &tx, &f.h, &tg, true).unwrap();
     let dispatches = rec.dispatch_count();
     let (encoder, keep) = rec.into_encoder();
     assert!(dispatches >= 10 && !keep.is_empty());
@@ -90,17 +91,19 @@ fn layer_records_into_the_hosts_encoder_on_the_hosts_buffers() {
     let (ma, mb) = masks.to_u8().unwrap();
     let layer = cpu::Layer {
         x: &x,
+        t,
         w0: &w0,
         b0: None,
-        a: &a,
-        b: &b,
-        ma: &ma,
-        mb: &mb,
-        s: 2.0,
-        t,
-        in_f,
-        out_f,
-        r,
+        adapter: cpu::Adapter {
+            a: &a,
+            b: &b,
+            ma: &ma,
+            mb: &mb,
+            s: 2.0,
+            in_f,
+            out_f,
+            r,
+        },
     };
     let (dx, da, db) = layer.backward(&g);
     for (name, got, want) in [

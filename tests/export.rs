@@ -53,23 +53,17 @@ fn exported_lora_reproduces_capaboost_delta_w() {
         let ma = random_masks(&mut rng, d, r * in_f);
         let mb = random_masks(&mut rng, d, out_f * r);
         let s = rng.random_range(0.25f32..4.0);
-        let x = vec![0.0f32; in_f];
-        let w0 = vec![0.0f32; out_f * in_f];
-        let layer = cpu::Layer {
-            x: &x,
-            w0: &w0,
-            b0: None,
+        let adapter = cpu::Adapter {
             a: &a,
             b: &b,
             ma: &ma,
             mb: &mb,
             s: s as f64,
-            t: 1,
             in_f,
             out_f,
             r,
         };
-        let want = layer.delta_weight();
+        let want = adapter.delta_weight();
 
         let lora = export::capaboost_as_lora("m", &a, &b, r, in_f, out_f, &ma, &mb).unwrap();
         assert_eq!(lora.rank, d * r);

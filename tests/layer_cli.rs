@@ -129,17 +129,19 @@ fn layer_round_trip_matches_reference() {
         .collect();
     let layer = cpu::Layer {
         x: &i.x,
+        t: i.t,
         w0: &i.w,
         b0: Some(&i.bias),
-        a: &i.a,
-        b: &i.b,
-        ma: &ma,
-        mb: &mb,
-        s: 16.0 / i.r as f64,
-        t: i.t,
-        in_f: i.in_f,
-        out_f: i.out_f,
-        r: i.r,
+        adapter: cpu::Adapter {
+            a: &i.a,
+            b: &i.b,
+            ma: &ma,
+            mb: &mb,
+            s: 16.0 / i.r as f64,
+            in_f: i.in_f,
+            out_f: i.out_f,
+            r: i.r,
+        },
     };
     let (dx, da, db) = layer.backward(&i.g);
     for (name, want) in [

@@ -6,10 +6,10 @@
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-use crate::kernels::capaboost::{self as cb, LayerMasks};
+use crate::kernels::capaboost::{Adapter, Dx, Layer, LayerMasks, Needs};
 use crate::kernels::elementwise;
-use crate::kernels::gemm::{self, Operand, View};
-use crate::kernels::masks::{Factor, MaskConfig, MaskKind, masked_sum};
+use crate::kernels::gemm;
+use crate::kernels::masks::{MaskConfig, MaskKind};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
 use crate::runtime::recorder::Recorder;
@@ -130,69 +130,72 @@ fn time_split(
     Ok((median(total), median(part)))
 }
 
-/// The adapter path alone: forward into an existing y, backward with its dx term.
-#[allow(clippy::too_many_arguments)]
+/// The adapter path alone: the update into an existing y, its backward with the dx term
+/// accumulated into `dx`.
 fn adapter_path(
     rec: &mut Recorder,
+    adapter: &Adapter,
     x: &Tensor,
     y: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    m: &LayerMasks,
-    s: f32,
     g: &Tensor,
     dx: &Tensor,
 ) -> Result<()> {
-    let h = gemm::gemm(
-        rec,
-        Operand::plain(x),
-        Operand::stacked(a, View::AStackedT, &m.a),
-        1.0,
-        None,
-    )?;
-    gemm::gemm_into(
-        rec,
-        Operand::plain(&h),
-        Operand::stacked(b, View::BStackedT, &m.b),
-        y,
-        s,
-        1.0,
-        None,
-    )?;
-    let dbs = gemm::gemm(rec, Operand::trans(g), Operand::plain(&h), s, None)?;
-    masked_sum(rec, &m.b, Factor::B, &dbs)?;
-    let dh = gemm::gemm(
-        rec,
-        Operand::plain(g),
-        Operand::stacked(b, View::BStacked, &m.b),
-        s,
-        None,
-    )?;
-    let das = gemm::gemm(rec, Operand::trans(&dh), Operand::plain(x), 1.0, None)?;
-    masked_sum(rec, &m.a, Factor::A, &das)?;
-    gemm::gemm_into(
-        rec,
-        Operand::plain(&dh),
-        Operand::stacked(a, View::AStacked, &m.a),
-        dx,
-        1.0,
-        1.0,
-        None,
-    )
+    let h = adapter.update(rec, x, y)?;
+    adapter
+        .backward(rec, x, &h, g, Needs::all(Dx::AddTo(dx)))
+        .map(drop)
 }
 
-/// Samples y, dx (rows) and dA, dB (entries) against the f64 reference.
-#[allow(clippy::too_many_arguments)]
-fn check(
-    host: [&[f32]; 5],
+/// One benchmarked layer shape, on the GPU and on the host (for the check).
+struct Case {
     t: usize,
     w: usize,
     r: usize,
     s: f32,
-    masks: &LayerMasks,
-    got: [&Tensor; 4],
-) -> Result<f64> {
-    let [x, w0, a, b, g] = host;
+    x: Tensor,
+    w0: Tensor,
+    a: Tensor,
+    b: Tensor,
+    g: Tensor,
+    /// x, W0, A, B, G as uploaded.
+    host: [Vec<f32>; 5],
+}
+
+impl Case {
+    fn random(gpu: &Gpu, rng: &mut StdRng, (t, w, r): (usize, usize, usize)) -> Result<Self> {
+        let (x, hx) = random(gpu, rng, &[t, w], 1.0)?;
+        let (w0, hw) = random(gpu, rng, &[w, w], 1.0 / (w as f32).sqrt())?;
+        let (a, ha) = random(gpu, rng, &[r, w], 1.0 / (w as f32).sqrt())?;
+        let (b, hb) = random(gpu, rng, &[w, r], 0.1)?;
+        let (g, hg) = random(gpu, rng, &[t, w], 1.0)?;
+        let s = 2.0 / r as f32;
+        Ok(Self {
+            t,
+            w,
+            r,
+            s,
+            x,
+            w0,
+            a,
+            b,
+            g,
+            host: [hx, hw, ha, hb, hg],
+        })
+    }
+
+    fn layer<'a>(&'a self, masks: &'a LayerMasks) -> Layer<'a> {
+        Layer::new(
+            &self.w0,
+            None,
+            Adapter::new(&self.a, &self.b, masks, self.s),
+        )
+    }
+}
+
+/// Samples y, dx (rows) and dA, dB (entries) against the f64 reference.
+fn check(case: &Case, masks: &LayerMasks, got: [&Tensor; 4]) -> Result<f64> {
+    let (t, w, r, s) = (case.t, case.w, case.r, case.s as f64);
+    let [x, w0, a, b, g] = &case.host;
     let (ma, mb) = masks.to_u8()?;
     let d = ma.len();
     let am = |i: usize, j: usize, c: usize| a[j * w + c] as f64 * ma[i][j * w + c] as f64;
@@ -209,40 +212,34 @@ fn check(
     };
     let mut rng = StdRng::seed_from_u64(17);
     let rows: Vec<usize> = (0..3).map(|_| rng.random_range(0..t)).collect();
-    let dh_row = |tt: usize| -> Vec<f64> {
-        (0..d * r)
-            .map(|p| {
-                let (i, j) = (p / r, p % r);
-                s as f64
-                    * (0..w)
-                        .map(|o| g[tt * w + o] as f64 * bm(i, o, j))
-                        .sum::<f64>()
-            })
-            .collect()
+    // dH_i[t, j] = s G[t] (B*N_i)[:, j]
+    let dh = |tt: usize, i: usize, j: usize| -> f64 {
+        s * (0..w)
+            .map(|o| g[tt * w + o] as f64 * bm(i, o, j))
+            .sum::<f64>()
+    };
+    // H_i[t, j] = x[t] (A*M_i)[j]
+    let h = |tt: usize, i: usize, j: usize| -> f64 {
+        (0..w).map(|c| x[tt * w + c] as f64 * am(i, j, c)).sum()
     };
     for &tt in &rows {
-        let h: Vec<f64> = (0..d * r)
-            .map(|p| {
-                (0..w)
-                    .map(|c| x[tt * w + c] as f64 * am(p / r, p % r, c))
-                    .sum()
-            })
-            .collect();
+        let hs: Vec<f64> = (0..d * r).map(|p| h(tt, p / r, p % r)).collect();
+        let dhs: Vec<f64> = (0..d * r).map(|p| dh(tt, p / r, p % r)).collect();
+        let base = |o: usize, c: usize, v: &[f32]| v[tt * w + o] as f64 * w0[o * w + c] as f64;
         let want_y: Vec<f64> = (0..w)
             .map(|o| {
-                let base: f64 = (0..w)
+                let xw: f64 = (0..w)
                     .map(|c| x[tt * w + c] as f64 * w0[o * w + c] as f64)
                     .sum();
-                base + s as f64 * (0..d * r).map(|p| h[p] * bm(p / r, o, p % r)).sum::<f64>()
+                xw + s * (0..d * r).map(|p| hs[p] * bm(p / r, o, p % r)).sum::<f64>()
             })
             .collect();
-        let dh = dh_row(tt);
         let want_dx: Vec<f64> = (0..w)
             .map(|c| {
-                let base: f64 = (0..w)
-                    .map(|o| g[tt * w + o] as f64 * w0[o * w + c] as f64)
-                    .sum();
-                base + (0..d * r).map(|p| dh[p] * am(p / r, p % r, c)).sum::<f64>()
+                let gw: f64 = (0..w).map(|o| base(o, c, g)).sum();
+                gw + (0..d * r)
+                    .map(|p| dhs[p] * am(p / r, p % r, c))
+                    .sum::<f64>()
             })
             .collect();
         let sy = want_y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
@@ -256,43 +253,29 @@ fn check(
     let sa = da.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
     let sb = db.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
     for _ in 0..2 {
-        // dA[j, c] = sum_i M_i[j, c] sum_t dH_i[t, j] x[t, c], dH_i[t, j] = s G[t] (B*N_i)[:, j]
+        // dA[j, c] = sum_i M_i[j, c] sum_t dH_i[t, j] x[t, c]
         let (j, c) = (rng.random_range(0..r), rng.random_range(0..w));
-        let mut want = 0.0;
-        for i in (0..d).filter(|&i| ma[i][j * w + c] == 1) {
-            for tt in 0..t {
-                let dh: f64 = s as f64
-                    * (0..w)
-                        .map(|o| g[tt * w + o] as f64 * bm(i, o, j))
-                        .sum::<f64>();
-                want += dh * x[tt * w + c] as f64;
-            }
-        }
+        let want: f64 = (0..d)
+            .filter(|&i| ma[i][j * w + c] == 1)
+            .flat_map(|i| (0..t).map(move |tt| (i, tt)))
+            .map(|(i, tt)| dh(tt, i, j) * x[tt * w + c] as f64)
+            .sum();
         rel(da[j * w + c], want, sa);
         // dB[o, j] = s sum_i N_i[o, j] sum_t G[t, o] H_i[t, j]
         let (o, j) = (rng.random_range(0..w), rng.random_range(0..r));
-        let mut want = 0.0;
-        for i in (0..d).filter(|&i| mb[i][o * r + j] == 1) {
-            for tt in 0..t {
-                let h: f64 = (0..w).map(|c| x[tt * w + c] as f64 * am(i, j, c)).sum();
-                want += s as f64 * g[tt * w + o] as f64 * h;
-            }
-        }
+        let want: f64 = (0..d)
+            .filter(|&i| mb[i][o * r + j] == 1)
+            .flat_map(|i| (0..t).map(move |tt| (i, tt)))
+            .map(|(i, tt)| s * g[tt * w + o] as f64 * h(tt, i, j))
+            .sum();
         rel(db[o * r + j], want, sb);
     }
     Ok(worst)
 }
 
-/// Runs the benchmark; `log` gets each row as it is measured.
-pub fn run(gpu: &Gpu, cfg: &BenchConfig, mut log: impl FnMut(&BenchRow)) -> Result<Vec<BenchRow>> {
-    if !gpu.has_timestamps() {
-        eprintln!(
-            "note: no TIMESTAMP_QUERY on this adapter: wall-clock timings include submit overhead"
-        );
-    }
-    let device = gpu.adapter_info().name.clone();
-    let mut rows = Vec::new();
-    let empty = |kind: &str| BenchRow {
+/// A row with every field zero but `kind` and `device`.
+fn empty_row(kind: &str, device: &str) -> BenchRow {
+    BenchRow {
         kind: kind.into(),
         tokens: 0,
         width: 0,
@@ -308,133 +291,144 @@ pub fn run(gpu: &Gpu, cfg: &BenchConfig, mut log: impl FnMut(&BenchRow)) -> Resu
         flops_share: 0.0,
         bandwidth_share: 0.0,
         check_rel_err: 0.0,
-        device: device.clone(),
-    };
-    // Ceilings first: the bandwidth of a vec4 copy and the best dense GEMM rate.
+        device: device.into(),
+    }
+}
+
+/// The ceilings: the bandwidth of a vec4 copy (first row) and the dense GEMM rates; `log`
+/// gets each row as it is measured.
+fn ceilings(
+    gpu: &Gpu,
+    cfg: &BenchConfig,
+    rng: &mut StdRng,
+    device: &str,
+    log: &mut impl FnMut(&BenchRow),
+) -> Result<Vec<BenchRow>> {
     let n = cfg.copy_mib * 1024 * 1024 / 4;
     let src = Tensor::full(gpu, &[n.max(4)], 1.5)?;
     let copy_ms = time_ms(gpu, cfg.warmup, cfg.reps, |rec| {
         elementwise::copy(rec, &src).map(drop)
     })?;
     drop(src);
-    let copy_gbps = 2.0 * n as f64 * 4.0 / (copy_ms * 1e-3) / 1e9;
-    rows.push(BenchRow {
-        adapter_gbps: copy_gbps,
+    let mut rows = vec![BenchRow {
+        adapter_gbps: 2.0 * n as f64 * 4.0 / (copy_ms * 1e-3) / 1e9,
         layer_ms: copy_ms,
-        ..empty("copy")
-    });
-    log(rows.last().unwrap());
-    let mut rng = StdRng::seed_from_u64(1);
-    let mut best_tflops = 0.0f64;
+        ..empty_row("copy", device)
+    }];
+    log(&rows[0]);
     for &m in &cfg.gemm_sizes {
-        let (a, _) = random(gpu, &mut rng, &[m, m], 1.0)?;
-        let (b, _) = random(gpu, &mut rng, &[m, m], 1.0)?;
+        let (a, _) = random(gpu, rng, &[m, m], 1.0)?;
+        let (b, _) = random(gpu, rng, &[m, m], 1.0)?;
         let ms = time_ms(gpu, cfg.warmup, cfg.reps, |rec| {
             gemm::matmul(rec, &a, false, &b, false).map(drop)
         })?;
-        let tflops = 2.0 * (m as f64).powi(3) / (ms * 1e-3) / 1e12;
-        best_tflops = best_tflops.max(tflops);
         rows.push(BenchRow {
             tokens: m,
             layer_ms: ms,
-            adapter_tflops: tflops,
-            ..empty("gemm")
+            adapter_tflops: 2.0 * (m as f64).powi(3) / (ms * 1e-3) / 1e12,
+            ..empty_row("gemm", device)
         });
-        log(rows.last().unwrap());
+        log(rows.last().expect("just pushed"));
     }
-    for &(t, w, r) in &cfg.shapes {
-        let (x, hx) = random(gpu, &mut rng, &[t, w], 1.0)?;
-        let (w0, hw) = random(gpu, &mut rng, &[w, w], 1.0 / (w as f32).sqrt())?;
-        let (a, ha) = random(gpu, &mut rng, &[r, w], 1.0 / (w as f32).sqrt())?;
-        let (b, hb) = random(gpu, &mut rng, &[w, r], 0.1)?;
-        let (g, hg) = random(gpu, &mut rng, &[t, w], 1.0)?;
-        let s = 2.0 / r as f32;
+    Ok(rows)
+}
+
+/// Checks one layer (shape and d) against the f64 reference, then times it: the whole
+/// layer, the adapter path with its masked sums, the frozen base. The row's shares are
+/// left for [`run`] to fill in.
+fn measure(gpu: &Gpu, cfg: &BenchConfig, case: &Case, d: u32, device: &str) -> Result<BenchRow> {
+    let (t, w, r) = (case.t, case.w, case.r);
+    let masks = gpu.run(|rec| {
+        LayerMasks::generate(
+            rec,
+            &MaskConfig::new(MaskKind::Exact, d, 0.5, 0),
+            0,
+            r,
+            w,
+            w,
+        )
+    })?;
+    let layer = case.layer(&masks);
+    // Correctness before speed.
+    let (f, gr) = gpu.run(|rec| {
+        let f = layer.forward(rec, &case.x)?;
+        let gr = layer.backward(rec, &case.x, &f.h, &case.g, true)?;
+        Ok((f, gr))
+    })?;
+    let dx = gr
+        .dx
+        .clone()
+        .ok_or_else(|| Error::InvalidArgument("dx missing".into()))?;
+    let err = check(case, &masks, [&f.y, &dx, &gr.da, &gr.db])?;
+    if err > 1e-3 {
+        return Err(Error::InvalidArgument(format!(
+            "bench check failed at T={t} w={w} r={r} d={d}: relative error {err:.2e}"
+        )));
+    }
+    drop((f, gr, dx));
+    let (x, g) = (&case.x, &case.g);
+    let layer_ms = time_ms(gpu, cfg.warmup, cfg.reps, |rec| {
+        let f = layer.forward(rec, x)?;
+        layer.backward(rec, x, &f.h, g, true).map(drop)
+    })?;
+    let y = Tensor::zeros(gpu, &[t, w])?;
+    let dxb = Tensor::zeros(gpu, &[t, w])?;
+    let (adapter_ms, masked_sum_ms) = time_split(gpu, cfg.warmup, cfg.reps, "masked_sum", |rec| {
+        adapter_path(rec, &layer.adapter, x, &y, g, &dxb)
+    })?;
+    let base_ms = time_ms(gpu, cfg.warmup, cfg.reps, |rec| {
+        gemm::linear(rec, x, &case.w0, None)?;
+        gemm::matmul(rec, g, false, &case.w0, false).map(drop)
+    })?;
+    let dr = (d as usize * r) as f64;
+    let (tf, wf) = (t as f64, w as f64);
+    // x A_s^T, H B_s^T, G^T H, G B_s, dH^T x, dH A_s: six GEMMs of T x dr x w.
+    let flop = 6.0 * 2.0 * tf * dr * wf;
+    // Bytes each kernel reads and writes once (f32), masks as bits.
+    let bytes =
+        4.0 * (tf * wf * 3.0 + tf * dr * 6.0 + tf * wf * 2.0 + tf * wf * 2.0 + 2.0 * dr * wf * 3.0);
+    Ok(BenchRow {
+        tokens: t,
+        width: w,
+        r,
+        d,
+        layer_ms,
+        adapter_ms,
+        base_ms,
+        masked_sum_ms,
+        adapter_gflop: flop / 1e9,
+        adapter_tflops: flop / (adapter_ms * 1e-3) / 1e12,
+        adapter_gbps: bytes / (adapter_ms * 1e-3) / 1e9,
+        check_rel_err: err,
+        ..empty_row("layer", device)
+    })
+}
+
+/// Runs the benchmark; `log` gets each row as it is measured.
+pub fn run(gpu: &Gpu, cfg: &BenchConfig, mut log: impl FnMut(&BenchRow)) -> Result<Vec<BenchRow>> {
+    if !gpu.has_timestamps() {
+        eprintln!(
+            "note: no TIMESTAMP_QUERY on this adapter: wall-clock timings include submit overhead"
+        );
+    }
+    let device = gpu.adapter_info().name.clone();
+    let mut rng = StdRng::seed_from_u64(1);
+    // Ceilings first: the bandwidth of a vec4 copy and the best dense GEMM rate.
+    let mut rows = ceilings(gpu, cfg, &mut rng, &device, &mut log)?;
+    let copy_gbps = rows[0].adapter_gbps;
+    let best_tflops = rows.iter().fold(0.0f64, |m, r| m.max(r.adapter_tflops));
+    for &shape in &cfg.shapes {
+        let case = Case::random(gpu, &mut rng, shape)?;
         for &d in &cfg.ds {
-            let masks = gpu.run(|rec| {
-                LayerMasks::generate(
-                    rec,
-                    &MaskConfig::new(MaskKind::Exact, d, 0.5, 0),
-                    0,
-                    r,
-                    w,
-                    w,
-                )
-            })?;
-            // Correctness before speed.
-            let (f, gr) = gpu.run(|rec| {
-                let f = cb::forward(rec, &x, &w0, None, &a, &b, &masks, s)?;
-                let gr = cb::backward(rec, &x, &w0, &a, &b, &masks, s, &f.h, &g, true)?;
-                Ok((f, gr))
-            })?;
-            let dx = gr
-                .dx
-                .clone()
-                .ok_or_else(|| Error::InvalidArgument("dx missing".into()))?;
-            let err = check(
-                [&hx, &hw, &ha, &hb, &hg],
-                t,
-                w,
-                r,
-                s,
-                &masks,
-                [&f.y, &dx, &gr.da, &gr.db],
-            )?;
-            if err > 1e-3 {
-                return Err(Error::InvalidArgument(format!(
-                    "bench check failed at T={t} w={w} r={r} d={d}: relative error {err:.2e}"
-                )));
-            }
-            drop((f, gr, dx));
-            let layer_ms = time_ms(gpu, cfg.warmup, cfg.reps, |rec| {
-                let f = cb::forward(rec, &x, &w0, None, &a, &b, &masks, s)?;
-                cb::backward(rec, &x, &w0, &a, &b, &masks, s, &f.h, &g, true).map(drop)
-            })?;
-            let y = Tensor::zeros(gpu, &[t, w])?;
-            let dxb = Tensor::zeros(gpu, &[t, w])?;
-            let (adapter_ms, masked_sum_ms) =
-                time_split(gpu, cfg.warmup, cfg.reps, "masked_sum", |rec| {
-                    adapter_path(rec, &x, &y, &a, &b, &masks, s, &g, &dxb)
-                })?;
-            let base_ms = time_ms(gpu, cfg.warmup, cfg.reps, |rec| {
-                gemm::linear(rec, &x, &w0, None)?;
-                gemm::matmul(rec, &g, false, &w0, false).map(drop)
-            })?;
-            let dr = (d as usize * r) as f64;
-            let (tf, wf) = (t as f64, w as f64);
-            // x A_s^T, H B_s^T, G^T H, G B_s, dH^T x, dH A_s: six GEMMs of T x dr x w.
-            let flop = 6.0 * 2.0 * tf * dr * wf;
-            // Bytes each kernel reads and writes once (f32), masks as bits.
-            let bytes = 4.0
-                * (tf * wf * 3.0
-                    + tf * dr * 6.0
-                    + tf * wf * 2.0
-                    + tf * wf * 2.0
-                    + 2.0 * dr * wf * 3.0);
-            let tflops = flop / (adapter_ms * 1e-3) / 1e12;
-            let gbps = bytes / (adapter_ms * 1e-3) / 1e9;
-            rows.push(BenchRow {
-                kind: "layer".into(),
-                tokens: t,
-                width: w,
-                r,
-                d,
-                layer_ms,
-                adapter_ms,
-                base_ms,
-                masked_sum_ms,
-                adapter_gflop: flop / 1e9,
-                adapter_tflops: tflops,
-                adapter_gbps: gbps,
-                flops_share: if best_tflops > 0.0 {
-                    tflops / best_tflops
-                } else {
-                    0.0
-                },
-                bandwidth_share: gbps / copy_gbps,
-                check_rel_err: err,
-                device: device.clone(),
-            });
-            log(rows.last().unwrap());
+            let mut row = measure(gpu, cfg, &case, d, &device)?;
+            row.flops_share = if best_tflops > 0.0 {
+                row.adapter_tflops / best_tflops
+            } else {
+                0.0
+            };
+            row.bandwidth_share = row.adapter_gbps / copy_gbps;
+            log(&row);
+            rows.push(row);
         }
     }
     Ok(rows)

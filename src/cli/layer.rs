@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::kernels::capaboost::{self as cb, LayerMasks, RankScaling};
+use crate::kernels::capaboost::{Adapter, Layer, LayerMasks, RankScaling};
 use crate::kernels::masks::{MaskConfig, MaskKind};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
@@ -149,9 +149,10 @@ pub fn run(gpu: &Gpu, input: &Path, output: &Path, cfg: &LayerConfig) -> Result<
         })?,
     };
     let (fwd, grads, dw) = gpu.run(|rec| {
-        let fwd = cb::forward(rec, &x, &w0, b0.as_ref(), &la, &lb, &masks, s)?;
-        let grads = cb::backward(rec, &x, &w0, &la, &lb, &masks, s, &fwd.h, &gy, true)?;
-        let dw = cb::delta_weight(rec, &la, &lb, &masks, s)?;
+        let layer = Layer::new(&w0, b0.as_ref(), Adapter::new(&la, &lb, &masks, s));
+        let fwd = layer.forward(rec, &x)?;
+        let grads = layer.backward(rec, &x, &fwd.h, &gy, true)?;
+        let dw = layer.adapter.delta_weight(rec)?;
         Ok((fwd, grads, dw))
     })?;
     let mut out = TensorWriter::default();

@@ -2,6 +2,13 @@
 //! masked GEMMs and masked sums, with an f64 CPU reference written in the per-branch form
 //! of the math (so the stacked GPU form is checked against an independent formulation).
 //!
+//! The math lives in one type, [`Adapter`]: the update `y += s (x A_s^T) B_s^T`, its
+//! backward (the masked GEMMs and masked sums), `delta_W` and merge/unmerge. Everything
+//! else goes through it: [`Layer`] (the adapter on a frozen base `W0`, `b0`), the tape ops
+//! `Graph::capaboost_update` / `Graph::capaboost_linear`, the modules' merge, the
+//! benchmark's adapter path and the [`naive`] baseline. The f64 twin has the same shape:
+//! [`cpu::Adapter`] (per branch) reused by [`cpu::Layer`].
+//!
 //! PEFT layout: `x [T, in]`, `W0 [out, in]`, `b0 [out]`, `lora_A [r, in]`,
 //! `lora_B [out, r]`, masks `M_i [r, in]`, `N_i [out, r]`, `s = alpha / r` (rsLoRA:
 //! `alpha / sqrt(r)`), no division by d.
@@ -130,47 +137,250 @@ impl LayerMasks {
     }
 }
 
-/// Checks every tensor of a layer against the others; errors name the tensor.
-pub fn check_layer_shapes(
-    x: &Tensor,
-    w0: &Tensor,
-    b0: Option<&Tensor>,
-    lora_a: &Tensor,
-    lora_b: &Tensor,
-    masks: &LayerMasks,
-) -> Result<()> {
-    let [out_f, in_f] = dims2("weight", w0)?;
-    let [t, xin] = dims2("x", x)?;
-    let [r, ain] = dims2("lora_A", lora_a)?;
-    let [bout, br] = dims2("lora_B", lora_b)?;
-    let _ = t;
-    if xin != in_f {
-        return Err(Error::shape(format!(
-            "x is [{t}, {xin}] but weight is [{out_f}, {in_f}]"
-        )));
+/// A CapaBoost-LoRA adapter: the shared factors `lora_A [r, in]` and `lora_B [out, r]`, the
+/// static masks of the d branches and the scale `s`.
+///
+/// It borrows: the factors belong to whoever trains them (a module, a checkpoint, a host
+/// program's buffers), so an adapter is a free view built where it is used, never a second
+/// owner to keep in sync. `P` is what holds a factor: a [`Tensor`] for the kernels below,
+/// a tape `Var` for the graph ops (`Graph::capaboost_update` takes `Adapter<'_, Var>`).
+#[derive(Debug)]
+pub struct Adapter<'a, P = Tensor> {
+    /// `lora_A`, `[r, in]`.
+    pub a: &'a P,
+    /// `lora_B`, `[out, r]`.
+    pub b: &'a P,
+    /// `M_i` on `lora_A`, `N_i` on `lora_B`.
+    pub masks: &'a LayerMasks,
+    /// `s = alpha / r` (rsLoRA: `alpha / sqrt(r)`).
+    pub scale: f32,
+}
+
+impl<P> Clone for Adapter<'_, P> {
+    fn clone(&self) -> Self {
+        *self
     }
-    if ain != in_f {
-        return Err(Error::shape(format!(
-            "lora_A is [{r}, {ain}] but weight has in = {in_f}"
-        )));
+}
+
+impl<P> Copy for Adapter<'_, P> {}
+
+impl<'a, P> Adapter<'a, P> {
+    /// The adapter of factors `a [r, in]`, `b [out, r]` under `masks`, scaled by `scale`.
+    pub fn new(a: &'a P, b: &'a P, masks: &'a LayerMasks, scale: f32) -> Self {
+        Self { a, b, masks, scale }
     }
-    if bout != out_f || br != r {
-        return Err(Error::shape(format!(
-            "lora_B is [{bout}, {br}], expected [{out_f}, {r}]"
-        )));
+
+    /// Number of branches d.
+    pub fn d(&self) -> usize {
+        self.masks.d()
     }
-    if let Some(b) = b0
-        && b.shape() != [out_f]
-    {
-        return Err(Error::shape(format!(
-            "bias is {:?}, expected [{out_f}]",
-            b.shape()
-        )));
+}
+
+/// Which gradient of the adapter's input [`Adapter::backward`] produces.
+#[derive(Clone, Copy, Debug)]
+pub enum Dx<'t> {
+    /// No input gradient.
+    Skip,
+    /// `dx = dH A_s` into a new tensor.
+    New,
+    /// `dx += dH A_s` into an existing `[T, in]` tensor (e.g. the base layer's `G W0`).
+    AddTo(&'t Tensor),
+}
+
+/// What [`Adapter::backward`] computes.
+#[derive(Clone, Copy, Debug)]
+pub struct Needs<'t> {
+    /// `dL/dlora_A`.
+    pub a: bool,
+    /// `dL/dlora_B`.
+    pub b: bool,
+    /// `dL/dx`.
+    pub x: Dx<'t>,
+}
+
+impl<'t> Needs<'t> {
+    /// Both factors' gradients, and `x`'s as given.
+    pub fn all(x: Dx<'t>) -> Self {
+        Self {
+            a: true,
+            b: true,
+            x,
+        }
     }
-    if (masks.a.rows, masks.a.cols) != (r, in_f) || (masks.b.rows, masks.b.cols) != (out_f, r) {
-        return Err(Error::shape("masks do not match lora_A / lora_B"));
+}
+
+/// Gradients from [`Adapter::backward`]; `None` where not asked for.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterGrads {
+    /// `dL/dlora_A`, `[r, in]`.
+    pub da: Option<Tensor>,
+    /// `dL/dlora_B`, `[out, r]`.
+    pub db: Option<Tensor>,
+    /// `dH A_s`, `[T, in]`, for [`Dx::New`] (with [`Dx::AddTo`] the target holds it).
+    pub dx: Option<Tensor>,
+}
+
+impl<'a> Adapter<'a> {
+    /// `(r, in, out)` after checking the factors against each other and the masks.
+    pub fn dims(&self) -> Result<(usize, usize, usize)> {
+        let [r, in_f] = dims2("lora_A", self.a)?;
+        let [out_f, br] = dims2("lora_B", self.b)?;
+        if br != r {
+            return Err(Error::shape(format!(
+                "lora_B is [{out_f}, {br}], expected [{out_f}, {r}]"
+            )));
+        }
+        let m = self.masks;
+        if (m.a.rows, m.a.cols) != (r, in_f) || (m.b.rows, m.b.cols) != (out_f, r) {
+            return Err(Error::shape("masks do not match lora_A / lora_B"));
+        }
+        Ok((r, in_f, out_f))
     }
-    Ok(())
+
+    /// `A_s^T` (`AStackedT`), `A_s` (`AStacked`) and the `B` views as GEMM operands.
+    fn a_view(&self, view: View) -> Operand<'a> {
+        Operand::stacked(self.a, view, &self.masks.a)
+    }
+
+    fn b_view(&self, view: View) -> Operand<'a> {
+        Operand::stacked(self.b, view, &self.masks.b)
+    }
+
+    /// `y += s H B_s^T` with `H = x A_s^T` for `x [T, in]` and `y [T, out]` (two GEMM
+    /// dispatches, masks applied on load); returns `H [T, d r]`, which the backward needs.
+    pub fn update(&self, rec: &mut Recorder, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let (_, in_f, out_f) = self.dims()?;
+        let [t, xin] = dims2("x", x)?;
+        if xin != in_f {
+            return Err(Error::shape(format!(
+                "x is [{t}, {xin}] but lora_A has in = {in_f}"
+            )));
+        }
+        if y.shape() != [t, out_f] {
+            return Err(Error::shape(format!(
+                "output is {:?}, expected [{t}, {out_f}]",
+                y.shape()
+            )));
+        }
+        let h = gemm(
+            rec,
+            Operand::plain(x),
+            self.a_view(View::AStackedT),
+            1.0,
+            None,
+        )?;
+        gemm_into(
+            rec,
+            Operand::plain(&h),
+            self.b_view(View::BStackedT),
+            y,
+            self.scale,
+            1.0,
+            None,
+        )?;
+        Ok(h)
+    }
+
+    /// Checks the backward's inputs: `x [T, in]`, saved `h [T, d r]`, `g [T, out]`.
+    fn check_backward(&self, x: &Tensor, h: &Tensor, g: &Tensor) -> Result<()> {
+        let (r, in_f, out_f) = self.dims()?;
+        let [t, xin] = dims2("x", x)?;
+        if xin != in_f {
+            return Err(Error::shape(format!(
+                "x is [{t}, {xin}] but lora_A has in = {in_f}"
+            )));
+        }
+        if g.shape() != [t, out_f] {
+            return Err(Error::shape(format!(
+                "grad_y is {:?}, expected [{t}, {out_f}]",
+                g.shape()
+            )));
+        }
+        let dr = self.d() * r;
+        if h.shape() != [t, dr] {
+            return Err(Error::shape(format!(
+                "saved H is {:?}, expected [{t}, {dr}]",
+                h.shape()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The backward of [`Adapter::update`] for `G = dL/dy` and the saved `H`:
+    /// `dB = s sum_i N_i (G^T H_i)`, `dH = s G B_s`, `dA = sum_i M_i (dH_i^T x)`,
+    /// `dx (+)= dH A_s`, each only when `needs` asks for it (`dH` when `dA` or `dx` is).
+    pub fn backward(
+        &self,
+        rec: &mut Recorder,
+        x: &Tensor,
+        h: &Tensor,
+        g: &Tensor,
+        needs: Needs<'_>,
+    ) -> Result<AdapterGrads> {
+        self.check_backward(x, h, g)?;
+        let s = self.scale;
+        let mut out = AdapterGrads::default();
+        if needs.b {
+            let stacked = gemm(rec, Operand::trans(g), Operand::plain(h), s, None)?;
+            out.db = Some(masked_sum(rec, &self.masks.b, Factor::B, &stacked)?);
+        }
+        if !needs.a && matches!(needs.x, Dx::Skip) {
+            return Ok(out);
+        }
+        let dh = gemm(rec, Operand::plain(g), self.b_view(View::BStacked), s, None)?;
+        if needs.a {
+            let stacked = gemm(rec, Operand::trans(&dh), Operand::plain(x), 1.0, None)?;
+            out.da = Some(masked_sum(rec, &self.masks.a, Factor::A, &stacked)?);
+        }
+        let a_s = self.a_view(View::AStacked);
+        match needs.x {
+            Dx::Skip => {}
+            Dx::New => out.dx = Some(gemm(rec, Operand::plain(&dh), a_s, 1.0, None)?),
+            Dx::AddTo(dx) => gemm_into(rec, Operand::plain(&dh), a_s, dx, 1.0, 1.0, None)?,
+        }
+        Ok(out)
+    }
+
+    /// `delta_W = s sum_i (B*N_i)(A*M_i) = s B_s A_s`, `[out, in]`.
+    pub fn delta_weight(&self, rec: &mut Recorder) -> Result<Tensor> {
+        self.dims()?;
+        gemm(
+            rec,
+            self.b_view(View::BStacked),
+            self.a_view(View::AStacked),
+            self.scale,
+            None,
+        )
+    }
+
+    /// `W0 += delta_W` in place, for inference at the base model's cost.
+    pub fn merge(&self, rec: &mut Recorder, w0: &Tensor) -> Result<()> {
+        self.fold(rec, w0, self.scale)
+    }
+
+    /// `W0 -= delta_W` in place: undoes [`Adapter::merge`] (up to f32 rounding).
+    pub fn unmerge(&self, rec: &mut Recorder, w0: &Tensor) -> Result<()> {
+        self.fold(rec, w0, -self.scale)
+    }
+
+    fn fold(&self, rec: &mut Recorder, w0: &Tensor, s: f32) -> Result<()> {
+        let (_, in_f, out_f) = self.dims()?;
+        if w0.shape() != [out_f, in_f] {
+            return Err(Error::shape(format!(
+                "weight is {:?}, expected [{out_f}, {in_f}]",
+                w0.shape()
+            )));
+        }
+        gemm_into(
+            rec,
+            self.b_view(View::BStacked),
+            self.a_view(View::AStacked),
+            w0,
+            s,
+            1.0,
+            None,
+        )
+    }
 }
 
 fn dims2(name: &str, t: &Tensor) -> Result<[usize; 2]> {
@@ -180,6 +390,17 @@ fn dims2(name: &str, t: &Tensor) -> Result<[usize; 2]> {
     }
 }
 
+/// A whole layer: the frozen base `W0 [out, in]`, `b0 [out]` plus an [`Adapter`].
+#[derive(Clone, Copy, Debug)]
+pub struct Layer<'a> {
+    /// The frozen base weight `[out, in]`.
+    pub w0: &'a Tensor,
+    /// The frozen base bias `[out]`.
+    pub b0: Option<&'a Tensor>,
+    /// The adapter on top.
+    pub adapter: Adapter<'a>,
+}
+
 /// The forward's outputs: `y` and the activation `H = x A_s^T` the backward needs.
 #[derive(Clone, Debug)]
 pub struct Forward {
@@ -187,39 +408,6 @@ pub struct Forward {
     pub y: Tensor,
     /// `x A_s^T`, `[T, d r]`.
     pub h: Tensor,
-}
-
-/// `y = x W0^T + b0 + s (x A_s^T) B_s^T`: three GEMM dispatches, masks applied on load.
-#[allow(clippy::too_many_arguments)]
-pub fn forward(
-    rec: &mut Recorder,
-    x: &Tensor,
-    w0: &Tensor,
-    b0: Option<&Tensor>,
-    lora_a: &Tensor,
-    lora_b: &Tensor,
-    masks: &LayerMasks,
-    s: f32,
-) -> Result<Forward> {
-    check_layer_shapes(x, w0, b0, lora_a, lora_b, masks)?;
-    let y = gemm(rec, Operand::plain(x), Operand::trans(w0), 1.0, b0)?;
-    let h = gemm(
-        rec,
-        Operand::plain(x),
-        Operand::stacked(lora_a, View::AStackedT, &masks.a),
-        1.0,
-        None,
-    )?;
-    gemm_into(
-        rec,
-        Operand::plain(&h),
-        Operand::stacked(lora_b, View::BStackedT, &masks.b),
-        &y,
-        s,
-        1.0,
-        None,
-    )?;
-    Ok(Forward { y, h })
 }
 
 /// Gradients of a layer.
@@ -233,392 +421,94 @@ pub struct Grads {
     pub db: Tensor,
 }
 
-/// The backward of [`forward`] for `G = dL/dy`:
-/// `dB = s sum_i N_i (G^T H_i)`, `dH = s G B_s`, `dA = sum_i M_i (dH_i^T x)`,
-/// `dx = G W0 + dH A_s` (skipped when `want_dx` is false).
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    rec: &mut Recorder,
-    x: &Tensor,
-    w0: &Tensor,
-    lora_a: &Tensor,
-    lora_b: &Tensor,
-    masks: &LayerMasks,
-    s: f32,
-    h: &Tensor,
-    g: &Tensor,
-    want_dx: bool,
-) -> Result<Grads> {
-    check_layer_shapes(x, w0, None, lora_a, lora_b, masks)?;
-    let t = x.shape()[0];
-    let out_f = w0.shape()[0];
-    if g.shape() != [t, out_f] {
-        return Err(Error::shape(format!(
-            "grad_y is {:?}, expected [{t}, {out_f}]",
-            g.shape()
-        )));
+impl<'a> Layer<'a> {
+    /// The layer `x W0^T + b0 + adapter(x)`.
+    pub fn new(w0: &'a Tensor, b0: Option<&'a Tensor>, adapter: Adapter<'a>) -> Self {
+        Self { w0, b0, adapter }
     }
-    let dr = masks.d() * lora_a.shape()[0];
-    if h.shape() != [t, dr] {
-        return Err(Error::shape(format!(
-            "saved H is {:?}, expected [{t}, {dr}]",
-            h.shape()
-        )));
+
+    /// Checks every tensor of the layer and the input `x` against the others; errors name
+    /// the tensor.
+    pub fn check(&self, x: &Tensor) -> Result<()> {
+        let [out_f, in_f] = dims2("weight", self.w0)?;
+        let [t, xin] = dims2("x", x)?;
+        let [r, ain] = dims2("lora_A", self.adapter.a)?;
+        let [bout, br] = dims2("lora_B", self.adapter.b)?;
+        if xin != in_f {
+            return Err(Error::shape(format!(
+                "x is [{t}, {xin}] but weight is [{out_f}, {in_f}]"
+            )));
+        }
+        if ain != in_f {
+            return Err(Error::shape(format!(
+                "lora_A is [{r}, {ain}] but weight has in = {in_f}"
+            )));
+        }
+        if bout != out_f || br != r {
+            return Err(Error::shape(format!(
+                "lora_B is [{bout}, {br}], expected [{out_f}, {r}]"
+            )));
+        }
+        if let Some(b) = self.b0
+            && b.shape() != [out_f]
+        {
+            return Err(Error::shape(format!(
+                "bias is {:?}, expected [{out_f}]",
+                b.shape()
+            )));
+        }
+        self.adapter.dims().map(drop)
     }
-    let db_stacked = gemm(rec, Operand::trans(g), Operand::plain(h), s, None)?;
-    let db = masked_sum(rec, &masks.b, Factor::B, &db_stacked)?;
-    let dh = gemm(
-        rec,
-        Operand::plain(g),
-        Operand::stacked(lora_b, View::BStacked, &masks.b),
-        s,
-        None,
-    )?;
-    let da_stacked = gemm(rec, Operand::trans(&dh), Operand::plain(x), 1.0, None)?;
-    let da = masked_sum(rec, &masks.a, Factor::A, &da_stacked)?;
-    let dx = if want_dx {
-        let dx = gemm(rec, Operand::plain(g), Operand::plain(w0), 1.0, None)?;
-        gemm_into(
+
+    /// `y = x W0^T + b0 + s (x A_s^T) B_s^T`: three GEMM dispatches, masks applied on load.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Forward> {
+        self.check(x)?;
+        let y = gemm(
             rec,
-            Operand::plain(&dh),
-            Operand::stacked(lora_a, View::AStacked, &masks.a),
-            &dx,
+            Operand::plain(x),
+            Operand::trans(self.w0),
             1.0,
-            1.0,
-            None,
+            self.b0,
         )?;
-        Some(dx)
-    } else {
-        None
-    };
-    Ok(Grads { dx, da, db })
-}
-
-/// `delta_W = s sum_i (B*N_i)(A*M_i) = s B_s A_s`, `[out, in]`.
-pub fn delta_weight(
-    rec: &mut Recorder,
-    lora_a: &Tensor,
-    lora_b: &Tensor,
-    masks: &LayerMasks,
-    s: f32,
-) -> Result<Tensor> {
-    gemm(
-        rec,
-        Operand::stacked(lora_b, View::BStacked, &masks.b),
-        Operand::stacked(lora_a, View::AStacked, &masks.a),
-        s,
-        None,
-    )
-}
-
-/// `W0 += delta_W` in place, for inference at the base model's cost.
-pub fn merge(
-    rec: &mut Recorder,
-    w0: &Tensor,
-    lora_a: &Tensor,
-    lora_b: &Tensor,
-    masks: &LayerMasks,
-    s: f32,
-) -> Result<()> {
-    fold(rec, w0, lora_a, lora_b, masks, s)
-}
-
-/// `W0 -= delta_W` in place: undoes [`merge`] (up to f32 rounding).
-pub fn unmerge(
-    rec: &mut Recorder,
-    w0: &Tensor,
-    lora_a: &Tensor,
-    lora_b: &Tensor,
-    masks: &LayerMasks,
-    s: f32,
-) -> Result<()> {
-    fold(rec, w0, lora_a, lora_b, masks, -s)
-}
-
-fn fold(
-    rec: &mut Recorder,
-    w0: &Tensor,
-    lora_a: &Tensor,
-    lora_b: &Tensor,
-    masks: &LayerMasks,
-    s: f32,
-) -> Result<()> {
-    let out_f = lora_b.shape().first().copied().unwrap_or(0);
-    let in_f = lora_a.shape().get(1).copied().unwrap_or(0);
-    if w0.shape() != [out_f, in_f] {
-        return Err(Error::shape(format!(
-            "weight is {:?}, expected [{out_f}, {in_f}]",
-            w0.shape()
-        )));
-    }
-    gemm_into(
-        rec,
-        Operand::stacked(lora_b, View::BStacked, &masks.b),
-        Operand::stacked(lora_a, View::AStacked, &masks.a),
-        w0,
-        s,
-        1.0,
-        None,
-    )
-}
-
-/// f64 CPU reference of the layer, in the per-branch form of the math document.
-pub mod cpu {
-    /// A layer's data on the host (f32 as stored, masks as 0/1 per branch).
-    pub struct Layer<'a> {
-        /// `[T, in]`.
-        pub x: &'a [f32],
-        /// `[out, in]`.
-        pub w0: &'a [f32],
-        /// `[out]`.
-        pub b0: Option<&'a [f32]>,
-        /// `[r, in]`.
-        pub a: &'a [f32],
-        /// `[out, r]`.
-        pub b: &'a [f32],
-        /// `M_i`, each `[r, in]`.
-        pub ma: &'a [Vec<u8>],
-        /// `N_i`, each `[out, r]`.
-        pub mb: &'a [Vec<u8>],
-        /// Scale.
-        pub s: f64,
-        /// Tokens.
-        pub t: usize,
-        /// In features.
-        pub in_f: usize,
-        /// Out features.
-        pub out_f: usize,
-        /// Rank.
-        pub r: usize,
+        let h = self.adapter.update(rec, x, &y)?;
+        Ok(Forward { y, h })
     }
 
-    impl Layer<'_> {
-        fn am(&self, i: usize) -> Vec<f64> {
-            (0..self.r * self.in_f)
-                .map(|e| self.a[e] as f64 * self.ma[i][e] as f64)
-                .collect()
-        }
-
-        fn bm(&self, i: usize) -> Vec<f64> {
-            (0..self.out_f * self.r)
-                .map(|e| self.b[e] as f64 * self.mb[i][e] as f64)
-                .collect()
-        }
-
-        /// `H_i = x (A*M_i)^T`, `[T, r]`.
-        fn h(&self, i: usize) -> Vec<f64> {
-            let am = self.am(i);
-            let mut h = vec![0.0; self.t * self.r];
-            for t in 0..self.t {
-                for j in 0..self.r {
-                    h[t * self.r + j] = (0..self.in_f)
-                        .map(|c| self.x[t * self.in_f + c] as f64 * am[j * self.in_f + c])
-                        .sum();
-                }
-            }
-            h
-        }
-
-        /// `y = x W0^T + b0 + s sum_i H_i (B*N_i)^T`.
-        pub fn forward(&self) -> Vec<f64> {
-            let (t_n, in_f, out_f, r) = (self.t, self.in_f, self.out_f, self.r);
-            let mut y = vec![0.0; t_n * out_f];
-            for t in 0..t_n {
-                for o in 0..out_f {
-                    let base: f64 = (0..in_f)
-                        .map(|c| self.x[t * in_f + c] as f64 * self.w0[o * in_f + c] as f64)
-                        .sum();
-                    y[t * out_f + o] = base + self.b0.map_or(0.0, |b| b[o] as f64);
-                }
-            }
-            for i in 0..self.ma.len() {
-                let (h, bm) = (self.h(i), self.bm(i));
-                for t in 0..t_n {
-                    for o in 0..out_f {
-                        let v: f64 = (0..r).map(|j| h[t * r + j] * bm[o * r + j]).sum();
-                        y[t * out_f + o] += self.s * v;
-                    }
-                }
-            }
-            y
-        }
-
-        /// `(dx, dA, dB)` for `G = dL/dy`.
-        pub fn backward(&self, g: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-            let (t_n, in_f, out_f, r) = (self.t, self.in_f, self.out_f, self.r);
-            let g = |t: usize, o: usize| g[t * out_f + o] as f64;
-            let mut dx = vec![0.0; t_n * in_f];
-            let mut da = vec![0.0; r * in_f];
-            let mut db = vec![0.0; out_f * r];
-            for t in 0..t_n {
-                for c in 0..in_f {
-                    dx[t * in_f + c] = (0..out_f)
-                        .map(|o| g(t, o) * self.w0[o * in_f + c] as f64)
-                        .sum();
-                }
-            }
-            for i in 0..self.ma.len() {
-                let (h, am, bm) = (self.h(i), self.am(i), self.bm(i));
-                // dH_i = s G (B*N_i), [T, r]
-                let mut dh = vec![0.0; t_n * r];
-                for t in 0..t_n {
-                    for j in 0..r {
-                        dh[t * r + j] =
-                            self.s * (0..out_f).map(|o| g(t, o) * bm[o * r + j]).sum::<f64>();
-                    }
-                }
-                for o in 0..out_f {
-                    for j in 0..r {
-                        if self.mb[i][o * r + j] != 0 {
-                            db[o * r + j] +=
-                                self.s * (0..t_n).map(|t| g(t, o) * h[t * r + j]).sum::<f64>();
-                        }
-                    }
-                }
-                for j in 0..r {
-                    for c in 0..in_f {
-                        if self.ma[i][j * in_f + c] != 0 {
-                            da[j * in_f + c] += (0..t_n)
-                                .map(|t| dh[t * r + j] * self.x[t * in_f + c] as f64)
-                                .sum::<f64>();
-                        }
-                    }
-                }
-                for t in 0..t_n {
-                    for c in 0..in_f {
-                        dx[t * in_f + c] += (0..r)
-                            .map(|j| dh[t * r + j] * am[j * in_f + c])
-                            .sum::<f64>();
-                    }
-                }
-            }
-            (dx, da, db)
-        }
-
-        /// `delta_W = s sum_i (B*N_i)(A*M_i)`, `[out, in]`.
-        pub fn delta_weight(&self) -> Vec<f64> {
-            let (in_f, out_f, r) = (self.in_f, self.out_f, self.r);
-            let mut dw = vec![0.0; out_f * in_f];
-            for i in 0..self.ma.len() {
-                let (am, bm) = (self.am(i), self.bm(i));
-                for o in 0..out_f {
-                    for c in 0..in_f {
-                        dw[o * in_f + c] += self.s
-                            * (0..r)
-                                .map(|j| bm[o * r + j] * am[j * in_f + c])
-                                .sum::<f64>();
-                    }
-                }
-            }
-            dw
-        }
-    }
-
-    /// Numerical rank of a row-major `[rows, cols]` matrix: Gaussian elimination with full
-    /// pivoting, counting pivots above `rel_tol` times the largest entry.
-    pub fn rank(m: &[f64], rows: usize, cols: usize, rel_tol: f64) -> usize {
-        let mut a = m.to_vec();
-        let scale = a.iter().fold(0.0f64, |acc, v| acc.max(v.abs()));
-        if scale == 0.0 {
-            return 0;
-        }
-        let mut rank = 0;
-        let mut row_used = vec![false; rows];
-        let mut col_used = vec![false; cols];
-        loop {
-            let mut best = (0.0, 0, 0);
-            for r in (0..rows).filter(|&r| !row_used[r]) {
-                for c in (0..cols).filter(|&c| !col_used[c]) {
-                    if a[r * cols + c].abs() > best.0 {
-                        best = (a[r * cols + c].abs(), r, c);
-                    }
-                }
-            }
-            if best.0 <= rel_tol * scale {
-                return rank;
-            }
-            let (_, pr, pc) = best;
-            row_used[pr] = true;
-            col_used[pc] = true;
-            rank += 1;
-            let pivot = a[pr * cols + pc];
-            for r in (0..rows).filter(|&r| !row_used[r]) {
-                let f = a[r * cols + pc] / pivot;
-                if f != 0.0 {
-                    for c in 0..cols {
-                        a[r * cols + c] -= f * a[pr * cols + c];
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The naive path the fused kernels replace, kept as the benchmarks' baseline (the
-/// reference implementation's way): d masked copies of A and B materialized, d separate
-/// GEMMs per product, gradients masked and summed branch by branch.
-pub mod naive {
-    use super::LayerMasks;
-    use crate::kernels::elementwise;
-    use crate::kernels::gemm::{Operand, gemm, gemm_into, linear, matmul};
-    use crate::kernels::masks::apply_mask;
-    use crate::runtime::error::Result;
-    use crate::runtime::recorder::Recorder;
-    use crate::runtime::tensor::Tensor;
-
-    /// Forward and backward of one layer: `(y, dx, dA, dB)`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward_backward(
+    /// The backward of [`Layer::forward`] for `G = dL/dy` and the saved `h`: the adapter's
+    /// gradients, and `dx = G W0 + dH A_s` when `want_dx`.
+    pub fn backward(
+        &self,
         rec: &mut Recorder,
         x: &Tensor,
-        w0: &Tensor,
-        b0: Option<&Tensor>,
-        lora_a: &Tensor,
-        lora_b: &Tensor,
-        masks: &LayerMasks,
-        s: f32,
+        h: &Tensor,
         g: &Tensor,
-    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-        let y = linear(rec, x, w0, b0)?;
-        let dx = matmul(rec, g, false, w0, false)?;
-        let mut da: Option<Tensor> = None;
-        let mut db: Option<Tensor> = None;
-        for i in 0..masks.d() as u32 {
-            let am = apply_mask(rec, &masks.a, lora_a, i)?;
-            let bm = apply_mask(rec, &masks.b, lora_b, i)?;
-            let h = matmul(rec, x, false, &am, true)?;
-            gemm_into(
+        want_dx: bool,
+    ) -> Result<Grads> {
+        self.check(x)?;
+        self.adapter.check_backward(x, h, g)?;
+        let dx = if want_dx {
+            Some(gemm(
                 rec,
-                Operand::plain(&h),
-                Operand::trans(&bm),
-                &y,
-                s,
+                Operand::plain(g),
+                Operand::plain(self.w0),
                 1.0,
                 None,
-            )?;
-            let dh = gemm(rec, Operand::plain(g), Operand::plain(&bm), s, None)?;
-            let dbm = gemm(rec, Operand::trans(g), Operand::plain(&h), s, None)?;
-            let dam = matmul(rec, &dh, true, x, false)?;
-            gemm_into(
-                rec,
-                Operand::plain(&dh),
-                Operand::plain(&am),
-                &dx,
-                1.0,
-                1.0,
-                None,
-            )?;
-            let dbm = apply_mask(rec, &masks.b, &dbm, i)?;
-            let dam = apply_mask(rec, &masks.a, &dam, i)?;
-            db = Some(match db {
-                Some(acc) => elementwise::add(rec, &acc, &dbm)?,
-                None => dbm,
-            });
-            da = Some(match da {
-                Some(acc) => elementwise::add(rec, &acc, &dam)?,
-                None => dam,
-            });
-        }
-        Ok((y, dx, da.expect("d >= 1"), db.expect("d >= 1")))
+            )?)
+        } else {
+            None
+        };
+        let target = dx.as_ref().map_or(Dx::Skip, Dx::AddTo);
+        let grads = self.adapter.backward(rec, x, h, g, Needs::all(target))?;
+        let asked = |t: Option<Tensor>| {
+            t.ok_or_else(|| Error::InvalidArgument("adapter gradient missing".into()))
+        };
+        Ok(Grads {
+            dx,
+            da: asked(grads.da)?,
+            db: asked(grads.db)?,
+        })
     }
 }
+
+pub mod cpu;
+pub mod naive;

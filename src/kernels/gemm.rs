@@ -150,19 +150,20 @@ fn u32_of(n: usize, what: &str) -> Result<u32> {
     crate::runtime::error::index_u32(what, n)
 }
 
-/// `c = alpha * op(a) op(b) + beta * c + bias` into an existing `c` of shape `[.., M, N]`.
-///
-/// Batched when the dense operands carry a leading batch dimension (a batch of 1 is
-/// broadcast). With `beta == 0` the old contents of `c` are never read.
-pub fn gemm_into(
-    rec: &mut Recorder,
-    a: Operand,
-    b: Operand,
-    c: &Tensor,
-    alpha: f32,
-    beta: f32,
-    bias: Option<&Tensor>,
-) -> Result<()> {
+/// The problem a GEMM call describes, checked: batch (and each operand's), `M`, `N`, `K`,
+/// and the rank `r` of a stacked view (1 without one).
+struct Dims {
+    batch: usize,
+    ba: usize,
+    bb: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    r: u32,
+}
+
+/// Checks `op(a) op(b)` against each other, the output `c` and the bias.
+fn check_dims(a: &Operand, b: &Operand, c: &Tensor, bias: Option<&Tensor>) -> Result<Dims> {
     let (ba, m, ka, ra) = a.logical("A")?;
     let (bb, kb, n, rb) = b.logical("B")?;
     if ka != kb {
@@ -200,6 +201,39 @@ pub fn gemm_into(
             bias.shape()
         )));
     }
+    Ok(Dims {
+        batch,
+        ba,
+        bb,
+        m,
+        n,
+        k: ka,
+        r: ra.max(rb).max(1),
+    })
+}
+
+/// `c = alpha * op(a) op(b) + beta * c + bias` into an existing `c` of shape `[.., M, N]`.
+///
+/// Batched when the dense operands carry a leading batch dimension (a batch of 1 is
+/// broadcast). With `beta == 0` the old contents of `c` are never read.
+pub fn gemm_into(
+    rec: &mut Recorder,
+    a: Operand,
+    b: Operand,
+    c: &Tensor,
+    alpha: f32,
+    beta: f32,
+    bias: Option<&Tensor>,
+) -> Result<()> {
+    let Dims {
+        batch,
+        ba,
+        bb,
+        m,
+        n,
+        k: ka,
+        r,
+    } = check_dims(&a, &b, c, bias)?;
     let gpu = rec.gpu().clone();
     let grid = [
         u32_of(n.div_ceil(TILE as usize), "gemm column tiles")?,
@@ -213,7 +247,7 @@ pub fn gemm_into(
         m: u32_of(m, "M")?,
         n: u32_of(n, "N")?,
         k: u32_of(ka, "K")?,
-        r: ra.max(rb).max(1),
+        r,
         stride_a: if ba == 1 {
             0
         } else {
@@ -400,16 +434,14 @@ pub mod cpu {
         c
     }
 
-    /// `alpha a b + beta c + bias` in f64.
-    #[allow(clippy::too_many_arguments)]
+    /// `alpha a b + beta c + bias` in f64, for `a [m, k]`, `b [k, n]`, `c [m, n]`,
+    /// `bias [n]` and `[m, k, n]` as `dims`.
     pub fn gemm(
         a: &[f64],
         b: &[f64],
         c: &[f64],
         bias: Option<&[f64]>,
-        m: usize,
-        k: usize,
-        n: usize,
+        [m, k, n]: [usize; 3],
         alpha: f64,
         beta: f64,
     ) -> Vec<f64> {

@@ -179,8 +179,6 @@ pub fn layer_norm_backward(
     }
     let chunks = rows.div_ceil(CHUNK);
     let col_blocks = n.div_ceil(COLS_PER_GROUP);
-    let part_g = Tensor::empty(&gpu, &[chunks, n])?;
-    let part_b = Tensor::empty(&gpu, &[chunks, n])?;
     let params = Params {
         rows: u32_of("rows", rows)?,
         n: u32_of("n", n)?,
@@ -188,20 +186,7 @@ pub fn layer_norm_backward(
         col_blocks: u32_of("column blocks", col_blocks)?,
         ..Default::default()
     };
-    let (bx, bg, bm, br, bdy, bdx) = (
-        x.binding(),
-        gamma.binding(),
-        mean.binding(),
-        rstd.binding(),
-        dy.binding(),
-        dx.binding(),
-    );
-    let (bpg, bpb, bdg, bdb) = (
-        part_g.binding(),
-        part_b.binding(),
-        dgamma.binding(),
-        dbeta.binding(),
-    );
+    let (bx, bm, br, bdy) = (x.binding(), mean.binding(), rstd.binding(), dy.binding());
     dispatch_rows(
         rec,
         "layer_norm_bwd_dx",
@@ -209,39 +194,59 @@ pub fn layer_norm_backward(
         params,
         &[
             (1, &bx),
-            (2, &bg),
+            (2, &gamma.binding()),
             (7, &bm),
             (8, &br),
             (9, &bdy),
-            (10, &bdx),
+            (10, &dx.binding()),
         ],
     )?;
+    let saved = [(1, &bx), (7, &bm), (8, &br), (9, &bdy)];
+    layer_norm_param_grads(rec, params, &saved, &dgamma, &dbeta)?;
+    Ok(LayerNormGrads { dx, dgamma, dbeta })
+}
+
+/// `dgamma`, `dbeta` of [`layer_norm_backward`] in two stages: per chunk of rows into
+/// partial sums, then over the chunks. `saved` binds x, mean, rstd and dy.
+fn layer_norm_param_grads(
+    rec: &mut Recorder,
+    params: Params,
+    saved: &[(u32, &Binding); 4],
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+) -> Result<()> {
+    let (chunks, col_blocks) = (params.chunks as usize, params.col_blocks as usize);
+    let n = params.n as usize;
+    let part_g = Tensor::empty(rec.gpu(), &[chunks, n])?;
+    let part_b = Tensor::empty(rec.gpu(), &[chunks, n])?;
+    let (bpg, bpb) = (part_g.binding(), part_b.binding());
     let groups = chunks.checked_mul(col_blocks).ok_or_else(|| {
-        Error::InvalidArgument(format!("{op}: {chunks} x {col_blocks} workgroups overflow"))
+        Error::InvalidArgument(format!(
+            "layer_norm_backward: {chunks} x {col_blocks} workgroups overflow"
+        ))
     })?;
     u32_of("dgamma workgroups", groups)?;
+    let mut partial = saved.to_vec();
+    partial.extend([(11, &bpg), (12, &bpb)]);
     dispatch_rows(
         rec,
         "layer_norm_bwd_params_partial",
         groups,
         params,
-        &[
-            (1, &bx),
-            (7, &bm),
-            (8, &br),
-            (9, &bdy),
-            (11, &bpg),
-            (12, &bpb),
-        ],
+        &partial,
     )?;
     dispatch_rows(
         rec,
         "layer_norm_bwd_params_final",
         col_blocks,
         params,
-        &[(11, &bpg), (12, &bpb), (13, &bdg), (14, &bdb)],
-    )?;
-    Ok(LayerNormGrads { dx, dgamma, dbeta })
+        &[
+            (11, &bpg),
+            (12, &bpb),
+            (13, &dgamma.binding()),
+            (14, &dbeta.binding()),
+        ],
+    )
 }
 
 /// Softmax over the last dimension of `x` (`[..., n]`, rows = numel / n), stable (the row

@@ -2,7 +2,7 @@
 //! on it, modules and optimizers.
 
 pub mod modules;
-mod ops;
+pub mod ops;
 pub mod optim;
 pub mod tape;
 

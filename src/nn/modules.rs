@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rand::Rng;
 
-use crate::kernels::capaboost::{self as cb, LayerMasks, RankScaling};
+use crate::kernels::capaboost::{Adapter, LayerMasks, RankScaling};
 use crate::kernels::masks::{Factor, MaskConfig, MaskKind};
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
@@ -217,6 +217,11 @@ impl CapaBoostLinear {
         })
     }
 
+    /// The adapter over the layer's own factors and masks (a view: it borrows them).
+    pub fn adapter(&self) -> Adapter<'_> {
+        Adapter::new(&self.lora_a, &self.lora_b, &self.masks, self.config.scale())
+    }
+
     /// The layer's output on the graph. Gradients reach lora_A, lora_B and x.
     pub fn forward(&self, g: &mut Graph, x: &Var) -> Result<Var> {
         if self.merged {
@@ -224,38 +229,20 @@ impl CapaBoostLinear {
         }
         let a = g.param(&self.lora_a);
         let b = g.param(&self.lora_b);
-        let s = self.config.scale();
+        let adapter = Adapter::new(&a, &b, &self.masks, self.config.scale());
         if self.config.dropout > 0.0 && g.grad_enabled() {
             let y = self.base.forward(g, x)?;
             let seed = g.seed();
             let xd = g.dropout(x, self.config.dropout, seed, self.module_id)?;
-            return g.capaboost_update(&y, &xd, &a, &b, &self.masks, s);
+            return g.capaboost_update(&y, &xd, adapter);
         }
-        g.capaboost_linear(
-            x,
-            &self.base.weight,
-            self.base.bias.as_ref(),
-            &a,
-            &b,
-            &self.masks,
-            s,
-        )
+        g.capaboost_linear(x, &self.base.weight, self.base.bias.as_ref(), adapter)
     }
 
     /// Folds the update into the base weight for inference at the base layer's cost.
     pub fn merge(&mut self, gpu: &Gpu) -> Result<()> {
         if !self.merged {
-            let s = self.config.scale();
-            gpu.run(|rec| {
-                cb::merge(
-                    rec,
-                    &self.base.weight,
-                    &self.lora_a,
-                    &self.lora_b,
-                    &self.masks,
-                    s,
-                )
-            })?;
+            gpu.run(|rec| self.adapter().merge(rec, &self.base.weight))?;
             self.merged = true;
         }
         Ok(())
@@ -264,17 +251,7 @@ impl CapaBoostLinear {
     /// Undoes [`CapaBoostLinear::merge`].
     pub fn unmerge(&mut self, gpu: &Gpu) -> Result<()> {
         if self.merged {
-            let s = self.config.scale();
-            gpu.run(|rec| {
-                cb::unmerge(
-                    rec,
-                    &self.base.weight,
-                    &self.lora_a,
-                    &self.lora_b,
-                    &self.masks,
-                    s,
-                )
-            })?;
+            gpu.run(|rec| self.adapter().unmerge(rec, &self.base.weight))?;
             self.merged = false;
         }
         Ok(())

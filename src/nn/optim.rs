@@ -424,7 +424,7 @@ impl AdamW {
             for (kind, out) in [("m", &mut m), ("v", &mut v)] {
                 let name = format!("{kind}.{i}");
                 let (shape, data) = file.f32(&name)?;
-                if &shape != want {
+                if shape != want {
                     return Err(Error::shape(format!(
                         "{shown}: parameter {i}: '{name}' has shape {shape:?}, expected {want:?}"
                     )));

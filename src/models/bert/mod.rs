@@ -1,0 +1,233 @@
+//! A BERT-architecture encoder (HF layout) loaded from `config.json`, `model.safetensors`
+//! and `tokenizer.json`, run in WGSL through the autograd graph, with LoRA / CapaBoost on any
+//! of its linear layers or bottleneck adapters after attention and/or the feed-forward.
+//!
+//! One file per concern: [`config`](BertConfig) (`config.json`, [`Target`]), the layer
+//! parts ([`Proj`], [`Norm`], [`BertLayer`]), the tokenizer and batches ([`BertTokenizer`],
+//! [`Batch`]), checkpoint loading ([`Bert::load`]); the encoder itself is here.
+
+mod config;
+mod layer;
+mod load;
+mod tokenizer;
+
+pub use config::{BertConfig, Target};
+pub use layer::{BertLayer, Norm, Proj};
+pub use tokenizer::{Batch, BertTokenizer, Encoded};
+
+use std::path::PathBuf;
+
+use rand::Rng;
+
+use crate::kernels::masks::MaskConfig;
+use crate::nn::modules::{
+    Activation, CapaBoostAdapter, CapaBoostConfig, CapaBoostLinear, NamedTensor, Placement,
+};
+use crate::nn::{Graph, Var};
+use crate::runtime::error::{Error, Result};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::tensor::Tensor;
+
+/// A BERT encoder on the GPU.
+pub struct Bert {
+    /// Its config.
+    pub config: BertConfig,
+    /// Folder it was loaded from.
+    pub dir: PathBuf,
+    /// `[V, H]`.
+    pub word: Tensor,
+    /// `[P, H]`.
+    pub position: Tensor,
+    /// `[T, H]`.
+    pub token_type: Tensor,
+    /// Embedding layer norm.
+    pub emb_norm: Norm,
+    /// Encoder layers.
+    pub layers: Vec<BertLayer>,
+}
+
+impl Bert {
+    /// Puts LoRA / CapaBoost on `targets` of every layer; module ids are `6 * layer + target`.
+    pub fn add_lora(
+        &mut self,
+        gpu: &Gpu,
+        targets: &[Target],
+        config: &CapaBoostConfig,
+        rng: &mut impl Rng,
+    ) -> Result<()> {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (k, t) in Target::ALL.iter().enumerate() {
+                if !targets.contains(t) {
+                    continue;
+                }
+                let base = layer.proj[k].base().clone();
+                let module = (6 * i + k) as u32;
+                layer.proj[k] = Proj::Adapted(Box::new(CapaBoostLinear::new(
+                    gpu,
+                    base,
+                    config.clone(),
+                    module,
+                    rng,
+                )?));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds bottleneck adapters of width `m` with `masks.d` branches in the given
+    /// placement; module ids are `1000 + 2 * layer` (+1 for the attention adapter).
+    pub fn add_adapters(
+        &mut self,
+        gpu: &Gpu,
+        placement: Placement,
+        m: usize,
+        masks: &MaskConfig,
+        rng: &mut impl Rng,
+    ) -> Result<()> {
+        let h = self.config.hidden_size;
+        let act = Activation::Relu;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let module = 1000 + 2 * i as u32;
+            layer.ffn_adapter = Some(CapaBoostAdapter::new(gpu, h, m, masks, module, act, rng)?);
+            if placement == Placement::Houlsby {
+                let attn = CapaBoostAdapter::new(gpu, h, m, masks, module + 1, act, rng)?;
+                layer.attn_adapter = Some(attn);
+            }
+        }
+        Ok(())
+    }
+
+    /// Trainable tensors with their HF module names.
+    pub fn params(&self) -> Vec<NamedTensor> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (k, p) in layer.proj.iter().enumerate() {
+                if let Proj::Adapted(l) = p {
+                    for (n, t) in l.params() {
+                        out.push((
+                            format!("encoder.layer.{i}.{}.{n}", Target::ALL[k].module()),
+                            t,
+                        ));
+                    }
+                }
+            }
+            for (name, a) in [
+                ("attention_adapter", &layer.attn_adapter),
+                ("output_adapter", &layer.ffn_adapter),
+            ] {
+                if let Some(a) = a {
+                    for (n, t) in a.params() {
+                        out.push((format!("encoder.layer.{i}.{name}.{n}"), t));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Entries some mask lets through, over all adapters.
+    pub fn used_params(&self) -> Result<usize> {
+        let mut n = 0;
+        for layer in &self.layers {
+            for p in &layer.proj {
+                if let Proj::Adapted(l) = p {
+                    n += l.used_params()?;
+                }
+            }
+            for a in [&layer.attn_adapter, &layer.ffn_adapter]
+                .into_iter()
+                .flatten()
+            {
+                n += a.used_params()?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Last hidden state `[B, S, H]`, and every layer's output when `keep_hidden`.
+    pub fn forward(
+        &self,
+        g: &mut Graph,
+        batch: &Batch,
+        keep_hidden: bool,
+    ) -> Result<(Var, Vec<Var>)> {
+        let (b, s) = (batch.batch, batch.seq);
+        let h = self.config.hidden_size;
+        let heads = self.config.num_attention_heads;
+        let dh = h / heads;
+        if s > self.config.max_position_embeddings {
+            return Err(Error::InvalidArgument(format!(
+                "sequence of {s} tokens exceeds the model's {} positions",
+                self.config.max_position_embeddings
+            )));
+        }
+        let word = g.embedding(&self.word, &batch.ids)?;
+        let pos = g.embedding(&self.position, &batch.positions)?;
+        let typ = g.embedding(&self.token_type, &batch.type_ids)?;
+        let x = g.add(&word, &pos)?;
+        let x = g.add(&x, &typ)?;
+        let x = g.reshape(&x, &[b * s, h])?;
+        let eps = self.config.layer_norm_eps;
+        let mut x = self.norm(g, &x, &self.emb_norm, eps)?;
+        let mut hidden = Vec::new();
+        if keep_hidden {
+            hidden.push(x.clone());
+        }
+        let scale = 1.0 / (dh as f32).sqrt();
+        for layer in &self.layers {
+            let split = |g: &mut Graph, t: &Var| -> Result<Var> {
+                let t = g.reshape(t, &[b, s, heads, dh])?;
+                let t = g.swap_middle(&t)?;
+                g.reshape(&t, &[b * heads, s, dh])
+            };
+            let q = layer.proj[0].forward(g, &x)?;
+            let k = layer.proj[1].forward(g, &x)?;
+            let v = layer.proj[2].forward(g, &x)?;
+            let (q, k, v) = (split(g, &q)?, split(g, &k)?, split(g, &v)?);
+            let scores = g.matmul(&q, false, &k, true)?;
+            let scores = g.scale(&scores, scale)?;
+            let probs = g.softmax(&scores, Some(&batch.additive_mask), heads * s)?;
+            let ctx = g.matmul(&probs, false, &v, false)?;
+            let ctx = g.reshape(&ctx, &[b, heads, s, dh])?;
+            let ctx = g.swap_middle(&ctx)?;
+            let ctx = g.reshape(&ctx, &[b * s, h])?;
+            let mut attn = layer.proj[3].forward(g, &ctx)?;
+            if let Some(a) = &layer.attn_adapter {
+                attn = a.forward(g, &attn)?;
+            }
+            let attn = g.add(&attn, &x)?;
+            let attn = self.norm(g, &attn, &layer.attn_norm, eps)?;
+            let inter = layer.proj[4].forward(g, &attn)?;
+            let inter = g.gelu(&inter)?;
+            let mut out = layer.proj[5].forward(g, &inter)?;
+            if let Some(a) = &layer.ffn_adapter {
+                out = a.forward(g, &out)?;
+            }
+            let out = g.add(&out, &attn)?;
+            x = self.norm(g, &out, &layer.out_norm, eps)?;
+            if keep_hidden {
+                hidden.push(x.clone());
+            }
+        }
+        let x = g.reshape(&x, &[b, s, h])?;
+        Ok((x, hidden))
+    }
+
+    fn norm(&self, g: &mut Graph, x: &Var, n: &Norm, eps: f32) -> Result<Var> {
+        let gamma = g.input(&n.gamma);
+        let beta = g.input(&n.beta);
+        g.layer_norm(x, &gamma, &beta, eps)
+    }
+}
+
+/// Where the CLI looks for a model when `--model` is not given:
+/// `$CAPABOOST_CACHE_DIR/all-MiniLM-L6-v2` (default `~/.cache/capaboost`), as
+/// `scripts/fetch-minilm.sh` fills it.
+pub fn default_model_dir() -> PathBuf {
+    let cache = std::env::var_os("CAPABOOST_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("capaboost")))
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/capaboost")))
+        .unwrap_or_else(|| PathBuf::from(".cache/capaboost"));
+    cache.join("all-MiniLM-L6-v2")
+}
