@@ -15,7 +15,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-use crate::kernels::capaboost::{self as cb, cpu};
+use crate::kernels::capaboost::cpu;
 use crate::nn::Graph;
 use crate::nn::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
 use crate::nn::optim::{AdamW, AdamWConfig, Schedule};
@@ -235,10 +235,7 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, mut log: impl FnMut(&DemoRow)) -> Result
             let loss = g.mse(&y, &target)?;
             g.submit()?;
             let final_loss = loss.value().to_vec()?[0] as f64;
-            let s = student.config.scale();
-            let dw = gpu.run(|rec| {
-                cb::delta_weight(rec, &student.lora_a, &student.lora_b, &student.masks, s)
-            })?;
+            let dw = crate::tasks::adapters::delta_weight(gpu, &student)?;
             let dw: Vec<f64> = dw.to_vec()?.iter().map(|&v| v as f64).collect();
             let num: f64 = dw.iter().zip(&planted).map(|(a, b)| (a - b).powi(2)).sum();
             let den: f64 = planted.iter().map(|b| b * b).sum();
