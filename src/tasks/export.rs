@@ -162,24 +162,7 @@ pub fn write_peft(
             first.module
         )));
     }
-    let mut names = BTreeSet::new();
-    for ad in adapters {
-        ad.check()?;
-        if ad.rank != r {
-            return Err(Error::InvalidArgument(format!(
-                "adapter {} has rank {} but {} has rank {r}: PEFT's adapter_config.json \
-                 holds a single r (rank_pattern is not used), so all exported adapters \
-                 must share one rank",
-                ad.module, ad.rank, first.module
-            )));
-        }
-        if !names.insert(ad.module.as_str()) {
-            return Err(Error::InvalidArgument(format!(
-                "module {} is exported twice",
-                ad.module
-            )));
-        }
-    }
+    check_same_rank(adapters, r)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
 
     let mut w = TensorWriter::default();
@@ -199,7 +182,37 @@ pub fn write_peft(
     }
     w.write(&out_dir.join(MODEL_FILE))?;
 
-    let config = json!({
+    let config = peft_config(base_model, r, scale, target_modules);
+    write_json(&out_dir.join(CONFIG_FILE), &config)
+}
+
+/// Every adapter valid, of rank `r`, and on its own module.
+fn check_same_rank(adapters: &[PeftLora], r: usize) -> Result<()> {
+    let first = &adapters[0];
+    let mut names = BTreeSet::new();
+    for ad in adapters {
+        ad.check()?;
+        if ad.rank != r {
+            return Err(Error::InvalidArgument(format!(
+                "adapter {} has rank {} but {} has rank {r}: PEFT's adapter_config.json \
+                 holds a single r (rank_pattern is not used), so all exported adapters \
+                 must share one rank",
+                ad.module, ad.rank, first.module
+            )));
+        }
+        if !names.insert(ad.module.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "module {} is exported twice",
+                ad.module
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `adapter_config.json` PEFT writes for a LoRA of rank `r` with scale `scale`.
+fn peft_config(base_model: &str, r: usize, scale: f32, target_modules: &[String]) -> Value {
+    json!({
         "peft_type": "LORA",
         "task_type": "FEATURE_EXTRACTION",
         "base_model_name_or_path": base_model,
@@ -219,8 +232,7 @@ pub fn write_peft(
         "layers_to_transform": null,
         "layers_pattern": null,
         "revision": null,
-    });
-    write_json(&out_dir.join(CONFIG_FILE), &config)
+    })
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
