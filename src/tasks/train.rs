@@ -73,7 +73,7 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
         let s = t.step()?;
         progress.update(s.step, s.loss, s.examples_per_s);
         if s.eval_due {
-            dev = t.evaluate(s.epoch)?;
+            dev = t.evaluate()?;
             let shown: Vec<String> = dev.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
             progress.println(&format!(
                 "step {} epoch {:.2}: dev {}",

@@ -77,6 +77,7 @@ pub struct Trainer<T: Task> {
     clock: Clock,
     loss: Option<f64>,
     examples_per_s: Option<f64>,
+    epoch: f64,
 }
 
 /// Length-bucketed batches for one epoch: a seeded shuffle, then sorting by length inside
@@ -168,6 +169,7 @@ impl<T: Task> Trainer<T> {
             batches: None,
             loss: None,
             examples_per_s: None,
+            epoch: 0.0,
         }
     }
 
@@ -292,6 +294,7 @@ impl<T: Task> Trainer<T> {
         if st.step.is_multiple_of(self.cfg.run.log_every.max(1)) || eval_due {
             self.read_loss(loss.value(), epoch, lr)?;
         }
+        self.epoch = epoch;
         let report = StepReport {
             step: self.state.step,
             epoch,
@@ -326,14 +329,15 @@ impl<T: Task> Trainer<T> {
         Ok(())
     }
 
-    /// Scores the task's evaluation split and appends the record (with `epoch` and the
-    /// latest training loss) to `metrics.jsonl`, then redraws the curves.
-    pub fn evaluate(&mut self, epoch: f64) -> Result<Metrics> {
+    /// Scores the task's evaluation split and appends the record (with the step, the
+    /// fractional epoch and the latest training loss) to `metrics.jsonl`, then redraws the
+    /// curves.
+    pub fn evaluate(&mut self) -> Result<Metrics> {
         let began = Instant::now();
         let metrics = self.task.evaluate(&self.gpu, &self.model)?;
         let mut rec = json!({
             "step": self.state.step,
-            "epoch": epoch,
+            "epoch": self.epoch,
             "split": "dev",
             "train_loss": self.loss,
         });
