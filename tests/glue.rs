@@ -49,13 +49,12 @@ fn task_names_and_properties() {
         ("QQP", Task::Qqp),
         ("Mnli", Task::Mnli),
     ] {
-        assert_eq!(Task::parse(s).unwrap(), t, "{s}");
-        assert_eq!(s.parse::<Task>().unwrap(), t);
+        assert_eq!(s.parse::<Task>().unwrap(), t, "{s}");
     }
-    let e = Task::parse("wnli").unwrap_err();
+    let e = "wnli".parse::<Task>().unwrap_err();
     assert!(e.to_string().contains("wnli"), "{e}");
     for t in Task::ALL {
-        assert_eq!(Task::parse(t.name()).unwrap(), t);
+        assert_eq!(t.name().parse::<Task>().unwrap(), t);
         assert_eq!(t.is_regression(), t == Task::Stsb);
         let n = t.label_names().len();
         if t.is_regression() {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use capaboost::tasks::run_dir::{CURVES_SIZE, Progress, RunDir, install_interrupt_flag};
+use capaboost::tasks::run::{CURVES_SIZE, Progress, RunDir, install_interrupt_flag};
 use serde_json::json;
 
 fn tmpdir(name: &str) -> PathBuf {

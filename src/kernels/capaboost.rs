@@ -35,17 +35,6 @@ pub enum RankScaling {
 }
 
 impl RankScaling {
-    /// Parses `lora` or `rslora`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "lora" => Ok(Self::Lora),
-            "rslora" => Ok(Self::RsLora),
-            _ => Err(Error::InvalidArgument(format!(
-                "unknown rank scaling {s:?}: expected lora or rslora"
-            ))),
-        }
-    }
-
     /// The scale `s` for `alpha` and rank `r`.
     pub fn scale(self, alpha: f32, r: usize) -> f32 {
         match self {

@@ -168,6 +168,77 @@ fn orthogonal_layer(gpu: &Gpu, rng: &mut StdRng, n: usize, gain: f64) -> Result<
     )
 }
 
+/// A student's adapter settings: plain LoRA for `d = 1`, else CapaBoost at density 0.5.
+fn student_config(cfg: &DemoConfig, d: u32) -> CapaBoostConfig {
+    if d == 1 {
+        CapaBoostConfig::lora(cfg.r, 2.0 * cfg.r as f32)
+    } else {
+        CapaBoostConfig::capaboost(cfg.r, 2.0 * cfg.r as f32, d, 0.5, cfg.seed)
+    }
+}
+
+/// Trains one student on the teacher's outputs; returns it with its steps per second.
+fn train_student(
+    gpu: &Gpu,
+    cfg: &DemoConfig,
+    mlp: &Mlp,
+    teacher: &Linear,
+    d: u32,
+) -> Result<(CapaBoostLinear, f64)> {
+    let mut init_rng = StdRng::seed_from_u64(cfg.seed ^ 0x1a17);
+    let student = CapaBoostLinear::new(
+        gpu,
+        mlp.l2.clone(),
+        student_config(cfg, d),
+        0,
+        &mut init_rng,
+    )?;
+    let params: Vec<Tensor> = student.params().into_iter().map(|(_, t)| t).collect();
+    let opt_cfg = AdamWConfig {
+        lr: cfg.lr,
+        weight_decay: 0.0,
+        max_grad_norm: None,
+        schedule: Schedule::Constant,
+        ..AdamWConfig::default()
+    };
+    let mut opt = AdamW::new(gpu, opt_cfg, &params)?;
+    // The same input stream for every student.
+    let mut data_rng = StdRng::seed_from_u64(cfg.seed ^ 0xda7a);
+    let start = Instant::now();
+    for _ in 0..cfg.steps {
+        let x = batch(gpu, &mut data_rng, cfg.batch, cfg.width)?;
+        let mut g = Graph::new(gpu);
+        let xv = g.input(&x);
+        let h = mlp.forward_base(&mut g, &xv)?;
+        let target = teacher.forward(&mut g, &h)?;
+        let y = student.forward(&mut g, &h)?;
+        let loss = g.mse(&y, &target)?;
+        let grads = g.backward(&loss)?;
+        opt.step(g.recorder(), &grads)?;
+        g.submit()?;
+    }
+    gpu.wait()?;
+    Ok((student, cfg.steps as f64 / start.elapsed().as_secs_f64()))
+}
+
+/// The student's loss against the teacher on `eval_x`.
+fn eval_loss(
+    gpu: &Gpu,
+    mlp: &Mlp,
+    teacher: &Linear,
+    student: &CapaBoostLinear,
+    eval_x: &Tensor,
+) -> Result<f64> {
+    let mut g = Graph::no_grad(gpu);
+    let xv = g.input(eval_x);
+    let h = mlp.forward_base(&mut g, &xv)?;
+    let target = teacher.forward(&mut g, &h)?;
+    let y = student.forward(&mut g, &h)?;
+    let loss = g.mse(&y, &target)?;
+    g.submit()?;
+    Ok(loss.value().to_vec()?[0] as f64)
+}
+
 /// Runs every (scenario, student) pair and returns the report rows; `log` receives one
 /// line per finished student.
 pub fn run(gpu: &Gpu, cfg: &DemoConfig, mut log: impl FnMut(&DemoRow)) -> Result<Vec<DemoRow>> {
@@ -194,58 +265,15 @@ pub fn run(gpu: &Gpu, cfg: &DemoConfig, mut log: impl FnMut(&DemoRow)) -> Result
         let mut eval_rng = StdRng::seed_from_u64(cfg.seed ^ 0xe7a1);
         let eval_x = batch(gpu, &mut eval_rng, 512, n)?;
         for &d in &cfg.ds {
-            let config = if d == 1 {
-                CapaBoostConfig::lora(cfg.r, 2.0 * cfg.r as f32)
-            } else {
-                CapaBoostConfig::capaboost(cfg.r, 2.0 * cfg.r as f32, d, 0.5, cfg.seed)
-            };
-            let mut init_rng = StdRng::seed_from_u64(cfg.seed ^ 0x1a17);
-            let student = CapaBoostLinear::new(gpu, mlp.l2.clone(), config, 0, &mut init_rng)?;
-            let params: Vec<Tensor> = student.params().into_iter().map(|(_, t)| t).collect();
-            let opt_cfg = AdamWConfig {
-                lr: cfg.lr,
-                weight_decay: 0.0,
-                max_grad_norm: None,
-                schedule: Schedule::Constant,
-                ..AdamWConfig::default()
-            };
-            let mut opt = AdamW::new(gpu, opt_cfg, &params)?;
-            // The same input stream for every student.
-            let mut data_rng = StdRng::seed_from_u64(cfg.seed ^ 0xda7a);
-            let start = Instant::now();
-            for _ in 0..cfg.steps {
-                let x = batch(gpu, &mut data_rng, cfg.batch, n)?;
-                let mut g = Graph::new(gpu);
-                let xv = g.input(&x);
-                let h = mlp.forward_base(&mut g, &xv)?;
-                let target = teacher.forward(&mut g, &h)?;
-                let y = student.forward(&mut g, &h)?;
-                let loss = g.mse(&y, &target)?;
-                let grads = g.backward(&loss)?;
-                opt.step(g.recorder(), &grads)?;
-                g.submit()?;
-            }
-            gpu.wait()?;
-            let steps_per_s = cfg.steps as f64 / start.elapsed().as_secs_f64();
-            let mut g = Graph::no_grad(gpu);
-            let xv = g.input(&eval_x);
-            let h = mlp.forward_base(&mut g, &xv)?;
-            let target = teacher.forward(&mut g, &h)?;
-            let y = student.forward(&mut g, &h)?;
-            let loss = g.mse(&y, &target)?;
-            g.submit()?;
-            let final_loss = loss.value().to_vec()?[0] as f64;
-            let dw = gpu.run(|rec| student.adapter().delta_weight(rec))?;
+            let (student, steps_per_s) = train_student(gpu, cfg, &mlp, &teacher, d)?;
+            let final_loss = eval_loss(gpu, &mlp, &teacher, &student, &eval_x)?;
+            let dw = crate::tasks::adapters::delta_weight(gpu, &student)?;
             let dw: Vec<f64> = dw.to_vec()?.iter().map(|&v| v as f64).collect();
             let num: f64 = dw.iter().zip(&planted).map(|(a, b)| (a - b).powi(2)).sum();
             let den: f64 = planted.iter().map(|b| b * b).sum();
             let row = DemoRow {
                 scenario,
-                method: if d == 1 {
-                    "lora".into()
-                } else {
-                    "capaboost".into()
-                },
+                method: if d == 1 { "lora" } else { "capaboost" }.into(),
                 r: cfg.r,
                 d,
                 rank: cpu::rank(&dw, n, n, 1e-3),

@@ -162,24 +162,7 @@ pub fn write_peft(
             first.module
         )));
     }
-    let mut names = BTreeSet::new();
-    for ad in adapters {
-        ad.check()?;
-        if ad.rank != r {
-            return Err(Error::InvalidArgument(format!(
-                "adapter {} has rank {} but {} has rank {r}: PEFT's adapter_config.json \
-                 holds a single r (rank_pattern is not used), so all exported adapters \
-                 must share one rank",
-                ad.module, ad.rank, first.module
-            )));
-        }
-        if !names.insert(ad.module.as_str()) {
-            return Err(Error::InvalidArgument(format!(
-                "module {} is exported twice",
-                ad.module
-            )));
-        }
-    }
+    check_same_rank(adapters, r)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
 
     let mut w = TensorWriter::default();
@@ -199,7 +182,37 @@ pub fn write_peft(
     }
     w.write(&out_dir.join(MODEL_FILE))?;
 
-    let config = json!({
+    let config = peft_config(base_model, r, scale, target_modules);
+    write_json(&out_dir.join(CONFIG_FILE), &config)
+}
+
+/// Every adapter valid, of rank `r`, and on its own module.
+fn check_same_rank(adapters: &[PeftLora], r: usize) -> Result<()> {
+    let first = &adapters[0];
+    let mut names = BTreeSet::new();
+    for ad in adapters {
+        ad.check()?;
+        if ad.rank != r {
+            return Err(Error::InvalidArgument(format!(
+                "adapter {} has rank {} but {} has rank {r}: PEFT's adapter_config.json \
+                 holds a single r (rank_pattern is not used), so all exported adapters \
+                 must share one rank",
+                ad.module, ad.rank, first.module
+            )));
+        }
+        if !names.insert(ad.module.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "module {} is exported twice",
+                ad.module
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `adapter_config.json` PEFT writes for a LoRA of rank `r` with scale `scale`.
+fn peft_config(base_model: &str, r: usize, scale: f32, target_modules: &[String]) -> Value {
+    json!({
         "peft_type": "LORA",
         "task_type": "FEATURE_EXTRACTION",
         "base_model_name_or_path": base_model,
@@ -219,8 +232,7 @@ pub fn write_peft(
         "layers_to_transform": null,
         "layers_pattern": null,
         "revision": null,
-    });
-    write_json(&out_dir.join(CONFIG_FILE), &config)
+    })
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
@@ -416,4 +428,83 @@ pub fn read_head(dir: &Path) -> Result<Head> {
         labels,
         pooling,
     })
+}
+
+/// Export formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Adapter weights, head and the run config (masks are regenerated from their keys).
+    Native,
+    /// HF PEFT LoRA (`adapter_config.json` + `adapter_model.safetensors`) plus the head.
+    Peft,
+}
+
+/// Writes a run's adapters and head to `out` in `format`.
+pub fn export_run(
+    gpu: &crate::Gpu,
+    run_path: &Path,
+    format: ExportFormat,
+    out: &Path,
+) -> Result<()> {
+    use crate::tasks::task::Task;
+    let (run, cfg, model) = crate::tasks::train::load_run(gpu, run_path)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::tasks::glue_task::GlueTask::new(cfg.task()?).export_head(&model, out)?;
+    match format {
+        ExportFormat::Native => export_native(&run, &cfg, out),
+        ExportFormat::Peft => export_peft(&cfg, &model, out),
+    }
+}
+
+fn export_native(
+    run: &crate::tasks::run::RunDir,
+    cfg: &crate::tasks::config::TrainConfig,
+    out: &Path,
+) -> Result<()> {
+    let src = crate::tasks::trainer::checkpoint_params_file(run);
+    let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+    write_atomic(&out.join("adapter.safetensors"), &bytes)?;
+    let mut c = run.config()?;
+    // The masks are a pure function of these keys (seed, module = 6 * layer + target,
+    // factor, branch), so they are regenerated on load and never stored.
+    let m = &cfg.adapter.mask;
+    c["mask_keys"] = json!({
+        "seed": m.seed, "kind": m.kind, "density": m.density, "d": m.d,
+        "module_id": "6 * layer + target index (query, key, value, attention_output, intermediate, output)",
+    });
+    write_json(&out.join("capaboost_config.json"), &c)
+}
+
+fn export_peft(
+    cfg: &crate::tasks::config::TrainConfig,
+    model: &crate::tasks::classifier::Classifier,
+    out: &Path,
+) -> Result<()> {
+    use crate::tasks::config::Method;
+    if cfg.adapter.method == Method::CapaboostAdapter {
+        return Err(Error::InvalidArgument(
+            "bottleneck adapters have no PEFT LoRA equivalent: export --format native".into(),
+        ));
+    }
+    let layers = crate::tasks::adapters::adapted_layers(&model.bert);
+    if layers.is_empty() {
+        // head-only: the head beside the base model is the whole export.
+        return Ok(());
+    }
+    let mut loras = Vec::new();
+    let mut scale = 0.0;
+    for (module, l) in &layers {
+        let (lora, s) = crate::tasks::adapters::as_peft_lora(module, l)?;
+        loras.push(lora);
+        scale = s;
+    }
+    let targets: Vec<String> = cfg
+        .adapter
+        .targets
+        .0
+        .iter()
+        .map(|t| t.module().to_string())
+        .collect();
+    let base = cfg.model.model.display().to_string();
+    write_peft(out, &loras, scale, &base, &targets)
 }

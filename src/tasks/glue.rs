@@ -18,9 +18,17 @@ use crate::runtime::error::{Error, Result};
 pub const MALFORMED_SAMPLES: usize = 5;
 
 /// One of the eight GLUE tasks (WNLI and the diagnostic set are not included).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// On the command line and in `config.json` a task is its lower-case name (`sst2`, `stsb`,
+/// ...); the command line also takes GLUE's spelling (`SST-2`, `STS-B`) in any case.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Task {
     /// Stanford Sentiment Treebank, binary sentiment of one sentence.
+    #[serde(alias = "sst-2")]
+    #[value(alias = "sst-2")]
     Sst2,
     /// Corpus of Linguistic Acceptability, grammaticality of one sentence.
     Cola,
@@ -29,6 +37,8 @@ pub enum Task {
     /// Recognizing Textual Entailment, two-way entailment.
     Rte,
     /// Semantic Textual Similarity Benchmark, a similarity score in [0, 5].
+    #[serde(alias = "sts-b")]
+    #[value(alias = "sts-b")]
     Stsb,
     /// Question-answering NLI: whether a sentence answers a question.
     Qnli,
@@ -62,28 +72,17 @@ impl Task {
         Task::Rte,
     ];
 
-    /// Parses a task name case-insensitively, ignoring `-` and `_` (`SST-2`, `sst2`,
-    /// `sts-b`, `MNLI`, ...).
-    pub fn parse(s: &str) -> Result<Task> {
-        let key: String = s
-            .trim()
-            .chars()
-            .filter(|c| *c != '-' && *c != '_')
-            .flat_map(char::to_lowercase)
-            .collect();
-        match key.as_str() {
-            "sst2" => Ok(Task::Sst2),
-            "cola" => Ok(Task::Cola),
-            "mrpc" => Ok(Task::Mrpc),
-            "rte" => Ok(Task::Rte),
-            "stsb" => Ok(Task::Stsb),
-            "qnli" => Ok(Task::Qnli),
-            "qqp" => Ok(Task::Qqp),
-            "mnli" => Ok(Task::Mnli),
-            _ => Err(Error::InvalidArgument(format!(
-                "unknown GLUE task {s:?}; expected one of sst2, cola, mrpc, rte, stsb, qnli, \
-                 qqp, mnli"
-            ))),
+    /// The command-line and `config.json` spelling (`sst2`, `stsb`, ...).
+    pub fn id(&self) -> &'static str {
+        match self {
+            Task::Sst2 => "sst2",
+            Task::Cola => "cola",
+            Task::Mrpc => "mrpc",
+            Task::Rte => "rte",
+            Task::Stsb => "stsb",
+            Task::Qnli => "qnli",
+            Task::Qqp => "qqp",
+            Task::Mnli => "mnli",
         }
     }
 
@@ -209,8 +208,24 @@ impl fmt::Display for Task {
 impl FromStr for Task {
     type Err = Error;
 
+    /// Parses a task name case-insensitively, ignoring `-` and `_` (`SST-2`, `sst2`,
+    /// `sts-b`, `MNLI`, ...).
     fn from_str(s: &str) -> Result<Task> {
-        Task::parse(s)
+        let key: String = s
+            .trim()
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect();
+        Task::ALL
+            .into_iter()
+            .find(|t| t.id() == key)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown GLUE task {s:?}; expected one of sst2, cola, mrpc, rte, stsb, qnli, \
+                 qqp, mnli"
+                ))
+            })
     }
 }
 
@@ -358,16 +373,9 @@ fn parse_label(task: Task, cell: &str) -> std::result::Result<Label, String> {
     ))
 }
 
-/// Reads one GLUE TSV file of `task`.
-///
-/// Handles LF and CRLF line ends, trailing blank lines, a UTF-8 BOM, CoLA's headerless
-/// layout and string labels. Rows with the wrong number of fields, an empty text or a bad
-/// label are counted in [`Split::malformed`]. A missing or empty file, or a header without
-/// the needed columns (including an unlabelled test split), is an error naming the file
-/// and the columns found.
-pub fn read_split(path: &Path, task: Task, opts: &ReadOptions) -> Result<Split> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+/// The file's lines without line ends, a BOM or trailing blank lines.
+fn file_lines(bytes: &[u8]) -> Vec<&[u8]> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut lines: Vec<&[u8]> = bytes
         .split(|b| *b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
@@ -378,113 +386,133 @@ pub fn read_split(path: &Path, task: Task, opts: &ReadOptions) -> Result<Split> 
     {
         lines.pop();
     }
+    lines
+}
+
+/// The column indices a split is read from.
+struct Layout {
+    header: Vec<String>,
+    data_start: usize,
+    text_a: usize,
+    text_b: Option<usize>,
+    label: Option<usize>,
+}
+
+impl Layout {
+    /// Finds the header (CoLA's virtual one when headerless) and the columns in it.
+    fn find(path: &Path, first: &[u8], task: Task, opts: &ReadOptions) -> Result<Layout> {
+        let first = std::str::from_utf8(first)
+            .map_err(|e| file_err(path, format!("line 1: not valid UTF-8 ({e})")))?;
+        let fields: Vec<&str> = first.split('\t').collect();
+        let headerless =
+            task == Task::Cola && fields.len() == 4 && matches!(fields[1].trim(), "0" | "1");
+        let (header, data_start): (Vec<String>, usize) = if headerless {
+            (COLA_HEADERLESS.iter().map(|s| s.to_string()).collect(), 0)
+        } else {
+            (fields.iter().map(|s| s.to_string()).collect(), 1)
+        };
+        let preset = task.preset();
+        let col = |role, over: Option<&str>, cands: &[&str], hint| {
+            find_column(path, &header, role, over, cands, hint)
+        };
+        let text_a = col("text_a", opts.text_a.as_deref(), preset.text_a, false)?;
+        let text_b = match (opts.text_b.as_deref(), preset.text_b) {
+            (Some(o), cands) => Some(col("text_b", Some(o), cands.unwrap_or(&[]), false)?),
+            (None, Some(cands)) => Some(col("text_b", None, cands, false)?),
+            (None, None) => None,
+        };
+        let label = match col("label", opts.label.as_deref(), preset.label, true) {
+            Ok(i) => Some(i),
+            // An explicitly named label column must exist.
+            Err(_) if opts.allow_unlabelled && opts.label.is_none() => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Layout {
+            header,
+            data_start,
+            text_a,
+            text_b,
+            label,
+        })
+    }
+
+    fn columns(&self) -> Columns {
+        let name = |i: usize| self.header[i].trim().to_string();
+        Columns {
+            text_a: name(self.text_a),
+            text_b: self.text_b.map(name),
+            label: self.label.map(name),
+        }
+    }
+
+    /// The example on 1-based `line`, or why the row is unusable.
+    fn example(&self, task: Task, raw: &[u8], line: usize) -> std::result::Result<Example, String> {
+        let text = std::str::from_utf8(raw).map_err(|e| format!("not valid UTF-8 ({e})"))?;
+        if text.trim().is_empty() {
+            return Err("empty line".into());
+        }
+        let fields: Vec<&str> = text.split('\t').collect();
+        let header = &self.header;
+        if fields.len() != header.len() {
+            return Err(format!(
+                "expected {} tab-separated fields, found {}",
+                header.len(),
+                fields.len()
+            ));
+        }
+        let get = |i: usize| -> std::result::Result<String, String> {
+            if fields[i].trim().is_empty() {
+                Err(format!("empty text in column {:?}", header[i].trim()))
+            } else {
+                Ok(fields[i].to_string())
+            }
+        };
+        let text_a = get(self.text_a)?;
+        let text_b = self.text_b.map(get).transpose()?;
+        let label = self
+            .label
+            .map(|il| {
+                parse_label(task, fields[il])
+                    .map_err(|e| format!("{e} in column {:?}", header[il].trim()))
+            })
+            .transpose()?;
+        Ok(Example {
+            text_a,
+            text_b,
+            label,
+            line,
+        })
+    }
+}
+
+/// Reads one GLUE TSV file of `task`.
+///
+/// Handles LF and CRLF line ends, trailing blank lines, a UTF-8 BOM, CoLA's headerless
+/// layout and string labels. Rows with the wrong number of fields, an empty text or a bad
+/// label are counted in [`Split::malformed`]. A missing or empty file, or a header without
+/// the needed columns (including an unlabelled test split), is an error naming the file
+/// and the columns found.
+pub fn read_split(path: &Path, task: Task, opts: &ReadOptions) -> Result<Split> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let lines = file_lines(&bytes);
     let Some(first) = lines.first() else {
         return Err(file_err(path, "empty file: no header row"));
     };
-    let first = std::str::from_utf8(first)
-        .map_err(|e| file_err(path, format!("line 1: not valid UTF-8 ({e})")))?;
-    let first_fields: Vec<&str> = first.split('\t').collect();
-
-    let headerless = task == Task::Cola
-        && first_fields.len() == 4
-        && matches!(first_fields[1].trim(), "0" | "1");
-    let (header, data_start): (Vec<String>, usize) = if headerless {
-        (COLA_HEADERLESS.iter().map(|s| s.to_string()).collect(), 0)
-    } else {
-        (first_fields.iter().map(|s| s.to_string()).collect(), 1)
-    };
-
-    let preset = task.preset();
-    let ia = find_column(
-        path,
-        &header,
-        "text_a",
-        opts.text_a.as_deref(),
-        preset.text_a,
-        false,
-    )?;
-    let ib = match (opts.text_b.as_deref(), preset.text_b) {
-        (Some(o), cands) => Some(find_column(
-            path,
-            &header,
-            "text_b",
-            Some(o),
-            cands.unwrap_or(&[]),
-            false,
-        )?),
-        (None, Some(cands)) => Some(find_column(path, &header, "text_b", None, cands, false)?),
-        (None, None) => None,
-    };
-    let il = match find_column(
-        path,
-        &header,
-        "label",
-        opts.label.as_deref(),
-        preset.label,
-        true,
-    ) {
-        Ok(i) => Some(i),
-        // An explicitly named label column must exist.
-        Err(_) if opts.allow_unlabelled && opts.label.is_none() => None,
-        Err(e) => return Err(e),
-    };
-    let name = |i: usize| header[i].trim().to_string();
-    let columns = Columns {
-        text_a: name(ia),
-        text_b: ib.map(name),
-        label: il.map(name),
-    };
-
+    let layout = Layout::find(path, first, task, opts)?;
     let limit = opts.limit.unwrap_or(usize::MAX);
     let mut examples = Vec::new();
     let mut malformed = 0usize;
     let mut malformed_samples = Vec::new();
-    for (k, raw) in lines.iter().enumerate().skip(data_start) {
+    for (k, raw) in lines.iter().enumerate().skip(layout.data_start) {
         if examples.len() >= limit {
             break;
         }
-        let line = k + 1;
-        let row = (|| -> std::result::Result<Example, String> {
-            let text = std::str::from_utf8(raw).map_err(|e| format!("not valid UTF-8 ({e})"))?;
-            if text.trim().is_empty() {
-                return Err("empty line".into());
-            }
-            let fields: Vec<&str> = text.split('\t').collect();
-            if fields.len() != header.len() {
-                return Err(format!(
-                    "expected {} tab-separated fields, found {}",
-                    header.len(),
-                    fields.len()
-                ));
-            }
-            let get = |i: usize| -> std::result::Result<String, String> {
-                if fields[i].trim().is_empty() {
-                    Err(format!("empty text in column {:?}", header[i].trim()))
-                } else {
-                    Ok(fields[i].to_string())
-                }
-            };
-            let text_a = get(ia)?;
-            let text_b = ib.map(get).transpose()?;
-            let label = il
-                .map(|il| {
-                    parse_label(task, fields[il])
-                        .map_err(|e| format!("{e} in column {:?}", header[il].trim()))
-                })
-                .transpose()?;
-            Ok(Example {
-                text_a,
-                text_b,
-                label,
-                line,
-            })
-        })();
-        match row {
+        match layout.example(task, raw, k + 1) {
             Ok(ex) => examples.push(ex),
             Err(reason) => {
                 malformed += 1;
                 if malformed_samples.len() < MALFORMED_SAMPLES {
-                    malformed_samples.push(format!("line {line}: {reason}"));
+                    malformed_samples.push(format!("line {}: {reason}", k + 1));
                 }
             }
         }
@@ -494,7 +522,7 @@ pub fn read_split(path: &Path, task: Task, opts: &ReadOptions) -> Result<Split> 
         malformed,
         malformed_samples,
         path: path.to_path_buf(),
-        columns,
+        columns: layout.columns(),
     })
 }
 

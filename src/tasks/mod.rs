@@ -1,9 +1,27 @@
-//! Training tasks: datasets and metrics per task family, the trainer, run folders,
-//! checkpoints, export and merge, and the built-in demo.
+//! Training tasks: datasets and metrics per task family, a trainer that knows no task, run
+//! folders and checkpoints, export and merge, and the built-in demo.
+//!
+//! - [`config`]: the typed training configuration (clap arguments and `config.json`);
+//! - [`task`]: the [`task::Task`] and [`task::Model`] traits the trainer works through;
+//! - [`glue`], [`metrics`]: GLUE data and metrics; [`classifier`]: the encoder with a head;
+//!   [`glue_task`]: GLUE classification and regression as a [`task::Task`];
+//! - [`trainer`]: [`trainer::Trainer`] (new, resume, step, evaluate, checkpoint);
+//!   [`train`]: the `finetune` loop and [`train::load_run`];
+//! - [`run`]: the run folder (files, checkpoint, plots, progress, Ctrl-C);
+//! - [`export`], [`merge`]: a run's adapters as PEFT / native files, or merged into the
+//!   encoder; [`adapters`] is their one door into the CapaBoost layer's API;
+//! - [`demo`]: the built-in LoRA-versus-CapaBoost demonstration.
 
+pub mod adapters;
+pub mod classifier;
+pub mod config;
 pub mod demo;
 pub mod export;
 pub mod glue;
+pub mod glue_task;
+pub mod merge;
 pub mod metrics;
-pub mod run_dir;
+pub mod run;
+pub mod task;
 pub mod train;
+pub mod trainer;

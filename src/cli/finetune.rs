@@ -1,0 +1,141 @@
+//! `capaboost finetune`: a GLUE run (new or resumed) with a run folder, or the built-in
+//! demo when there is no data.
+
+use std::path::PathBuf;
+
+use crate::tasks::config::TrainConfig;
+use crate::tasks::run::RunDir;
+use crate::tasks::train::{self, RunOptions};
+
+/// `capaboost finetune` arguments: the training configuration and this invocation's
+/// options.
+#[derive(clap::Args)]
+pub struct FinetuneArgs {
+    /// What defines the run (saved as its config.json).
+    #[command(flatten)]
+    config: TrainConfig,
+    /// Run folder (default runs/<task>-<method>-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder exactly where its checkpoint stopped.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Stop this invocation after N steps, saving a checkpoint as Ctrl-C does; continue
+    /// with --resume.
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Demo: also write the result tables as a JSON array to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Demo: training steps per student.
+    #[arg(long, default_value_t = 500)]
+    steps: u64,
+}
+
+/// Validates the arguments, then runs the GLUE fine-tuning or the demo.
+pub fn run(args: FinetuneArgs) -> crate::Result<()> {
+    args.config.validate()?;
+    if args.config.data.data.is_some() || args.resume.is_some() {
+        glue(args)
+    } else {
+        demo(args)
+    }
+}
+
+fn demo(args: FinetuneArgs) -> crate::Result<()> {
+    let gpu = crate::Gpu::new()?;
+    let mut cfg = crate::tasks::demo::DemoConfig {
+        steps: args.steps,
+        seed: args.config.seed(),
+        ..Default::default()
+    };
+    if let Some(lr) = args.config.optim.lr {
+        cfg.lr = lr;
+    }
+    println!(
+        "capaboost demo on {} ({}): frozen random MLP {w}x{w}x{w}, planted update on the last \
+         layer, r = {}, {} steps of batch {} per student",
+        gpu.adapter_info().name,
+        gpu.adapter_info().backend.to_str(),
+        cfg.r,
+        cfg.steps,
+        cfg.batch,
+        w = cfg.width
+    );
+    let rows = crate::tasks::demo::run(&gpu, &cfg, |r| {
+        eprintln!(
+            "  done: {:?} {} d={} final_loss={:.6} ({:.1} steps/s)",
+            r.scenario, r.method, r.d, r.final_loss, r.steps_per_s
+        )
+    })?;
+    print!("{}", crate::tasks::demo::table(&rows));
+    if let Some(path) = args.report {
+        let json = serde_json::to_vec_pretty(&rows)
+            .map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+        crate::runtime::io::write_atomic(&path, &json)?;
+        println!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// The configuration and options of a GLUE run: read back from the run folder when
+/// resuming, else the arguments (with the GLUE learning-rate default filled in).
+fn glue_setup(args: FinetuneArgs) -> crate::Result<(TrainConfig, RunOptions)> {
+    let progress = !args.no_progress;
+    if let Some(run) = args.resume {
+        let dir = RunDir::open(&run)?;
+        let cfg = TrainConfig::from_json(dir.config()?, &run.join("config.json"))?;
+        let opts = RunOptions {
+            out: run,
+            resume: true,
+            progress,
+            stop_after: args.stop_after,
+        };
+        return Ok((cfg, opts));
+    }
+    let mut cfg = args.config;
+    let task = cfg.task()?;
+    cfg.optim.lr = Some(cfg.lr());
+    let out = args.out.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        PathBuf::from(format!(
+            "runs/{}-{}-{t}",
+            task.id(),
+            cfg.adapter.method.name()
+        ))
+    });
+    let opts = RunOptions {
+        out,
+        resume: false,
+        progress,
+        stop_after: args.stop_after,
+    };
+    Ok((cfg, opts))
+}
+
+fn glue(args: FinetuneArgs) -> crate::Result<()> {
+    let (cfg, opts) = glue_setup(args)?;
+    let gpu = crate::Gpu::new()?;
+    let summary = train::finetune(&gpu, &cfg, &opts)?;
+    println!(
+        "{} {} steps, {:.1} examples/s, {} trainable parameters; dev {}; run folder {}{}",
+        cfg.task()?.id(),
+        summary.steps,
+        summary.examples_per_s,
+        summary.trainable,
+        train::metrics_json(&summary.dev),
+        opts.out.display(),
+        if summary.interrupted {
+            " (interrupted: checkpoint saved, continue with --resume)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}

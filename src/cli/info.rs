@@ -1,0 +1,105 @@
+//! `capaboost info`: the adapters wgpu finds, the one capaboost would use, and its limits
+//! and features.
+
+use crate::runtime::gpu::{AdapterSelection, choose_adapter, enumerate_adapters};
+
+/// Lists the adapters and prints the chosen one's limits and features.
+pub fn run() -> crate::Result<()> {
+    let sel = AdapterSelection::from_env()?;
+    let adapters = enumerate_adapters();
+    let infos: Vec<_> = adapters.iter().map(|a| a.get_info()).collect();
+    let chosen = choose_adapter(&infos, &sel);
+    println!("capaboost {}", crate::VERSION);
+    println!("adapters found: {}", infos.len());
+    for (i, a) in infos.iter().enumerate() {
+        let mark = if Some(i) == chosen { "*" } else { " " };
+        println!(
+            "{mark} [{i}] {} | backend {} | {:?} | driver {} {}",
+            a.name,
+            a.backend.to_str(),
+            a.device_type,
+            a.driver,
+            a.driver_info
+        );
+    }
+    let Some(idx) = chosen else {
+        println!("no adapter matches the selection; `*` marks none");
+        return Err(crate::Error::NoAdapter {
+            tried: format!("{sel:?}"),
+        });
+    };
+    let a = &adapters[idx];
+    println!();
+    println!(
+        "selected: [{idx}] {} ({})",
+        infos[idx].name,
+        infos[idx].backend.to_str()
+    );
+    print_limits(&a.limits());
+    print_features(a.features());
+    let i = &infos[idx];
+    if i.subgroup_max_size > 0 {
+        println!(
+            "subgroup size: {}..{}",
+            i.subgroup_min_size, i.subgroup_max_size
+        );
+    }
+    Ok(())
+}
+
+fn print_limits(l: &wgpu::Limits) {
+    println!("limits:");
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "  max_storage_buffer_binding_size   {} ({:.0} MiB)",
+        l.max_storage_buffer_binding_size,
+        mib(l.max_storage_buffer_binding_size)
+    );
+    println!(
+        "  max_buffer_size                   {} ({:.0} MiB)",
+        l.max_buffer_size,
+        mib(l.max_buffer_size)
+    );
+    println!(
+        "  max_storage_buffers_per_stage     {}",
+        l.max_storage_buffers_per_shader_stage
+    );
+    println!(
+        "  max_compute_workgroup_storage     {} bytes",
+        l.max_compute_workgroup_storage_size
+    );
+    println!(
+        "  max_compute_invocations_per_wg    {}",
+        l.max_compute_invocations_per_workgroup
+    );
+    println!(
+        "  max_compute_workgroup_size        {} x {} x {}",
+        l.max_compute_workgroup_size_x,
+        l.max_compute_workgroup_size_y,
+        l.max_compute_workgroup_size_z
+    );
+    println!(
+        "  max_compute_workgroups_per_dim    {}",
+        l.max_compute_workgroups_per_dimension
+    );
+}
+
+fn print_features(f: wgpu::Features) {
+    println!("features:");
+    for (name, feat) in [
+        ("TIMESTAMP_QUERY", wgpu::Features::TIMESTAMP_QUERY),
+        (
+            "TIMESTAMP_QUERY_INSIDE_PASSES",
+            wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+        ),
+        ("SHADER_F16", wgpu::Features::SHADER_F16),
+        ("SUBGROUP", wgpu::Features::SUBGROUP),
+        ("SHADER_F64", wgpu::Features::SHADER_F64),
+        ("SHADER_INT64", wgpu::Features::SHADER_INT64),
+    ] {
+        println!(
+            "  {name:<30}{}",
+            if f.contains(feat) { "yes" } else { "no" }
+        );
+    }
+}

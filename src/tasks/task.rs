@@ -1,0 +1,56 @@
+//! What the trainer needs from a task and its model, and nothing else: a new task (question
+//! answering, image classification, ...) is a new implementation of [`Task`], and the
+//! trainer, run folder and checkpoints serve it unchanged.
+
+use std::path::Path;
+
+use crate::nn::{Graph, Var};
+use crate::runtime::error::Result;
+use crate::runtime::gpu::Gpu;
+use crate::runtime::tensor::Tensor;
+use crate::tasks::config::TrainConfig;
+
+/// A task's metrics by name, in the order the task reports them.
+pub type Metrics = Vec<(&'static str, f64)>;
+
+/// A model the trainer can optimize and checkpoint.
+pub trait Model {
+    /// Every trainable tensor with a stable name (the checkpoint's keys), in a fixed order.
+    fn params(&self) -> Vec<(String, Tensor)>;
+    /// Parameters the forward pass uses (masked adapters use fewer than they store).
+    fn used_params(&self) -> Result<usize>;
+}
+
+/// A supervised task: its data as batches, the head its model carries, the loss, the
+/// predictions and metrics of the evaluation split, and the export of the head.
+pub trait Task {
+    /// The model: a frozen encoder with adapters plus this task's head.
+    type Model: Model;
+    /// One training batch, on the GPU.
+    type Batch;
+
+    /// Short name for messages (`sst2`).
+    fn name(&self) -> &str;
+    /// Builds the model of `cfg` with this task's head, freshly initialized from the seed.
+    fn build_model(&self, gpu: &Gpu, cfg: &TrainConfig) -> Result<Self::Model>;
+    /// The size of each training example (tokens), for length-bucketed batches.
+    fn train_lengths(&self) -> Vec<usize>;
+    /// The number of evaluation examples.
+    fn eval_len(&self) -> usize;
+    /// The training examples at `idx` as one batch.
+    fn make_batch(&self, gpu: &Gpu, model: &Self::Model, idx: &[usize]) -> Result<Self::Batch>;
+    /// Records the forward pass of `batch` and its loss (a scalar) on `g`.
+    fn loss(&self, g: &mut Graph, model: &Self::Model, batch: &Self::Batch) -> Result<Var>;
+    /// The model's outputs for every evaluation example, rows in example order.
+    fn predictions(&self, gpu: &Gpu, model: &Self::Model) -> Result<Vec<f32>>;
+    /// The task's metrics of `predictions` against the evaluation labels.
+    fn metrics(&self, predictions: &[f32]) -> Result<Metrics>;
+    /// Writes the head (weights and a description) into an export folder.
+    fn export_head(&self, model: &Self::Model, dir: &Path) -> Result<()>;
+
+    /// Predictions and metrics of the evaluation split.
+    fn evaluate(&self, gpu: &Gpu, model: &Self::Model) -> Result<Metrics> {
+        let p = self.predictions(gpu, model)?;
+        self.metrics(&p)
+    }
+}
