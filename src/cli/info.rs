@@ -44,7 +44,30 @@ pub fn run() -> crate::Result<()> {
             i.subgroup_min_size, i.subgroup_max_size
         );
     }
+    print_capabilities(&crate::Gpu::with_selection(&sel)?);
     Ok(())
+}
+
+/// What the crate uses on the device and the fallbacks it takes there.
+fn print_capabilities(gpu: &crate::Gpu) {
+    let c = gpu.capabilities();
+    println!("capaboost on this device:");
+    let timing = match c.timing {
+        crate::TimingSource::Timestamps => "GPU timestamps",
+        crate::TimingSource::WallClock => "wall clock around a wait (no TIMESTAMP_QUERY)",
+    };
+    println!("  timing                            {timing}");
+    let calls = if c.serialised_calls {
+        "serialised per device (GL context lock)"
+    } else {
+        "concurrent"
+    };
+    println!("  device calls                      {calls}");
+    println!(
+        "  largest tensor                    {} MiB (one storage binding)",
+        c.max_tensor_bytes / (1024 * 1024)
+    );
+    println!("  f16, subgroups                    not used (f32 kernels)");
 }
 
 fn print_limits(l: &wgpu::Limits) {
