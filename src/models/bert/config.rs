@@ -2,7 +2,6 @@
 
 use serde::Deserialize;
 
-use crate::runtime::error::{Error, Result};
 
 /// The fields of `config.json` the encoder needs.
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
@@ -97,31 +96,5 @@ impl Target {
             Target::Intermediate => "intermediate.dense",
             Target::Output => "output.dense",
         }
-    }
-
-    /// Parses a comma-separated list, or `all-linear`.
-    pub fn parse_list(s: &str) -> Result<Vec<Target>> {
-        if s.trim() == "all-linear" {
-            return Ok(Target::ALL.to_vec());
-        }
-        let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let t = Target::ALL
-                .into_iter()
-                .find(|t| t.name() == part)
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "unknown target {part:?}: expected query, key, value, attention_output, \
-                     intermediate, output or all-linear"
-                    ))
-                })?;
-            if !out.contains(&t) {
-                out.push(t);
-            }
-        }
-        if out.is_empty() {
-            return Err(Error::InvalidArgument("no adapter targets given".into()));
-        }
-        Ok(out)
     }
 }
