@@ -6,6 +6,7 @@ use capaboost::kernels::masks::{MaskConfig, MaskKind};
 use capaboost::nn::Graph;
 use capaboost::nn::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
 use capaboost::nn::optim::{AdamW, AdamWConfig};
+use capaboost::runtime::gpu::{ENV_BACKEND, parse_backend};
 use capaboost::{Gpu, Recorder, Tensor};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -19,7 +20,15 @@ fn main() -> capaboost::Result<()> {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let steps = if smoke { 5 } else { 200 };
     // The host's own device, queue and pipeline: capaboost does not create them.
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    // The host chooses its backend; CI sets CAPABOOST_BACKEND to run this on each one.
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    if let Some(b) = std::env::var(ENV_BACKEND)
+        .ok()
+        .and_then(|b| parse_backend(&b))
+    {
+        desc.backends = wgpu::Backends::from(b);
+    }
+    let instance = wgpu::Instance::new(desc);
     let adapter =
         pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
             .map_err(|e| capaboost::Error::NoAdapter {
@@ -33,6 +42,8 @@ fn main() -> capaboost::Result<()> {
         message: e.to_string(),
     })?;
     let gpu = Gpu::from_wgpu(device.clone(), queue.clone());
+    let info = gpu.adapter_info();
+    println!("host device: {} ({})", info.name, info.backend.to_str());
     let (t, n) = (64usize, 32usize);
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some("host"),

@@ -26,7 +26,7 @@ fn host_buffer(device: &wgpu::Device, queue: &wgpu::Queue, data: &[f32]) -> wgpu
 
 #[test]
 fn layer_records_into_the_hosts_encoder_on_the_hosts_buffers() {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let instance = common::host_instance();
     let adapter =
         match pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
         {

@@ -166,7 +166,7 @@ fn unknown_adapter_is_a_clear_error() {
 #[test]
 fn adopts_a_device_created_elsewhere() {
     // A host program makes its own device with WebGPU default limits and no features.
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let instance = common::host_instance();
     let adapter =
         match pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
         {

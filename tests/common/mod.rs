@@ -29,6 +29,20 @@ pub fn gpu() -> Option<Gpu> {
     GPU.get_or_init(make_gpu).clone()
 }
 
+/// A wgpu instance limited to the backend `CAPABOOST_BACKEND` names (all backends when
+/// unset), for tests that create their own device as a host program would: on the GL pass
+/// of CI they then run on GL too.
+pub fn host_instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    let chosen = std::env::var(capaboost::runtime::gpu::ENV_BACKEND)
+        .ok()
+        .and_then(|b| capaboost::runtime::gpu::parse_backend(&b));
+    if let Some(b) = chosen {
+        desc.backends = wgpu::Backends::from(b);
+    }
+    wgpu::Instance::new(desc)
+}
+
 /// A device of its own, for tests that read pool or cache statistics.
 pub fn fresh_gpu() -> Option<Gpu> {
     make_gpu()

@@ -2,7 +2,6 @@
 
 use serde::Deserialize;
 
-
 /// The fields of `config.json` the encoder needs.
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
 pub struct BertConfig {
