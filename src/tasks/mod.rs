@@ -10,6 +10,7 @@
 //! - [`run`]: the run folder (files, checkpoint, plots, progress, Ctrl-C);
 //! - [`export`], [`merge`]: a run's adapters as PEFT / native files, or merged into the
 //!   encoder; [`adapters`] is their one door into the CapaBoost layer's API;
+//! - [`squad`]: SQuAD-format question answering data, windows, decoding and metrics;
 //! - [`demo`]: the built-in LoRA-versus-CapaBoost demonstration.
 
 pub mod adapters;
@@ -22,6 +23,7 @@ pub mod glue_task;
 pub mod merge;
 pub mod metrics;
 pub mod run;
+pub mod squad;
 pub mod task;
 pub mod train;
 pub mod trainer;
