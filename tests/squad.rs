@@ -116,7 +116,8 @@ fn official_normalisation_and_scores_on_hand_computed_cases() {
     assert_eq!(normalize_answer("The-end"), "theend");
     // Non-ASCII punctuation is kept (string.punctuation is ASCII); case folds in Unicode.
     assert_eq!(normalize_answer("Naïve–Bayes «Café»"), "naïve–bayes «café»");
-    assert_eq!(normalize_answer("ΣΟΦΙΑ"), "σοφια".replace('α', "α"));
+    // Python's str.lower() gives the final sigma at a word's end; so does Rust's.
+    assert_eq!(normalize_answer("ΟΔΥΣΣΕΥΣ"), "οδυσσευς");
     // F1: precision 2/3, recall 1.
     let f = f1("Denver Broncos team", "the Denver Broncos", Rules::V1);
     assert!((f - 0.8).abs() < 1e-12, "{f}");

@@ -1,6 +1,6 @@
-//! Extractive question answering on SQuAD-format data: the JSON reader ([`data`]), question
-//! + context windows with character offsets and answer positions ([`windows`]), span
-//! decoding ([`postprocess`]) and the official metrics ([`metrics`]).
+//! Extractive question answering on SQuAD-format data: the JSON reader ([`data`]),
+//! question-and-context windows with character offsets and answer positions ([`windows`]),
+//! span decoding ([`postprocess`]) and the official metrics ([`metrics`]).
 
 pub mod data;
 pub mod metrics;
