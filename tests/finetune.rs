@@ -380,8 +380,10 @@ fn polar_sst2(dir: &Path, train_rows: usize, dev_rows: usize) {
 /// accuracy drops to about 0.2.
 ///
 /// Measured (lavapipe, seed 0): step-1 loss 0.595, mean of the last 4 steps 0.046, dev
-/// accuracy 0.8125 (26 of 32). Asserted: last-4 mean < 0.5 x step-1 loss and dev
-/// accuracy >= 0.75 (chance: 0.5). About 45 s on a loaded 2-core machine.
+/// accuracy 0.8125 (26 of 32); with every training label flipped: loss 0.819 -> 0.045,
+/// dev accuracy 0.28. Asserted: last-4 mean < 0.5 x step-1 loss and dev accuracy >= 0.70
+/// (chance: 0.5; 23 of 32 or more has p ~ 0.01 under guessing). 45-60 s on a loaded
+/// 2-core machine.
 #[test]
 fn finetuning_learns_a_separable_task() {
     if common::gpu().is_none() {
@@ -437,7 +439,7 @@ fn finetuning_learns_a_separable_task() {
         "training loss did not fall: step 1 {first}, last 4 {last} ({csv})"
     );
     assert!(
-        accuracy >= 0.75,
+        accuracy >= 0.70,
         "dev accuracy {accuracy} (chance 0.5): the trainer does not learn the labels"
     );
     std::fs::remove_dir_all(&root).ok();
