@@ -296,7 +296,17 @@ fn smoke_run_resume_eval_export_merge() {
 
 #[test]
 fn bad_finetune_inputs_are_clear_errors() {
-    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+    // Run in a temporary folder with `--out` inside it: a failed run must leave nothing
+    // (this test used to leave `runs/sst2-capaboost-<time>` in the crate root).
+    let root = std::env::temp_dir().join(format!("capaboost-badinput-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let cmd = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_capaboost"));
+        c.current_dir(&root);
+        c
+    };
+    let out = cmd()
         .args([
             "finetune",
             "--task",
@@ -305,24 +315,134 @@ fn bad_finetune_inputs_are_clear_errors() {
             "/nonexistent/glue",
             "--max-steps",
             "1",
+            "--out",
         ])
+        .arg(root.join("run"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(text.contains("/nonexistent/glue"), "{text}");
-    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
-        .args(["finetune", "--data", "x"])
-        .output()
-        .unwrap();
+    let out = cmd().args(["finetune", "--data", "x"]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--task"));
-    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+    let out = cmd()
         .args(["finetune", "--resume", "/nonexistent/run"])
         .output()
         .unwrap();
     assert!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("/nonexistent/run")
     );
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// A separable sentiment task in SST-2's layout (`label<TAB>sentence`): "the <noun> is
+/// <word>" or "a <word> <noun>", with <word> from 8 positive or 8 negative adjectives.
+/// Dev pairs the same words with other nouns and templates than train does.
+fn polar_sst2(dir: &Path, train_rows: usize, dev_rows: usize) {
+    let pos = [
+        "good",
+        "great",
+        "wonderful",
+        "excellent",
+        "delightful",
+        "superb",
+        "brilliant",
+        "lovely",
+    ];
+    let neg = [
+        "bad", "awful", "terrible", "dull", "boring", "horrible", "poor", "dreadful",
+    ];
+    let nouns = ["film", "movie", "story", "plot", "acting", "script"];
+    let rows = |n: usize, off: usize| -> String {
+        let mut text = String::from("label\tsentence\n");
+        for i in 0..n {
+            let label = i % 2;
+            let word = if label == 1 { pos } else { neg }[(i * 3 + off) % 8];
+            let noun = nouns[(i * 5 + off) % 6];
+            if (i / 2) % 2 == 1 {
+                text.push_str(&format!("{label}\ta {word} {noun}\n"));
+            } else {
+                text.push_str(&format!("{label}\tthe {noun} is {word}\n"));
+            }
+        }
+        text
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("train.tsv"), rows(train_rows, 0)).unwrap();
+    std::fs::write(dir.join("dev.tsv"), rows(dev_rows, 1)).unwrap();
+}
+
+/// Fine-tuning learns: a head on MiniLM, trained through `capaboost finetune` (GlueTask,
+/// Trainer, cross-entropy, AdamW, warmup + linear decay) on a separable two-class task,
+/// lowers the training loss and predicts the dev labels far above chance. A trainer that
+/// learns the wrong thing (every label flipped, a gradient of the wrong sign, an optimizer
+/// that does not step) fails here: with flipped labels the loss falls just as well, but dev
+/// accuracy drops to about 0.2.
+///
+/// Measured (lavapipe, seed 0): step-1 loss 0.595, mean of the last 4 steps 0.022, dev
+/// accuracy 0.8125 (26 of 32); with every training label flipped: loss 0.819 -> 0.045,
+/// dev accuracy 0.28. Asserted: last-4 mean < 0.5 x step-1 loss and dev accuracy >= 0.70
+/// (chance: 0.5; 23 of 32 or more has p ~ 0.01 under guessing). 45-60 s on a loaded
+/// 2-core machine.
+#[test]
+fn finetuning_learns_a_separable_task() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let Some(model) = model_dir() else { return };
+    let root = std::env::temp_dir().join(format!("capaboost-learns-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("polar");
+    polar_sst2(&data, 96, 32);
+    let run = root.join("run");
+    capaboost(&[
+        "finetune",
+        "--task",
+        "sst2",
+        "--method",
+        "head-only",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--batch-size",
+        "8",
+        "--max-len",
+        "8",
+        "--max-steps",
+        "12",
+        "--lr",
+        "2e-2",
+        "--seed",
+        "0",
+        "--log-every",
+        "1",
+        "--no-progress",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let csv = std::fs::read_to_string(run.join("train_loss.csv")).unwrap();
+    let losses: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 12, "{csv}");
+    let first = losses[0];
+    let last = losses[8..].iter().sum::<f64>() / 4.0;
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    let accuracy = record["accuracy"].as_f64().unwrap();
+    eprintln!("step-1 loss {first:.4}, last-4 mean {last:.4}, dev accuracy {accuracy:.4}");
+    assert!(
+        last < 0.5 * first,
+        "training loss did not fall: step 1 {first}, last 4 {last} ({csv})"
+    );
+    assert!(
+        accuracy >= 0.70,
+        "dev accuracy {accuracy} (chance 0.5): the trainer does not learn the labels"
+    );
+    std::fs::remove_dir_all(&root).ok();
 }
 
 #[test]

@@ -224,6 +224,7 @@ fn adapter_starts_as_identity_and_its_gradients_match_differences() {
         let (_, _, grads) = run(true);
         let grads = grads.unwrap();
         let mut total_checked = 0;
+        let mut worst = 0.0f64;
         for (k, (name, tensor)) in adapter.params().iter().enumerate() {
             let orig = tensor.to_vec().unwrap();
             let scale = grads[k].iter().fold(1e-3f32, |a, v| a.max(v.abs())) as f64;
@@ -232,29 +233,38 @@ fn adapter_starts_as_identity_and_its_gradients_match_differences() {
             let mut probes: Vec<usize> = (0..5).map(|k| k * (orig.len() - 1) / 4).collect();
             probes.dedup();
             for &e in &probes {
-                // Smaller steps for ReLU make a kink inside the step rarer.
-                let h = if act == Activation::Relu { 2e-3 } else { 1e-2 };
-                let mut p = orig.clone();
-                p[e] += h;
-                tensor.write(&p).unwrap();
-                let lp = run(false).0;
-                p[e] -= 2.0 * h;
-                tensor.write(&p).unwrap();
-                let lm = run(false).0;
-                tensor.write(&orig).unwrap();
-                // A ReLU kink inside the step changes the slope by O(gradient) between the
-                // two one-sided differences; without one, ReLU is piecewise linear and they agree.
-                if act == Activation::Relu
-                    && ((lp - l0) - (l0 - lm)).abs() / h as f64 > 1e-2 * scale
-                {
-                    continue;
-                }
+                let h = 1e-2f32;
+                let at = |step: f32| {
+                    let mut p = orig.clone();
+                    p[e] += step;
+                    tensor.write(&p).unwrap();
+                    let l = run(false).0;
+                    tensor.write(&orig).unwrap();
+                    l
+                };
+                let (lp, lm) = (at(h), at(-h));
+                let fd = if act == Activation::Relu {
+                    // ReLU is piecewise linear: without a kink inside the step the two
+                    // one-sided differences agree up to rounding and the central difference
+                    // is exact; a kink changes the slope by O(gradient): skip the probe.
+                    if ((lp - l0) - (l0 - lm)).abs() / h as f64 > 1e-3 * scale {
+                        continue;
+                    }
+                    (lp - lm) / (2.0 * h as f64)
+                } else {
+                    // GELU: Richardson extrapolation of the central differences at h and 2h
+                    // cancels the h^2 truncation term.
+                    let d1 = (lp - lm) / (2.0 * h as f64);
+                    let d2 = (at(2.0 * h) - at(-2.0 * h)) / (4.0 * h as f64);
+                    (4.0 * d1 - d2) / 3.0
+                };
                 checked += 1;
-                let fd = (lp - lm) / (2.0 * h as f64);
                 let err = (fd - grads[k][e] as f64).abs() / scale;
+                worst = worst.max(err);
                 assert!(
-                    err < 2e-2,
-                    "{act:?} {name}[{e}]: fd {fd} vs {}",
+                    // Measured on lavapipe: 1.0e-5 (ReLU, 16 usable probes), 3.3e-5 (GELU).
+                    err < 1e-3,
+                    "{act:?} {name}[{e}]: fd {fd} vs {} (err {err:.2e})",
                     grads[k][e]
                 );
             }
@@ -267,6 +277,9 @@ fn adapter_starts_as_identity_and_its_gradients_match_differences() {
             }
             total_checked += checked;
         }
+        eprintln!(
+            "{act:?}: {total_checked} probes, worst |fd - backward| / max |grad| {worst:.2e}"
+        );
         // Most ReLU probes sit away from kinks: a backward that is wrong everywhere fails.
         assert!(
             total_checked >= 8,
