@@ -375,6 +375,19 @@ impl TrainConfig {
         Ok(cfg)
     }
 
+    /// What a run of this configuration in `run` reads: the run folder, the base model
+    /// folder and the data folder (outputs must stay clear of them).
+    pub fn input_paths<'a>(&'a self, run: &'a Path) -> Vec<(&'static str, &'a Path)> {
+        let mut v = vec![
+            ("run folder", run),
+            ("base model folder", self.model.model.as_path()),
+        ];
+        if let Some(d) = &self.data.data {
+            v.push(("data folder", d.as_path()));
+        }
+        v
+    }
+
     /// The configuration as the JSON object `config.json` holds.
     pub fn to_json(&self) -> Result<serde_json::Value> {
         serde_json::to_value(self).map_err(|e| Error::InvalidArgument(e.to_string()))

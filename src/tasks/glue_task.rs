@@ -111,6 +111,12 @@ impl GlueTask {
                 train.path.display()
             )));
         }
+        if dev.examples.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} has no usable rows (the dev split is needed to evaluate the run)",
+                dev.path.display()
+            )));
+        }
         let tok = BertTokenizer::load(&cfg.model.model, d.max_len)?;
         Ok(Self {
             kind,
@@ -266,6 +272,11 @@ pub fn eval_run(
     predictions: Option<&Path>,
 ) -> Result<Metrics> {
     let (_, cfg, model) = crate::tasks::train::load_run(gpu, run_path)?;
+    if let Some(p) = predictions {
+        let mut inputs = cfg.input_paths(run_path);
+        inputs.push(("--data folder", data));
+        crate::tasks::run::refuse_overwriting_inputs("--predictions", p, &inputs)?;
+    }
     let task = cfg.task()?;
     let opts = ReadOptions {
         allow_unlabelled: predictions.is_some(),

@@ -29,6 +29,36 @@ impl RunDir {
             .map_err(|e| Error::io(&path, e))
     }
 
+    /// Cuts a torn last line (a crash or a full disk while appending) off the append-only
+    /// logs, saying so, so that the next record starts on a line of its own.
+    pub(crate) fn repair_logs(&self) -> Result<()> {
+        for name in [METRICS, TRAIN_LOSS] {
+            let path = self.path.join(name);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            if bytes.is_empty() || bytes.ends_with(b"\n") {
+                continue;
+            }
+            let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            f.set_len(keep as u64)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+            eprintln!(
+                "warning: {}: cut a torn last line ({} bytes) left by an interrupted write",
+                path.display(),
+                bytes.len() - keep
+            );
+        }
+        Ok(())
+    }
+
     /// Appends one evaluation record (a JSON object with at least a non-negative integer
     /// `step`; usually also `epoch`, `split`, the task's metrics and `train_loss`) as one
     /// line of `metrics.jsonl`.
