@@ -499,7 +499,7 @@ fn resume_repairs_torn_logs_stale_locks_and_temp_files() {
     let run = copy_run(f, "torn");
     let metrics = run.join("metrics.jsonl");
     let mut text = std::fs::read_to_string(&metrics).unwrap();
-    text.push_str("{\"step\": 9, \"acc");
+    text.push_str("{\"step\": 7, \"accuracy\": 0.5}\n{\"step\": 9, \"acc");
     std::fs::write(&metrics, &text).unwrap();
     std::fs::write(run.join(".lock"), "4000000000\n").unwrap();
     std::fs::write(run.join(".params.tmp-1"), "junk").unwrap();
@@ -512,6 +512,7 @@ fn resume_repairs_torn_logs_stale_locks_and_temp_files() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("torn last line"), "{err}");
     assert!(err.contains("stale lock"), "{err}");
+    assert!(err.contains("dropped 1 records after"), "{err}");
     assert!(!run.join(".params.tmp-1").exists() && !run.join(".lock").exists());
     let text = std::fs::read_to_string(&metrics).unwrap();
     for line in text.lines() {

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use crate::nn::optim::Schedule;
 use crate::runtime::error::{Error, Result};
 use crate::tasks::config::{Method, TrainConfig};
 use crate::tasks::run::resolve;
@@ -63,6 +64,13 @@ pub fn apply_resume_flags(
         )));
     }
     let has = |id: &str| explicit.iter().any(|e| e == id);
+    if (has("max_steps") || has("epochs")) && saved.optim.schedule != Schedule::Constant {
+        eprintln!(
+            "note: the run's learning-rate schedule ({}) keeps the length it started with; \
+             steps past it train at the schedule's final rate",
+            saved.optim.schedule.name()
+        );
+    }
     if has("max_steps") {
         saved.run.max_steps = given.run.max_steps;
     }

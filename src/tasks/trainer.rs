@@ -138,6 +138,7 @@ impl<T: Task> Trainer<T> {
                 )));
             }
         };
+        run.trim_logs_after(state.step)?;
         let model = task.build_model(gpu, &cfg)?;
         let params = model.params();
         modules::load_params(&run.checkpoint_dir().join(ADAPTER_FILE), &params)?;
