@@ -658,3 +658,38 @@ fn environment_without_a_model_names_the_flag() {
     assert!(err.contains("--model"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn layer_checks_its_files_and_flags_first() {
+    let Some(f) = fixture() else { return };
+    let dir = f.root.join("layer");
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("in.safetensors");
+    let mut w = capaboost::runtime::io::TensorWriter::default();
+    w.f32("x".to_string(), &[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+    w.write(&good).unwrap();
+    let nan = dir.join("nan.safetensors");
+    let mut w = capaboost::runtime::io::TensorWriter::default();
+    w.f32("x".to_string(), &[2, 2], &[1.0, f32::NAN, 3.0, 4.0]);
+    w.write(&nan).unwrap();
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, "not a tensor file").unwrap();
+    let out = p(&dir.join("out.safetensors"));
+    let (g, n, j) = (p(&good), p(&nan), p(&junk));
+    let missing = p(&dir.join("nope.safetensors"));
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--input", &missing, "--output", &out], "nope.safetensors"),
+        (vec!["--input", &j, "--output", &out], "junk.safetensors"),
+        (vec!["--input", &n, "--output", &out], "non-finite"),
+        (vec!["--input", &g, "--output", &g], "--output"),
+        (vec!["--input", &g, "--output", &out, "--alpha", "NaN"], "--alpha"),
+        (vec!["--input", &g, "--output", &out, "--density", "NaN"], "--density"),
+        (vec!["--input", &g, "--output", &out, "--d", "0"], "--d"),
+    ];
+    for (i, (extra, needle)) in cases.iter().enumerate() {
+        let mut args = strs(&["layer"]);
+        args.extend(strs(extra));
+        case(&format!("layer {i}"), &args, 1, needle, &[&dir]);
+    }
+}

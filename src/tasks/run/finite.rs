@@ -12,7 +12,7 @@ use crate::runtime::error::{Error, Result};
 /// of such values; `None` when every value is finite. Only f32 tensors are checked.
 pub fn first_non_finite(bytes: &[u8], file: &Path) -> Result<Option<(String, usize)>> {
     let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| file_err(file, format!("not a safetensors file: {e}")))?;
+        .map_err(|e| file_err(file, format!("not a valid safetensors file: {e}")))?;
     let mut tensors = st.tensors();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, view) in tensors {
