@@ -203,6 +203,8 @@ fn flags_are_checked_before_anything_is_written() {
         (&["--max-grad-norm", "NaN"], 1, "--max-grad-norm"),
         (&["--batch-size", "0"], 1, "--batch-size"),
         (&["--max-len", "0"], 1, "--max-len"),
+        (&["--max-len", "1"], 1, "--max-len"),
+        (&["--max-len", "100000"], 1, "max_position_embeddings"),
         (&["--r", "0"], 1, "--r"),
         (&["--d", "0"], 1, "--d"),
         (&["--epochs", "0"], 1, "--epochs"),
@@ -503,6 +505,9 @@ fn resume_repairs_torn_logs_stale_locks_and_temp_files() {
     std::fs::write(&metrics, &text).unwrap();
     std::fs::write(run.join(".lock"), "4000000000\n").unwrap();
     std::fs::write(run.join(".params.tmp-1"), "junk").unwrap();
+    // A curves.png that cannot be replaced (a non-empty folder): a warning, not a failure.
+    std::fs::remove_file(run.join("curves.png")).unwrap();
+    std::fs::create_dir_all(run.join("curves.png/blocker")).unwrap();
     let out = bin()
         .args(["finetune", "--no-progress", "--max-steps", "2", "--resume"])
         .arg(&run)
@@ -513,6 +518,7 @@ fn resume_repairs_torn_logs_stale_locks_and_temp_files() {
     assert!(err.contains("torn last line"), "{err}");
     assert!(err.contains("stale lock"), "{err}");
     assert!(err.contains("dropped 1 records after"), "{err}");
+    assert!(err.contains("could not redraw the curves"), "{err}");
     assert!(!run.join(".params.tmp-1").exists() && !run.join(".lock").exists());
     let text = std::fs::read_to_string(&metrics).unwrap();
     for line in text.lines() {

@@ -361,8 +361,9 @@ impl TrainConfig {
             || "--max-grad-norm must be finite and positive".into(),
         )?;
         self.validate_loop()?;
-        check(self.data.max_len >= 1, || {
-            "--max-len must be at least 1".into()
+        // [CLS], one word-piece, [SEP]: less keeps no text at all.
+        check(self.data.max_len >= 3, || {
+            format!("--max-len {} must be at least 3", self.data.max_len)
         })
     }
 

@@ -117,6 +117,7 @@ impl GlueTask {
                 dev.path.display()
             )));
         }
+        check_max_len(&cfg.model.model, d.max_len)?;
         let tok = BertTokenizer::load(&cfg.model.model, d.max_len)?;
         Ok(Self {
             kind,
@@ -130,6 +131,26 @@ impl GlueTask {
     pub fn kind(&self) -> glue::Task {
         self.kind
     }
+}
+
+/// `--max-len` must fit the model's positions, or a long row would fail mid-run. A
+/// `config.json` that does not parse is left to the model loader to report.
+fn check_max_len(model: &Path, max_len: usize) -> Result<()> {
+    let path = model.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let Ok(c) = serde_json::from_str::<crate::models::bert::BertConfig>(&text) else {
+        return Ok(());
+    };
+    if max_len > c.max_position_embeddings {
+        return Err(Error::InvalidArgument(format!(
+            "--max-len {max_len} exceeds the model's {} positions (max_position_embeddings in {})",
+            c.max_position_embeddings,
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 impl Task for GlueTask {
