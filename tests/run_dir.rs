@@ -33,10 +33,31 @@ fn create_and_open_rules() {
     assert_eq!(run.path(), dir);
     assert_eq!(run.config().unwrap(), cfg);
     assert_eq!(RunDir::open(&dir).unwrap().config().unwrap(), cfg);
-    // A folder of ours may be created again (new config).
+    // A run is never created over another: refused while locked, and after release too
+    // (naming the run); --overwrite replaces it by renames and leaves no sibling behind.
     let cfg2 = json!({"task": "sst2", "lr": 2e-4});
-    RunDir::create(&dir, &cfg2).unwrap();
+    let e = RunDir::create(&dir, &cfg2).unwrap_err();
+    assert!(e.to_string().contains("--resume"), "{e}");
+    let e = RunDir::create_with(&dir, &cfg2, true).unwrap_err();
+    assert!(e.to_string().contains("locked by process"), "{e}");
+    assert!(dir.join(".lock").is_file());
+    drop(run);
+    assert!(!dir.join(".lock").exists());
+    let e = RunDir::create(&dir, &cfg2).unwrap_err();
+    assert!(e.to_string().contains("holds a run (sst2"), "{e}");
+    let run2 = RunDir::create_with(&dir, &cfg2, true).unwrap();
     assert_eq!(RunDir::open(&dir).unwrap().config().unwrap(), cfg2);
+    assert!(RunDir::open_writer(&dir).is_err(), "second writer");
+    drop(run2);
+    // A stale lock (a pid that is not running) is taken over.
+    std::fs::write(dir.join(".lock"), "4000000000\n").unwrap();
+    std::fs::write(dir.join(".params.tmp-1"), "junk").unwrap();
+    let w = RunDir::open_writer(&dir).unwrap();
+    assert!(
+        !dir.join(".params.tmp-1").exists(),
+        "stale temp file removed"
+    );
+    drop(w);
     // Not a JSON object.
     assert!(RunDir::create(&tmpdir("create-arr"), &json!([1])).is_err());
 

@@ -1,10 +1,11 @@
 //! `capaboost finetune`: a GLUE run (new or resumed) with a run folder, or the built-in
 //! demo when there is no data.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use super::resume;
 use crate::tasks::config::TrainConfig;
-use crate::tasks::run::RunDir;
+use crate::tasks::run::{RunDir, check_new_run_folder, refuse_overwriting_inputs};
 use crate::tasks::train::{self, RunOptions};
 
 /// `capaboost finetune` arguments: the training configuration and this invocation's
@@ -17,9 +18,14 @@ pub struct FinetuneArgs {
     /// Run folder (default runs/<task>-<method>-<time>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run in this folder exactly where its checkpoint stopped.
-    #[arg(long)]
+    /// Continue the run in this folder exactly where its checkpoint stopped. Only
+    /// --max-steps, --epochs, --eval-every, --log-every (and this invocation's
+    /// --stop-after, --no-progress) may differ from the run's configuration.
+    #[arg(long, conflicts_with_all = ["out", "overwrite"])]
     resume: Option<PathBuf>,
+    /// Replace the run already in --out (its checkpoint and logs are deleted).
+    #[arg(long)]
+    overwrite: bool,
     /// Stop this invocation after N steps, saving a checkpoint as Ctrl-C does; continue
     /// with --resume.
     #[arg(long)]
@@ -35,11 +41,12 @@ pub struct FinetuneArgs {
     steps: u64,
 }
 
-/// Validates the arguments, then runs the GLUE fine-tuning or the demo.
-pub fn run(args: FinetuneArgs) -> crate::Result<()> {
+/// Validates the arguments (`given`: the flags given on the command line), then runs the
+/// GLUE fine-tuning or the demo.
+pub fn run(args: FinetuneArgs, given: &[String]) -> crate::Result<()> {
     args.config.validate()?;
     if args.config.data.data.is_some() || args.resume.is_some() {
-        glue(args)
+        glue(args, given)
     } else {
         demo(args)
     }
@@ -81,24 +88,37 @@ fn demo(args: FinetuneArgs) -> crate::Result<()> {
     Ok(())
 }
 
+/// `path` (the value of `flag`) made absolute, or an error naming the flag when it does
+/// not exist: a run folder records absolute paths, so it resumes from any folder.
+fn absolute(flag: &str, path: &Path) -> crate::Result<PathBuf> {
+    std::fs::canonicalize(path)
+        .map_err(|e| crate::Error::InvalidArgument(format!("{flag} {}: {e}", path.display())))
+}
+
 /// The configuration and options of a GLUE run: read back from the run folder when
-/// resuming, else the arguments (with the GLUE learning-rate default filled in).
-fn glue_setup(args: FinetuneArgs) -> crate::Result<(TrainConfig, RunOptions)> {
+/// resuming (with the flags that may change applied), else the arguments (with the GLUE
+/// learning-rate default filled in). Nothing is written here.
+fn glue_setup(args: FinetuneArgs, given: &[String]) -> crate::Result<(TrainConfig, RunOptions)> {
     let progress = !args.no_progress;
     if let Some(run) = args.resume {
         let dir = RunDir::open(&run)?;
-        let cfg = TrainConfig::from_json(dir.config()?, &run.join("config.json"))?;
+        let mut cfg = TrainConfig::from_json(dir.config()?, &run.join("config.json"))?;
+        resume::apply_resume_flags(&mut cfg, &args.config, given)?;
         let opts = RunOptions {
             out: run,
             resume: true,
             progress,
             stop_after: args.stop_after,
+            overwrite: false,
         };
         return Ok((cfg, opts));
     }
     let mut cfg = args.config;
     let task = cfg.task()?;
+    resume::check_method_flags(cfg.adapter.method, given)?;
     cfg.optim.lr = Some(cfg.lr());
+    cfg.data.data = Some(absolute("--data", cfg.data_dir()?)?);
+    cfg.model.model = absolute("--model", &cfg.model.model)?;
     let out = args.out.unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -110,17 +130,27 @@ fn glue_setup(args: FinetuneArgs) -> crate::Result<(TrainConfig, RunOptions)> {
             cfg.adapter.method.name()
         ))
     });
+    refuse_overwriting_inputs(
+        "--out",
+        &out,
+        &[
+            ("data folder", cfg.data_dir()?),
+            ("base model folder", &cfg.model.model),
+        ],
+    )?;
+    check_new_run_folder(&out, args.overwrite)?;
     let opts = RunOptions {
         out,
         resume: false,
         progress,
         stop_after: args.stop_after,
+        overwrite: args.overwrite,
     };
     Ok((cfg, opts))
 }
 
-fn glue(args: FinetuneArgs) -> crate::Result<()> {
-    let (cfg, opts) = glue_setup(args)?;
+fn glue(args: FinetuneArgs, given: &[String]) -> crate::Result<()> {
+    let (cfg, opts) = glue_setup(args, given)?;
     let gpu = crate::Gpu::new()?;
     let summary = train::finetune(&gpu, &cfg, &opts)?;
     println!(
@@ -137,5 +167,9 @@ fn glue(args: FinetuneArgs) -> crate::Result<()> {
             ""
         }
     );
+    if summary.terminated {
+        eprintln!("terminated (SIGTERM): checkpoint saved, exiting with status 143");
+        std::process::exit(143);
+    }
     Ok(())
 }

@@ -69,6 +69,18 @@ fn expect_2d(file: &TensorFile, name: &str) -> Result<(usize, usize, Vec<f32>)> 
 pub fn command(args: LayerArgs) -> Result<()> {
     let cfg = &args.config;
     crate::tasks::config::validate_mask(&cfg.mask)?;
+    if !(cfg.alpha.is_finite() && cfg.alpha > 0.0) {
+        return Err(Error::InvalidArgument(format!(
+            "--alpha {} must be finite and positive",
+            cfg.alpha
+        )));
+    }
+    crate::tasks::run::refuse_overwriting_inputs(
+        "--output",
+        &args.output,
+        &[("--input file", &args.input)],
+    )?;
+    crate::tasks::run::check_finite_file(&args.input)?;
     let gpu = Gpu::new()?;
     let s = run(&gpu, &args.input, &args.output, cfg)?;
     println!(

@@ -8,10 +8,12 @@ mod export;
 mod finetune;
 mod info;
 pub mod layer;
+mod resume;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -47,13 +49,28 @@ enum Command {
     Merge(export::MergeArgs),
 }
 
+/// The ids of the flags given on the command line to `subcommand` (not defaults).
+fn given_flags(matches: &clap::ArgMatches, subcommand: &str) -> Vec<String> {
+    let Some(sub) = matches.subcommand_matches(subcommand) else {
+        return Vec::new();
+    };
+    sub.ids()
+        .map(|id| id.as_str().to_string())
+        .filter(|id| {
+            sub.try_get_raw(id).is_ok_and(|v| v.is_some())
+                && sub.value_source(id) == Some(ValueSource::CommandLine)
+        })
+        .collect()
+}
+
 /// Parses the command line, runs the subcommand and maps its error to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Info => info::run(),
         Command::Layer(args) => layer::command(args),
-        Command::Finetune(args) => finetune::run(*args),
+        Command::Finetune(args) => finetune::run(*args, &given_flags(&matches, "finetune")),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::export(args),

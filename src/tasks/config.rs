@@ -295,6 +295,36 @@ pub fn validate_mask(m: &MaskConfig) -> Result<()> {
     })
 }
 
+/// Names a float setting of `config.json` that is not a number (`null` is what an older
+/// capaboost wrote for a NaN flag), which serde would report without its key.
+fn check_numbers(v: &serde_json::Value, path: &Path) -> Result<()> {
+    let required = ["alpha", "dropout", "weight_decay", "warmup_ratio"];
+    let optional = ["lr", "max_grad_norm"];
+    let mask_density = v.get("mask").and_then(|m| m.get("density"));
+    let fields = required
+        .iter()
+        .map(|k| (*k, v.get(*k), true))
+        .chain(optional.iter().map(|k| (*k, v.get(*k), false)))
+        .chain([("mask.density", mask_density, true)]);
+    for (key, value, needed) in fields {
+        let bad = match value {
+            Some(x) if x.is_number() => false,
+            Some(serde_json::Value::Null) | None => needed && value.is_some(),
+            Some(_) => true,
+        };
+        if bad {
+            return Err(Error::File {
+                path: path.display().to_string(),
+                message: format!(
+                    "{key:?} is {}, not a finite number",
+                    value.map_or_else(String::new, ToString::to_string)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl TrainConfig {
     /// Checks every numeric setting (the demo reads only some of them, but all are
     /// checked); errors name the flag. Called right after parsing and after reading a
@@ -330,11 +360,25 @@ impl TrainConfig {
             o.max_grad_norm.is_none_or(|n| n.is_finite() && n > 0.0),
             || "--max-grad-norm must be finite and positive".into(),
         )?;
-        check(self.run.batch_size >= 1, || {
+        self.validate_loop()?;
+        // [CLS], one word-piece, [SEP]: less keeps no text at all.
+        check(self.data.max_len >= 3, || {
+            format!("--max-len {} must be at least 3", self.data.max_len)
+        })
+    }
+
+    fn validate_loop(&self) -> Result<()> {
+        let r = &self.run;
+        check(r.batch_size >= 1, || {
             "--batch-size must be at least 1".into()
         })?;
-        check(self.data.max_len >= 1, || {
-            "--max-len must be at least 1".into()
+        check(r.epochs >= 1, || "--epochs must be at least 1".into())?;
+        check(r.log_every >= 1, || "--log-every must be at least 1".into())?;
+        check(r.max_steps.is_none_or(|n| n >= 1), || {
+            "--max-steps must be at least 1".into()
+        })?;
+        check(r.eval_every.is_none_or(|n| n >= 1), || {
+            "--eval-every must be at least 1".into()
         })
     }
 
@@ -366,6 +410,7 @@ impl TrainConfig {
     /// Reads and validates a run's `config.json` (as [`crate::tasks::run::RunDir::config`]
     /// returns it).
     pub fn from_json(value: serde_json::Value, path: &Path) -> Result<TrainConfig> {
+        check_numbers(&value, path)?;
         let cfg: TrainConfig = serde_json::from_value(value).map_err(|e| Error::File {
             path: path.display().to_string(),
             message: format!("not a capaboost training config: {e}"),
@@ -373,6 +418,19 @@ impl TrainConfig {
         cfg.validate()?;
         cfg.task()?;
         Ok(cfg)
+    }
+
+    /// What a run of this configuration in `run` reads: the run folder, the base model
+    /// folder and the data folder (outputs must stay clear of them).
+    pub fn input_paths<'a>(&'a self, run: &'a Path) -> Vec<(&'static str, &'a Path)> {
+        let mut v = vec![
+            ("run folder", run),
+            ("base model folder", self.model.model.as_path()),
+        ];
+        if let Some(d) = &self.data.data {
+            v.push(("data folder", d.as_path()));
+        }
+        v
     }
 
     /// The configuration as the JSON object `config.json` holds.

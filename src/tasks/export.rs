@@ -448,6 +448,7 @@ pub fn export_run(
 ) -> Result<()> {
     use crate::tasks::task::Task;
     let (run, cfg, model) = crate::tasks::train::load_run(gpu, run_path)?;
+    crate::tasks::run::refuse_overwriting_inputs("--out", out, &cfg.input_paths(run_path))?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     crate::tasks::glue_task::GlueTask::new(cfg.task()?).export_head(&model, out)?;
     match format {

@@ -111,6 +111,13 @@ impl GlueTask {
                 train.path.display()
             )));
         }
+        if dev.examples.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} has no usable rows (the dev split is needed to evaluate the run)",
+                dev.path.display()
+            )));
+        }
+        check_max_len(&cfg.model.model, d.max_len)?;
         let tok = BertTokenizer::load(&cfg.model.model, d.max_len)?;
         Ok(Self {
             kind,
@@ -124,6 +131,26 @@ impl GlueTask {
     pub fn kind(&self) -> glue::Task {
         self.kind
     }
+}
+
+/// `--max-len` must fit the model's positions, or a long row would fail mid-run. A
+/// `config.json` that does not parse is left to the model loader to report.
+fn check_max_len(model: &Path, max_len: usize) -> Result<()> {
+    let path = model.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let Ok(c) = serde_json::from_str::<crate::models::bert::BertConfig>(&text) else {
+        return Ok(());
+    };
+    if max_len > c.max_position_embeddings {
+        return Err(Error::InvalidArgument(format!(
+            "--max-len {max_len} exceeds the model's {} positions (max_position_embeddings in {})",
+            c.max_position_embeddings,
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 impl Task for GlueTask {
@@ -266,6 +293,11 @@ pub fn eval_run(
     predictions: Option<&Path>,
 ) -> Result<Metrics> {
     let (_, cfg, model) = crate::tasks::train::load_run(gpu, run_path)?;
+    if let Some(p) = predictions {
+        let mut inputs = cfg.input_paths(run_path);
+        inputs.push(("--data folder", data));
+        crate::tasks::run::refuse_overwriting_inputs("--predictions", p, &inputs)?;
+    }
     let task = cfg.task()?;
     let opts = ReadOptions {
         allow_unlabelled: predictions.is_some(),

@@ -31,6 +31,7 @@ pub fn merge_run(gpu: &Gpu, run_path: &Path, out: &Path) -> Result<()> {
             "bottleneck adapters sit behind a nonlinearity and cannot be merged".into(),
         ));
     }
+    crate::tasks::run::refuse_overwriting_inputs("--out", out, &cfg.input_paths(run_path))?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     adapters::merge_all(gpu, &mut model.bert)?;
     let mut w = encoder_tensors(&model.bert)?;

@@ -10,7 +10,7 @@ use crate::runtime::gpu::Gpu;
 use crate::tasks::classifier::Classifier;
 use crate::tasks::config::TrainConfig;
 use crate::tasks::glue_task::GlueTask;
-use crate::tasks::run::{Progress, RunDir, install_interrupt_flag};
+use crate::tasks::run::{Progress, RunDir, install_interrupt_flag, terminated};
 use crate::tasks::task::{Metrics, Model, Task};
 use crate::tasks::trainer::{self, Trainer};
 
@@ -25,6 +25,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// Show a progress bar.
     pub progress: bool,
+    /// Replace an existing run in `out` (a new run only).
+    pub overwrite: bool,
 }
 
 /// Summary of a finished (or interrupted) run.
@@ -38,17 +40,25 @@ pub struct RunSummary {
     pub examples_per_s: f64,
     /// Trainable parameters stored.
     pub trainable: usize,
-    /// Whether Ctrl-C (or `stop_after`) stopped it.
+    /// Whether Ctrl-C, SIGTERM (or `stop_after`) stopped it.
     pub interrupted: bool,
+    /// Whether SIGTERM stopped it (the command exits with status 143).
+    pub terminated: bool,
 }
 
 /// Trains (or resumes) a GLUE run of `cfg` (already validated).
 pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
+    // Data, dev split, tokenizer and (in Trainer::start) the model are all checked before
+    // the run folder is touched.
     let task = GlueTask::load(cfg)?;
     let mut t = if opts.resume {
-        Trainer::resume(gpu, task, cfg.clone(), RunDir::open(&opts.out)?)?
+        let run = RunDir::open_writer(&opts.out)?;
+        let t = Trainer::resume(gpu, task, cfg.clone(), run)?;
+        // Records the flags a resume may change (--max-steps, --epochs, ...).
+        t.run_dir().update_config(&cfg.to_json()?)?;
+        t
     } else {
-        Trainer::new(gpu, task, cfg.clone(), &opts.out)?
+        Trainer::start(gpu, task, cfg.clone(), &opts.out, opts.overwrite)?
     };
     eprintln!(
         "{} on {}: {} train / {} dev examples, {} trainable parameters ({} used by masks), {} steps",
@@ -66,7 +76,10 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
     let mut dev = Vec::new();
     let mut interrupted = false;
     while !t.finished() {
-        if interrupt.load(Ordering::SeqCst) || stop_at.is_some_and(|s| t.steps_done() >= s) {
+        if interrupt.load(Ordering::SeqCst)
+            || terminated()
+            || stop_at.is_some_and(|s| t.steps_done() >= s)
+        {
             interrupted = true;
             break;
         }
@@ -94,6 +107,7 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
         examples_per_s,
         trainable: t.trainable(),
         interrupted,
+        terminated: terminated(),
     })
 }
 

@@ -17,7 +17,7 @@ use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
 use crate::runtime::tensor::Tensor;
 use crate::tasks::config::TrainConfig;
-use crate::tasks::run::RunDir;
+use crate::tasks::run::{RunDir, check_finite_file, first_non_finite};
 use crate::tasks::task::{Metrics, Model, Task};
 
 const ADAPTER_FILE: &str = "adapter.safetensors";
@@ -95,11 +95,23 @@ fn epoch_batches(lengths: &[usize], batch: usize, seed: u64, epoch: u64) -> Vec<
 }
 
 impl<T: Task> Trainer<T> {
-    /// Starts a run: creates the run folder `out` with `cfg` as its `config.json`, and a
-    /// freshly initialized model and optimizer.
+    /// Starts a run: creates the run folder `out` (new or empty) with `cfg` as its
+    /// `config.json`, and a freshly initialized model and optimizer.
     pub fn new(gpu: &Gpu, task: T, cfg: TrainConfig, out: &Path) -> Result<Self> {
+        Self::start(gpu, task, cfg, out, false)
+    }
+
+    /// [`Trainer::new`]; with `overwrite`, an existing run in `out` is replaced (see
+    /// [`RunDir::create_with`]). The model is built before the folder is touched.
+    pub fn start(
+        gpu: &Gpu,
+        task: T,
+        cfg: TrainConfig,
+        out: &Path,
+        overwrite: bool,
+    ) -> Result<Self> {
         let model = task.build_model(gpu, &cfg)?;
-        let run = RunDir::create(out, &cfg.to_json()?)?;
+        let run = RunDir::create_with(out, &cfg.to_json()?, overwrite)?;
         let tensors: Vec<Tensor> = model.params().into_iter().map(|(_, t)| t).collect();
         let total = Self::total_steps_of(&task, &cfg);
         let opt = AdamW::new(gpu, Self::optimizer_config(&cfg, total), &tensors)?;
@@ -126,6 +138,7 @@ impl<T: Task> Trainer<T> {
                 )));
             }
         };
+        run.trim_logs_after(state.step)?;
         let model = task.build_model(gpu, &cfg)?;
         let params = model.params();
         modules::load_params(&run.checkpoint_dir().join(ADAPTER_FILE), &params)?;
@@ -254,8 +267,8 @@ impl<T: Task> Trainer<T> {
     }
 
     /// One optimizer step on the next batch. Reads the loss back every `log_every` steps
-    /// and before an evaluation (logging it to `train_loss.csv`); a non-finite loss saves a
-    /// checkpoint and is an error.
+    /// and before an evaluation (logging it to `train_loss.csv`); a non-finite loss is an
+    /// error (the last good checkpoint is kept).
     pub fn step(&mut self) -> Result<StepReport> {
         let per_epoch = self.current_batches().len();
         let at = self.state.batch_in_epoch;
@@ -314,10 +327,12 @@ impl<T: Task> Trainer<T> {
     fn read_loss(&mut self, loss: &Tensor, epoch: f64, lr: f32) -> Result<()> {
         let l = loss.to_vec()?[0] as f64;
         if !l.is_finite() {
-            self.checkpoint()?;
             return Err(Error::InvalidArgument(format!(
-                "loss is {l} at step {}: lower --lr (checkpoint saved)",
-                self.state.step
+                "the training loss is {l} at step {}; nothing was saved over the last good \
+                 checkpoint in {}. Causes: a learning rate too high (--lr), a large --alpha, \
+                 no gradient clipping (--max-grad-norm)",
+                self.state.step,
+                self.run.checkpoint_dir().display()
             )));
         }
         self.loss = Some(l);
@@ -345,24 +360,43 @@ impl<T: Task> Trainer<T> {
             rec[*k] = json!(v);
         }
         self.run.log_metrics(&rec)?;
-        self.run.write_curves()?;
+        // The curves are derived from the logs and can be redrawn: never fatal.
+        if let Err(e) = self.run.write_curves() {
+            eprintln!("warning: could not redraw the curves (training goes on): {e}");
+        }
         self.clock.paused += began.elapsed();
         Ok(metrics)
     }
 
     /// Saves the model's trainable tensors, the optimizer and where the run stands as the
-    /// run's checkpoint (replaced as a whole).
+    /// run's checkpoint (replaced as a whole). The bytes read back for saving are checked
+    /// first: a non-finite parameter or optimizer moment is an error naming the tensor, and
+    /// the last good checkpoint stays in place.
     pub fn checkpoint(&mut self) -> Result<()> {
         let began = Instant::now();
-        let dir = self.run.path();
-        let tmp = dir.join(".params.tmp");
-        modules::save_params(&tmp, &self.params)?;
-        let params = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let tmp_opt = dir.join(".optim.tmp");
-        self.opt.save(&tmp_opt)?;
-        let optim = std::fs::read(&tmp_opt).map_err(|e| Error::io(&tmp_opt, e))?;
+        let dir = self.run.path().to_path_buf();
+        let pid = std::process::id();
+        let tmp = dir.join(format!(".params.tmp-{pid}"));
+        let tmp_opt = dir.join(format!(".optim.tmp-{pid}"));
+        let read = || -> Result<(Vec<u8>, Vec<u8>)> {
+            modules::save_params(&tmp, &self.params)?;
+            let params = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            self.opt.save(&tmp_opt)?;
+            let optim = std::fs::read(&tmp_opt).map_err(|e| Error::io(&tmp_opt, e))?;
+            Ok((params, optim))
+        };
+        let files = read();
         let _ = std::fs::remove_file(&tmp);
         let _ = std::fs::remove_file(&tmp_opt);
+        let (params, optim) = files?;
+        if let Some(norm) = self.opt.last_grad_norm() {
+            let g = norm.to_vec()?.first().copied().unwrap_or(0.0);
+            if !g.is_finite() {
+                return Err(self.non_finite(&format!("the gradient norm ({g})")));
+            }
+        }
+        self.check_finite(&params, &tmp, "parameter tensor")?;
+        self.check_finite(&optim, &tmp_opt, "optimizer state")?;
         let state =
             serde_json::to_value(&self.state).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         self.run
@@ -370,10 +404,38 @@ impl<T: Task> Trainer<T> {
         self.clock.paused += began.elapsed();
         Ok(())
     }
+
+    fn check_finite(&self, bytes: &[u8], file: &Path, what: &str) -> Result<()> {
+        let Some((name, n)) = first_non_finite(bytes, file)? else {
+            return Ok(());
+        };
+        // Optimizer moments are stored as m.I / v.I: name the parameter too.
+        let param = name
+            .split_once('.')
+            .and_then(|(_, i)| i.parse::<usize>().ok())
+            .and_then(|i| self.params.get(i))
+            .filter(|_| what != "parameter tensor")
+            .map_or(String::new(), |(p, _)| format!(" (of {p})"));
+        Err(self.non_finite(&format!(
+            "{what} {name}{param} ({n} NaN or infinite values)"
+        )))
+    }
+
+    fn non_finite(&self, what: &str) -> Error {
+        Error::InvalidArgument(format!(
+            "{what} went non-finite by step {}; not saved: the last good checkpoint in {} is \
+             kept. Causes: a learning rate too high (--lr), a large --alpha, no gradient \
+             clipping (--max-grad-norm)",
+            self.state.step,
+            self.run.checkpoint_dir().display()
+        ))
+    }
 }
 
 /// Loads the trainable tensors of a run's latest checkpoint into `model`.
+/// A checkpoint holding a non-finite value is refused, naming the tensor.
 pub fn load_checkpoint_params(run: &RunDir, model: &impl Model) -> Result<()> {
+    check_finite_file(&run.checkpoint_dir().join(ADAPTER_FILE))?;
     modules::load_params(&run.checkpoint_dir().join(ADAPTER_FILE), &model.params())
 }
 

@@ -29,6 +29,76 @@ impl RunDir {
             .map_err(|e| Error::io(&path, e))
     }
 
+    /// Cuts a torn last line (a crash or a full disk while appending) off the append-only
+    /// logs, saying so, so that the next record starts on a line of its own.
+    pub(crate) fn repair_logs(&self) -> Result<()> {
+        for name in [METRICS, TRAIN_LOSS] {
+            let path = self.path.join(name);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            if bytes.is_empty() || bytes.ends_with(b"\n") {
+                continue;
+            }
+            let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            f.set_len(keep as u64)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+            eprintln!(
+                "warning: {}: cut a torn last line ({} bytes) left by an interrupted write",
+                path.display(),
+                bytes.len() - keep
+            );
+        }
+        Ok(())
+    }
+
+    /// Drops the log records of steps after `step` (the checkpoint a resume starts from:
+    /// those steps are redone, and their records would be duplicated), saying so.
+    pub fn trim_logs_after(&self, step: u64) -> Result<()> {
+        let keep_metric = |l: &str| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(Value::as_u64))
+                .is_none_or(|s| s <= step)
+        };
+        let keep_loss = |l: &str| {
+            l.split(',')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_none_or(|s| s <= step)
+        };
+        for (name, keep) in [
+            (METRICS, &keep_metric as &dyn Fn(&str) -> bool),
+            (TRAIN_LOSS, &keep_loss),
+        ] {
+            let path = self.path.join(name);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            let kept: Vec<&str> = text.lines().filter(|l| keep(l)).collect();
+            let dropped = text.lines().count() - kept.len();
+            if dropped > 0 {
+                let mut out = kept.join("\n");
+                out.push('\n');
+                crate::runtime::io::write_atomic(&path, out.as_bytes())?;
+                eprintln!(
+                    "{}: dropped {dropped} records after the checkpoint's step {step} (redone now)",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Appends one evaluation record (a JSON object with at least a non-negative integer
     /// `step`; usually also `epoch`, `split`, the task's metrics and `train_loss`) as one
     /// line of `metrics.jsonl`.

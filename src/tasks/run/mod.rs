@@ -7,6 +7,7 @@
 //! | file               | written by                                   |
 //! |--------------------|----------------------------------------------|
 //! | `config.json`      | [`RunDir::create`], atomically               |
+//! | `.lock`            | the writing process (its pid), while it runs  |
 //! | `metrics.jsonl`    | [`RunDir::log_metrics`], one object per line |
 //! | `train_loss.csv`   | [`RunDir::log_train_loss`]                   |
 //! | `dev_metrics.csv`  | [`RunDir::write_curves`], atomically         |
@@ -19,18 +20,25 @@
 
 mod checkpoint;
 mod files;
+mod finite;
 mod interrupt;
+mod lock;
+mod paths;
 mod plot;
 mod progress;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::runtime::error::{Error, Result};
 use crate::runtime::io::write_atomic;
 
-pub use interrupt::install_interrupt_flag;
+pub use finite::{check_finite_file, first_non_finite};
+pub use interrupt::{install_interrupt_flag, terminated};
+pub use lock::RunLock;
+pub use paths::{refuse_overwriting_inputs, resolve};
 pub use progress::Progress;
 
 pub(crate) const CONFIG: &str = "config.json";
@@ -47,11 +55,14 @@ pub(crate) const TRAIN_LOSS_HEADER: &str = "step,epoch,loss,lr";
 /// Size of `curves.png` in pixels.
 pub const CURVES_SIZE: (u32, u32) = (1000, 450);
 
-/// A run folder on disk. Holds only its path: every method reads or writes the files
-/// directly, so several handles to one folder stay consistent.
+/// A run folder on disk. Holds its path and, for a writer, the folder's lock: every
+/// method reads or writes the files directly, so several handles to one folder stay
+/// consistent.
 #[derive(Clone, Debug)]
 pub struct RunDir {
     path: PathBuf,
+    /// Held by handles that write the run (shared by their clones).
+    lock: Option<Arc<RunLock>>,
 }
 
 pub(crate) fn file_err(path: &Path, message: impl Into<String>) -> Error {
@@ -71,50 +82,175 @@ fn read_config(path: &Path) -> Result<Value> {
     Ok(v)
 }
 
+/// A short description of the run in `path` (task, method, checkpoint step) for messages.
+fn describe_run(path: &Path) -> String {
+    let cfg = read_config(&path.join(CONFIG)).unwrap_or_default();
+    let field = |k: &str| {
+        cfg.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string()
+    };
+    let step = std::fs::read_to_string(path.join(CHECKPOINT).join(TRAINER_STATE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v.get("step").and_then(Value::as_u64));
+    let at = step.map_or("no checkpoint yet".to_string(), |s| {
+        format!("checkpoint at step {s}")
+    });
+    format!("{} {} run, {at}", field("task"), field("method"))
+}
+
+/// What a folder given as a new run's `--out` holds.
+enum Existing {
+    /// Missing, or an empty folder: a new run may go there.
+    Free,
+    /// A run of ours.
+    Run,
+}
+
+/// Checks that `path` may receive a new run without touching it: a missing or empty
+/// folder, or (only with `overwrite`) an existing run. Anything else is refused.
+pub fn check_new_run_folder(path: &Path, overwrite: bool) -> Result<()> {
+    inspect(path, overwrite).map(|_| ())
+}
+
+fn inspect(path: &Path, overwrite: bool) -> Result<Existing> {
+    if !path.exists() {
+        return Ok(Existing::Free);
+    }
+    if !path.is_dir() {
+        return Err(file_err(path, "exists and is not a folder"));
+    }
+    let mut entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
+    if entries.next().is_none() {
+        return Ok(Existing::Free);
+    }
+    let config_path = path.join(CONFIG);
+    if !config_path.is_file() {
+        return Err(file_err(
+            path,
+            "folder is not empty and has no config.json; refusing to use it as a run folder \
+             (choose a new or empty folder)",
+        ));
+    }
+    read_config(&config_path).map_err(|e| {
+        file_err(
+            path,
+            format!("not a capaboost run folder (bad config.json: {e})"),
+        )
+    })?;
+    if !overwrite {
+        return Err(file_err(
+            path,
+            format!(
+                "holds a run ({}); continue it with --resume {}, or replace it with \
+                 --overwrite (its checkpoint and logs are deleted)",
+                describe_run(path),
+                path.display()
+            ),
+        ));
+    }
+    Ok(Existing::Run)
+}
+
+fn write_config(path: &Path, config: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(config)
+        .map_err(|e| Error::InvalidArgument(format!("run config: {e}")))?;
+    write_atomic(&path.join(CONFIG), format!("{text}\n").as_bytes())
+}
+
 impl RunDir {
-    /// Creates the run folder (and its parents) and writes `config` to `config.json`.
-    ///
-    /// An existing folder is accepted only if it is empty or already holds a
-    /// `config.json` that is a JSON object (a run of ours, which the new config replaces),
-    /// so a typo in `--out` never scribbles over an unrelated folder.
+    /// Creates a new run in `path` (a missing or empty folder; parents are created) with
+    /// `config` as its `config.json`, and holds the folder's lock. An existing run is
+    /// refused, naming it: see [`RunDir::create_with`] to replace it.
     pub fn create(path: &Path, config: &Value) -> Result<RunDir> {
+        Self::create_with(path, config, false)
+    }
+
+    /// [`RunDir::create`]; with `overwrite`, an existing run in `path` is replaced: the
+    /// new run is prepared in a sibling folder and swapped in by renames, so a failure
+    /// before the swap leaves the old run as it was. The old run's lock is taken first,
+    /// so a run that a live process is writing is never replaced.
+    pub fn create_with(path: &Path, config: &Value, overwrite: bool) -> Result<RunDir> {
         if !config.is_object() {
             return Err(Error::InvalidArgument(
                 "run config must be a JSON object".into(),
             ));
         }
-        if path.exists() {
-            if !path.is_dir() {
-                return Err(file_err(path, "exists and is not a folder"));
-            }
-            let mut entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
-            let config_path = path.join(CONFIG);
-            if entries.next().is_some() {
-                if !config_path.is_file() {
-                    return Err(file_err(
-                        path,
-                        "folder is not empty and has no config.json; refusing to use it as \
-                         a run folder (choose a new or empty folder)",
-                    ));
+        let lock = match inspect(path, overwrite)? {
+            Existing::Free => {
+                std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+                let lock = RunLock::acquire(path)?;
+                // Another process may have created a run here since `inspect`.
+                let only_lock = std::fs::read_dir(path)
+                    .map_err(|e| Error::io(path, e))?
+                    .flatten()
+                    .all(|e| e.file_name() == lock::LOCK);
+                if !only_lock {
+                    return Err(file_err(path, "another process started a run here"));
                 }
-                read_config(&config_path).map_err(|e| {
-                    file_err(
-                        path,
-                        format!("not a capaboost run folder (bad config.json: {e})"),
-                    )
-                })?;
+                write_config(path, config)?;
+                lock
             }
-        } else {
-            std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
-        }
-        let text = serde_json::to_string_pretty(config)
-            .map_err(|e| Error::InvalidArgument(format!("run config: {e}")))?;
-        write_atomic(&path.join(CONFIG), format!("{text}\n").as_bytes())?;
-        let run = RunDir {
-            path: path.to_path_buf(),
+            Existing::Run => Self::replace(path, config)?,
         };
-        run.recover_checkpoint()?;
+        Ok(RunDir {
+            path: path.to_path_buf(),
+            lock: Some(Arc::new(lock)),
+        })
+    }
+
+    fn replace(path: &Path, config: &Value) -> Result<RunLock> {
+        let old_lock = RunLock::acquire(path)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| file_err(path, "not a folder name"))?;
+        let parent = path.parent().unwrap_or(Path::new("."));
+        let pid = std::process::id();
+        let fresh = parent.join(format!(".{name}.new-{pid}"));
+        let old = parent.join(format!(".{name}.old-{pid}"));
+        let _ = std::fs::remove_dir_all(&fresh);
+        std::fs::create_dir(&fresh).map_err(|e| Error::io(&fresh, e))?;
+        let prepared = std::fs::write(fresh.join(lock::LOCK), format!("{pid}\n"))
+            .map_err(|e| Error::io(&fresh, e))
+            .and_then(|()| write_config(&fresh, config));
+        if let Err(e) = prepared {
+            let _ = std::fs::remove_dir_all(&fresh);
+            return Err(e);
+        }
+        std::fs::rename(path, &old).map_err(|e| Error::io(path, e))?;
+        if let Err(e) = std::fs::rename(&fresh, path) {
+            let _ = std::fs::rename(&old, path);
+            return Err(Error::io(&fresh, e));
+        }
+        old_lock.disarm();
+        eprintln!("--overwrite: replaced the run in {}", path.display());
+        if let Err(e) = std::fs::remove_dir_all(&old) {
+            eprintln!(
+                "warning: could not delete the old run {}: {e}",
+                old.display()
+            );
+        }
+        Ok(RunLock::adopt(path.join(lock::LOCK)))
+    }
+
+    /// Opens an existing run to continue writing it: takes its lock, finishes an
+    /// interrupted checkpoint swap, deletes stale temporary files and repairs torn log
+    /// tails.
+    pub fn open_writer(path: &Path) -> Result<RunDir> {
+        let mut run = Self::open(path)?;
+        let lock = RunLock::acquire(path)?;
+        run.lock = Some(Arc::new(lock));
+        lock::clean_temp_files(path);
+        run.repair_logs()?;
         Ok(run)
+    }
+
+    /// Writes `config` as the run's `config.json` (a resume that extended the run).
+    pub fn update_config(&self, config: &Value) -> Result<()> {
+        write_config(&self.path, config)
     }
 
     /// Opens an existing run folder (to resume or evaluate). Errors if the folder or its
@@ -133,6 +269,7 @@ impl RunDir {
         read_config(&config_path)?;
         let run = RunDir {
             path: path.to_path_buf(),
+            lock: None,
         };
         run.recover_checkpoint()?;
         Ok(run)
