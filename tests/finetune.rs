@@ -27,7 +27,9 @@ fn tiny_sst2(dir: &Path, train_rows: usize, dev_rows: usize) {
 }
 
 fn capaboost(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+    let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
+    Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
         .args(args)
         .output()
         .unwrap();
@@ -296,7 +298,9 @@ fn smoke_run_resume_eval_export_merge() {
 
 #[test]
 fn bad_finetune_inputs_are_clear_errors() {
-    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+    let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
+    Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
         .args([
             "finetune",
             "--task",
@@ -311,12 +315,16 @@ fn bad_finetune_inputs_are_clear_errors() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(text.contains("/nonexistent/glue"), "{text}");
-    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+    let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
+    Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
         .args(["finetune", "--data", "x"])
         .output()
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--task"));
-    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+    let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
+    Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
         .args(["finetune", "--resume", "/nonexistent/run"])
         .output()
         .unwrap();
@@ -337,7 +345,9 @@ fn ctrl_c_stops_at_a_step_boundary_with_a_checkpoint() {
     let data = root.join("sst2");
     tiny_sst2(&data, 16, 4);
     let run = root.join("run");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+    let mut child = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
+    Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
         .args([
             "finetune",
             "--task",
@@ -519,7 +529,9 @@ fn regression_pairs_with_bottleneck_adapters() {
             root.join("merged").to_str().unwrap(),
         ],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
+    Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
             .args(&args)
             .output()
             .unwrap();
