@@ -340,10 +340,18 @@ impl Problem {
         2.0 * self.mkn.iter().map(|&x| x as f64).product::<f64>()
     }
 
-    /// Compiles and runs `kernel` once untimed, then returns its first sample.
-    fn first(&self, gpu: &Gpu, kernel: Kernel) -> Result<f64> {
+    /// Compiles and runs `kernel` once (first-use costs, wall clock), then returns its first
+    /// sample; where the first run alone was [`DROP`] times `best`, that run's time instead
+    /// (the candidate is dropped without a second run).
+    fn first(&self, gpu: &Gpu, kernel: Kernel, best: f64) -> Result<f64> {
         prepare(gpu, kernel, &self.oa(), &self.ob(), &self.c)?;
+        let t0 = Instant::now();
         self.run(gpu, kernel)?;
+        gpu.wait()?;
+        let warm = t0.elapsed().as_secs_f64() * 1e3;
+        if warm > DROP * best {
+            return Ok(warm);
+        }
         self.sample(gpu, kernel)
     }
 
@@ -367,7 +375,7 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
     let start = Instant::now();
     let full = Problem::new(gpu, a, b, mkn, 0x7e57)?;
     let small = Problem::new(gpu, a, b, check_problem(a, b, mkn), 0x5eed)?;
-    let ref_small = small.first(gpu, Kernel::Reference)?;
+    let ref_small = small.first(gpu, Kernel::Reference, f64::INFINITY)?;
     let want = small.c.to_vec()?;
     let ref_estimate = ref_small * full.flop() / small.flop();
     let (samples, budget) = match mode {
@@ -377,14 +385,14 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
     let mut times: Vec<(Kernel, Vec<f64>)> = Vec::new();
     let mut best = f64::INFINITY;
     for kernel in candidates(mkn, mode) {
-        let t = full.first(gpu, kernel)?;
+        let t = full.first(gpu, kernel, best)?;
         best = best.min(t);
         times.push((kernel, vec![t]));
     }
     let skip_reference =
         mode != Mode::Exhaustive && ref_estimate > DROP * best && ref_estimate > 50.0;
     if !skip_reference {
-        let t = full.first(gpu, Kernel::Reference)?;
+        let t = full.first(gpu, Kernel::Reference, best)?;
         best = best.min(t);
         times.push((Kernel::Reference, vec![t]));
     }
