@@ -27,7 +27,9 @@ fn tiny_sst2(dir: &Path, train_rows: usize, dev_rows: usize) {
 }
 
 fn capaboost(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+    let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
+    Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
         .args(args)
         .output()
         .unwrap();
@@ -304,6 +306,9 @@ fn bad_finetune_inputs_are_clear_errors() {
     let cmd = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_capaboost"));
         c.current_dir(&root);
+        // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
+        let tune = std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into());
+        c.env("CAPABOOST_AUTOTUNE", tune);
         c
     };
     let out = cmd()
@@ -457,7 +462,9 @@ fn ctrl_c_stops_at_a_step_boundary_with_a_checkpoint() {
     let data = root.join("sst2");
     tiny_sst2(&data, 16, 4);
     let run = root.join("run");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+    let mut child = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
+    Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
         .args([
             "finetune",
             "--task",
@@ -639,7 +646,9 @@ fn regression_pairs_with_bottleneck_adapters() {
             root.join("merged").to_str().unwrap(),
         ],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
+    Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
             .args(&args)
             .output()
             .unwrap();

@@ -10,7 +10,9 @@ use capaboost::runtime::io::{TensorFile, TensorWriter};
 use common::{random_vec, rel_frobenius};
 
 fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_capaboost"))
+    let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
+    Command::new(env!("CARGO_BIN_EXE_capaboost"))
+        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
         .args(args)
         .output()
         .unwrap();

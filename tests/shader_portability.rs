@@ -96,6 +96,22 @@ fn wgsl_stems(dir: &str) -> BTreeSet<String> {
 }
 
 #[test]
+fn every_generated_gemm_variant_translates_to_every_backend() {
+    let generated = capaboost::kernels::gemm::template::generated();
+    // 5 register shapes x 3 A loads x 3 B loads x (guarded, aligned).
+    assert_eq!(generated.len(), 90);
+    let names: BTreeSet<&str> = generated.iter().map(|s| s.name).collect();
+    assert_eq!(names.len(), generated.len(), "generated names are unique");
+    let mut failures = Vec::new();
+    for shader in generated {
+        if let Err(e) = translate_everywhere(shader) {
+            failures.push(format!("{}: {e}", shader.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn every_file_in_shaders_is_registered() {
     let registered: BTreeSet<String> = ALL.iter().map(|s| s.name.to_string()).collect();
     assert_eq!(wgsl_stems("shaders"), registered);

@@ -311,9 +311,31 @@ fn lora_learns_spans_on_a_few_paragraphs() {
     let task = SquadTask::new(&few, &few, &tok, Decode::default()).unwrap();
     let model_arg = model.to_string_lossy().to_string();
     let args = Args::try_parse_from([
-        "t", "--model", &model_arg, "--method", "lora", "--r", "8", "--alpha", "16",
-        "--lr", "5e-3", "--batch-size", "8", "--max-steps", "24", "--epochs", "100",
-        "--warmup-ratio", "0", "--schedule", "constant", "--log-every", "1", "--seed", "3",
+        "t",
+        "--model",
+        &model_arg,
+        "--method",
+        "lora",
+        "--r",
+        "8",
+        "--alpha",
+        "16",
+        "--lr",
+        "5e-3",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "24",
+        "--epochs",
+        "100",
+        "--warmup-ratio",
+        "0",
+        "--schedule",
+        "constant",
+        "--log-every",
+        "1",
+        "--seed",
+        "3",
     ])
     .unwrap();
     args.cfg.validate().unwrap();

@@ -23,6 +23,11 @@ pub struct BenchArgs {
     /// Warm-up runs.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Run everything twice in this process, with `CAPABOOST_AUTOTUNE=off` (today's kernel)
+    /// then tuned afresh (`on`, or `exhaustive` where the environment asks for it), print
+    /// every tuning candidate's time per shape and the off/on ratios.
+    #[arg(long)]
+    autotune: bool,
     /// Also write the rows as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -67,17 +72,87 @@ pub fn run(args: BenchArgs) -> crate::Result<()> {
         gpu.adapter_info().name,
         gpu.adapter_info().backend.to_str()
     );
-    let rows = crate::cli::bench::run(&gpu, &cfg, |r| {
+    let log = |r: &crate::cli::bench::BenchRow| {
         eprintln!(
             "  measured {} {}x{}x{} d={}",
             r.kind, r.tokens, r.width, r.r, r.d
         )
-    })?;
-    print!("{}", crate::cli::bench::table(&rows));
+    };
+    let rows = if args.autotune {
+        autotune_run(&gpu, &cfg, log)?
+    } else {
+        let rows = crate::cli::bench::run(&gpu, &cfg, log)?;
+        print!("{}", crate::cli::bench::table(&rows));
+        let tuned = crate::kernels::gemm::tune::reports();
+        let secs: f64 = tuned.iter().map(|r| r.seconds).sum();
+        println!(
+            "GEMM shapes tuned in this process: {} ({secs:.2} s; the rest from the cache)",
+            tuned.len()
+        );
+        rows
+    };
     if let Some(path) = args.json {
         let json = serde_json::to_vec_pretty(&rows)
             .map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
         crate::runtime::io::write_atomic(&path, &json)?;
     }
     Ok(())
+}
+
+/// `--autotune`: the benchmark with today's kernels, then tuned, in one process.
+fn autotune_run(
+    gpu: &crate::Gpu,
+    cfg: &crate::cli::bench::BenchConfig,
+    log: impl Fn(&crate::cli::bench::BenchRow),
+) -> crate::Result<Vec<crate::cli::bench::BenchRow>> {
+    use crate::kernels::gemm::tune::{self, Mode};
+    let tuned = match tune::mode() {
+        Mode::Exhaustive => Mode::Exhaustive,
+        _ => Mode::On,
+    };
+    tune::set_mode(Some(Mode::Off));
+    println!("== CAPABOOST_AUTOTUNE=off (reference GEMM)");
+    let off = crate::cli::bench::run(gpu, cfg, &log)?;
+    print!("{}", crate::cli::bench::table(&off));
+    tune::retune();
+    tune::set_mode(Some(tuned));
+    println!("== CAPABOOST_AUTOTUNE={tuned:?} (tuned afresh)");
+    let on = crate::cli::bench::run(gpu, cfg, &log)?;
+    print!("{}", crate::cli::bench::table(&on));
+    println!("== tuning (every candidate's median ms; '-' not measured, predicted far behind)");
+    for r in tune::reports() {
+        let [m, k, n] = r.mkn;
+        let times: Vec<String> = r
+            .times
+            .iter()
+            .map(|(kern, t)| match t {
+                Some(t) => format!("{} {t:.3}", kern.label()),
+                None => format!("{} -", kern.label()),
+            })
+            .collect();
+        let views = r.key.split('|').nth(2).unwrap_or("");
+        println!(
+            "  M={m} K={k} N={n} {views}: {} -> {} ({:.2} s)",
+            times.join(", "),
+            r.chosen.label(),
+            r.seconds
+        );
+    }
+    println!("== off / on");
+    for (a, b) in off.iter().zip(&on).filter(|(a, _)| a.kind != "copy") {
+        println!(
+            "  {} {}x{}x{} d={}: {:.3} ms -> {:.3} ms ({:.2}x)",
+            a.kind,
+            a.tokens,
+            a.width,
+            a.r,
+            a.d,
+            a.layer_ms,
+            b.layer_ms,
+            a.layer_ms / b.layer_ms
+        );
+    }
+    let mut rows = off;
+    rows.extend(on);
+    Ok(rows)
 }

@@ -7,7 +7,42 @@ use crate::runtime::recorder::{Binding, Recorder};
 use crate::runtime::shaders::GEMM;
 use crate::runtime::tensor::Tensor;
 
+mod cache;
+pub mod template;
+pub mod tune;
+
 const TILE: u32 = 64;
+
+/// Which kernel runs a GEMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// `shaders/gemm.wgsl`: the 64x64 workgroup-memory tile (`CAPABOOST_AUTOTUNE=off`), and
+    /// the reference every tuned choice is checked against.
+    Reference,
+    /// A generated register-only variant: the index of its shape in [`template::SHAPES`].
+    Register(usize),
+}
+
+impl Kernel {
+    /// A short name: `tiled64` or the register shape's label.
+    pub fn label(&self) -> String {
+        match self {
+            Kernel::Reference => "tiled64".into(),
+            Kernel::Register(s) => template::SHAPES[*s].label(),
+        }
+    }
+
+    /// The kernel a label names.
+    pub fn from_label(label: &str) -> Option<Self> {
+        if label == "tiled64" {
+            return Some(Kernel::Reference);
+        }
+        template::SHAPES
+            .iter()
+            .position(|s| s.label() == label)
+            .map(Kernel::Register)
+    }
+}
 
 /// How the kernel reads an operand stored in a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +62,7 @@ pub enum View {
 }
 
 impl View {
-    fn code(self) -> u32 {
+    pub(crate) fn code(self) -> u32 {
         match self {
             View::Plain => 0,
             View::Trans => 1,
@@ -38,7 +73,7 @@ impl View {
         }
     }
 
-    fn stacked(self) -> bool {
+    pub(crate) fn stacked(self) -> bool {
         !matches!(self, View::Plain | View::Trans)
     }
 }
@@ -215,7 +250,9 @@ fn check_dims(a: &Operand, b: &Operand, c: &Tensor, bias: Option<&Tensor>) -> Re
 /// `c = alpha * op(a) op(b) + beta * c + bias` into an existing `c` of shape `[.., M, N]`.
 ///
 /// Batched when the dense operands carry a leading batch dimension (a batch of 1 is
-/// broadcast). With `beta == 0` the old contents of `c` are never read.
+/// broadcast). With `beta == 0` the old contents of `c` are never read. The kernel is the
+/// autotuner's choice for this device and problem ([`tune`]; `CAPABOOST_AUTOTUNE=off` gives
+/// [`Kernel::Reference`]).
 pub fn gemm_into(
     rec: &mut Recorder,
     a: Operand,
@@ -225,35 +262,91 @@ pub fn gemm_into(
     beta: f32,
     bias: Option<&Tensor>,
 ) -> Result<()> {
-    let Dims {
-        batch,
-        ba,
-        bb,
-        m,
-        n,
-        k: ka,
-        r,
-    } = check_dims(&a, &b, c, bias)?;
-    let gpu = rec.gpu().clone();
+    let dims = check_dims(&a, &b, c, bias)?;
+    let kernel = tune::choose(rec.gpu(), &a, &b, [dims.m, dims.k, dims.n])?;
+    dispatch(rec, kernel, &a, &b, c, (alpha, beta), bias, &dims)
+}
+
+/// [`gemm_into`] with the kernel given instead of tuned.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_into_with(
+    rec: &mut Recorder,
+    kernel: Kernel,
+    a: Operand,
+    b: Operand,
+    c: &Tensor,
+    alpha: f32,
+    beta: f32,
+    bias: Option<&Tensor>,
+) -> Result<()> {
+    let dims = check_dims(&a, &b, c, bias)?;
+    dispatch(rec, kernel, &a, &b, c, (alpha, beta), bias, &dims)
+}
+
+/// The grid and the shader of `kernel` on this problem.
+fn plan(
+    kernel: Kernel,
+    a: &Operand,
+    b: &Operand,
+    d: &Dims,
+) -> Result<([u32; 3], &'static crate::runtime::shaders::ShaderSource)> {
+    let (rows, cols, shader) = match kernel {
+        Kernel::Reference => (TILE, TILE, &GEMM),
+        Kernel::Register(s) => {
+            let spec = template::spec_for(s, a.view.code(), b.view.code(), [d.m, d.k, d.n]);
+            let shape = template::SHAPES[s];
+            (shape.rows(), shape.cols(), spec.source())
+        }
+    };
     let grid = [
-        u32_of(n.div_ceil(TILE as usize), "gemm column tiles")?,
-        u32_of(m.div_ceil(TILE as usize), "gemm row tiles")?,
-        u32_of(batch, "gemm batch")?,
+        u32_of(d.n.div_ceil(cols as usize), "gemm column tiles")?,
+        u32_of(d.m.div_ceil(rows as usize), "gemm row tiles")?,
+        u32_of(d.batch, "gemm batch")?,
     ];
-    if m == 0 || n == 0 {
+    Ok((grid, shader))
+}
+
+/// Compiles the pipeline `kernel` would use on this problem (so that timing it measures
+/// the kernel, not the compiler).
+fn prepare(gpu: &crate::Gpu, kernel: Kernel, a: &Operand, b: &Operand, c: &Tensor) -> Result<()> {
+    let d = check_dims(a, b, c, None)?;
+    let (_, shader) = plan(kernel, a, b, &d)?;
+    let constants = [
+        ("A_MODE", a.view.code() as f64),
+        ("B_MODE", b.view.code() as f64),
+        ("HAS_BIAS", 0.0),
+    ];
+    gpu.pipelines().get(shader, "gemm", &constants).map(drop)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    rec: &mut Recorder,
+    kernel: Kernel,
+    a: &Operand,
+    b: &Operand,
+    c: &Tensor,
+    (alpha, beta): (f32, f32),
+    bias: Option<&Tensor>,
+    d: &Dims,
+) -> Result<()> {
+    let gpu = rec.gpu().clone();
+    let (grid, shader) = plan(kernel, a, b, d)?;
+    if d.m == 0 || d.n == 0 {
         return Ok(());
     }
+    let (m, n, ka) = (d.m, d.n, d.k);
     let p = Params {
         m: u32_of(m, "M")?,
         n: u32_of(n, "N")?,
         k: u32_of(ka, "K")?,
-        r,
-        stride_a: if ba == 1 {
+        r: d.r,
+        stride_a: if d.ba == 1 {
             0
         } else {
             u32_of(m * ka, "A batch stride")?
         },
-        stride_b: if bb == 1 {
+        stride_b: if d.bb == 1 {
             0
         } else {
             u32_of(ka * n, "B batch stride")?
@@ -275,7 +368,7 @@ pub fn gemm_into(
         ("HAS_BIAS", bias.is_some() as u32 as f64),
     ];
     rec.dispatch(
-        &GEMM,
+        shader,
         "gemm",
         &constants,
         &[
@@ -344,110 +437,4 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>)
     gemm(rec, Operand::plain(x), Operand::trans(w), 1.0, bias)
 }
 
-/// f64 CPU references.
-pub mod cpu {
-    use super::View;
-
-    /// The logical `[rows, cols]` matrix an operand view reads, in f64. `masks` holds one
-    /// 0/1 mask per branch (factor-shaped) for the stacked views; `shape` is the stored
-    /// 2-D shape.
-    pub fn view(
-        data: &[f32],
-        shape: [usize; 2],
-        view: View,
-        masks: &[Vec<u8>],
-    ) -> (Vec<f64>, usize, usize) {
-        let [sr, sc] = shape;
-        let d = masks.len();
-        let at = |r: usize, c: usize| data[r * sc + c] as f64;
-        match view {
-            View::Plain => (data.iter().map(|&v| v as f64).collect(), sr, sc),
-            View::Trans => {
-                let mut out = vec![0.0; sr * sc];
-                for r in 0..sr {
-                    for c in 0..sc {
-                        out[c * sr + r] = at(r, c);
-                    }
-                }
-                (out, sc, sr)
-            }
-            View::AStacked | View::AStackedT => {
-                // A [r, in] -> A_s [d r, in]
-                let mut s = vec![0.0; d * sr * sc];
-                for (i, m) in masks.iter().enumerate() {
-                    for j in 0..sr {
-                        for c in 0..sc {
-                            s[(i * sr + j) * sc + c] = at(j, c) * m[j * sc + c] as f64;
-                        }
-                    }
-                }
-                if view == View::AStacked {
-                    (s, d * sr, sc)
-                } else {
-                    (transpose(&s, d * sr, sc), sc, d * sr)
-                }
-            }
-            View::BStacked | View::BStackedT => {
-                // B [out, r] -> B_s [out, d r]
-                let mut s = vec![0.0; sr * d * sc];
-                for (i, m) in masks.iter().enumerate() {
-                    for o in 0..sr {
-                        for j in 0..sc {
-                            s[o * d * sc + i * sc + j] = at(o, j) * m[o * sc + j] as f64;
-                        }
-                    }
-                }
-                if view == View::BStacked {
-                    (s, sr, d * sc)
-                } else {
-                    (transpose(&s, sr, d * sc), d * sc, sr)
-                }
-            }
-        }
-    }
-
-    /// Transpose of a row-major `[rows, cols]` matrix.
-    pub fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
-        let mut out = vec![0.0; rows * cols];
-        for r in 0..rows {
-            for c in 0..cols {
-                out[c * rows + r] = a[r * cols + c];
-            }
-        }
-        out
-    }
-
-    /// `a [m, k] b [k, n]` in f64.
-    pub fn matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
-        let mut c = vec![0.0; m * n];
-        for i in 0..m {
-            for p in 0..k {
-                let av = a[i * k + p];
-                if av == 0.0 {
-                    continue;
-                }
-                for j in 0..n {
-                    c[i * n + j] += av * b[p * n + j];
-                }
-            }
-        }
-        c
-    }
-
-    /// `alpha a b + beta c + bias` in f64, for `a [m, k]`, `b [k, n]`, `c [m, n]`,
-    /// `bias [n]` and `[m, k, n]` as `dims`.
-    pub fn gemm(
-        a: &[f64],
-        b: &[f64],
-        c: &[f64],
-        bias: Option<&[f64]>,
-        [m, k, n]: [usize; 3],
-        alpha: f64,
-        beta: f64,
-    ) -> Vec<f64> {
-        let ab = matmul(a, b, m, k, n);
-        (0..m * n)
-            .map(|i| alpha * ab[i] + beta * c[i] + bias.map_or(0.0, |bb| bb[i % n]))
-            .collect()
-    }
-}
+pub mod cpu;

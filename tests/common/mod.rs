@@ -13,6 +13,12 @@ pub fn adapter_required() -> bool {
 }
 
 fn make_gpu() -> Option<Gpu> {
+    // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE says otherwise, so that
+    // it is deterministic and no test pays for tuning; tests/gemm_variants.rs covers every
+    // variant and the tuned path explicitly.
+    if std::env::var_os("CAPABOOST_AUTOTUNE").is_none() {
+        capaboost::kernels::gemm::tune::set_mode(Some(capaboost::kernels::gemm::tune::Mode::Off));
+    }
     match Gpu::new() {
         Ok(g) => Some(g),
         Err(e) if adapter_required() => panic!("CAPABOOST_REQUIRE_ADAPTER=1 but: {e}"),

@@ -66,7 +66,11 @@ impl SpanModel {
         let mut w = self.start.weight.to_vec()?;
         w.extend(self.end.weight.to_vec()?);
         let bias = |l: &Linear| -> Result<f32> {
-            Ok(l.bias.as_ref().map(Tensor::to_vec).transpose()?.map_or(0.0, |b| b[0]))
+            Ok(l.bias
+                .as_ref()
+                .map(Tensor::to_vec)
+                .transpose()?
+                .map_or(0.0, |b| b[0]))
         };
         Ok((w, vec![bias(&self.start)?, bias(&self.end)?]))
     }

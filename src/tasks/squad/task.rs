@@ -47,7 +47,12 @@ pub struct SpanBatch {
 impl SquadTask {
     /// Windows every question of `train` and `eval` with `tok`. Under v2.0 rules (a file
     /// with unanswerable questions) the empty answer may be predicted.
-    pub fn new(train: &SquadFile, eval: &SquadFile, tok: &QaTokenizer, decode: Decode) -> Result<Self> {
+    pub fn new(
+        train: &SquadFile,
+        eval: &SquadFile,
+        tok: &QaTokenizer,
+        decode: Decode,
+    ) -> Result<Self> {
         let v2 = [train, eval]
             .iter()
             .any(|f| f.questions().any(|(_, q)| q.is_impossible));
@@ -56,7 +61,9 @@ impl SquadTask {
             windows.extend(tok.windows(q, &p.context)?);
         }
         if windows.is_empty() {
-            return Err(Error::InvalidArgument("no training question to learn from".into()));
+            return Err(Error::InvalidArgument(
+                "no training question to learn from".into(),
+            ));
         }
         let eval = eval
             .questions()
