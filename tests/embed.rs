@@ -26,6 +26,10 @@ fn host_buffer(device: &wgpu::Device, queue: &wgpu::Queue, data: &[f32]) -> wgpu
 
 #[test]
 fn layer_records_into_the_hosts_encoder_on_the_hosts_buffers() {
+    // With the GEMM autotuner on (the default for users), recording into a host encoder
+    // must still submit nothing: an untuned shape takes the reference kernel there.
+    use capaboost::kernels::gemm::tune;
+    tune::set_mode(Some(tune::Mode::On));
     let instance = common::host_instance();
     let adapter =
         match pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))

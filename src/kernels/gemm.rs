@@ -263,7 +263,8 @@ pub fn gemm_into(
     bias: Option<&Tensor>,
 ) -> Result<()> {
     let dims = check_dims(&a, &b, c, bias)?;
-    let kernel = tune::choose(rec.gpu(), &a, &b, [dims.m, dims.k, dims.n])?;
+    let may_tune = !rec.records_for_host();
+    let kernel = tune::choose_with(rec.gpu(), &a, &b, [dims.m, dims.k, dims.n], may_tune)?;
     dispatch(rec, kernel, &a, &b, c, (alpha, beta), bias, &dims)
 }
 

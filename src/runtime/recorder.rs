@@ -48,6 +48,7 @@ pub struct Recorder {
     keep: Vec<Arc<PooledBuffer>>,
     dispatches: usize,
     timestamps: Option<Timestamps>,
+    host_owned: bool,
 }
 
 impl Recorder {
@@ -63,6 +64,7 @@ impl Recorder {
             keep: Vec::new(),
             dispatches: 0,
             timestamps: None,
+            host_owned: false,
         }
     }
 
@@ -77,7 +79,15 @@ impl Recorder {
             keep: Vec::new(),
             dispatches: 0,
             timestamps: None,
+            host_owned: true,
         }
+    }
+
+    /// Whether this recorder records into a host program's encoder ([`Recorder::wrap`]):
+    /// kernels then submit nothing of their own (a GEMM autotuner, for one, does not tune
+    /// on this path and takes its cached choice or the reference kernel).
+    pub fn records_for_host(&self) -> bool {
+        self.host_owned
     }
 
     /// Hands the encoder back without submitting, with the buffers its commands use; keep

@@ -219,6 +219,18 @@ fn remember(report: &Report) {
 /// The kernel for this problem on `gpu`: the reference when tuning is off or the problem
 /// tiny, else the cached choice, else a fresh tuning (then cached).
 pub fn choose(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3]) -> Result<Kernel> {
+    choose_with(gpu, a, b, mkn, true)
+}
+
+/// Like [`choose`]; with `may_tune = false` (recording into a host program's encoder,
+/// where nothing may be submitted) an uncached problem gets the reference kernel.
+pub fn choose_with(
+    gpu: &Gpu,
+    a: &Operand,
+    b: &Operand,
+    mkn: [usize; 3],
+    may_tune: bool,
+) -> Result<Kernel> {
     let mode = mode();
     let [m, k, n] = mkn;
     if mode == Mode::Off || 2.0 * (m * n * k) as f64 <= TINY_FLOP {
@@ -227,6 +239,9 @@ pub fn choose(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3]) -> Result<Ke
     let key = key(gpu, a, b, mkn);
     if let Some(kernel) = cached(&key) {
         return Ok(kernel);
+    }
+    if !may_tune {
+        return Ok(Kernel::Reference);
     }
     let report = tune(gpu, a, b, mkn, mode)?;
     remember(&report);
