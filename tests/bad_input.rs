@@ -39,7 +39,7 @@ const TRAIN: [&str; 10] = [
 ];
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_capaboost"));
+    let mut c = common::capaboost_cmd();
     c.env("NO_COLOR", "1");
     c
 }

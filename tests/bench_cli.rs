@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::Command;
 
 #[test]
 fn bench_runs_small_and_writes_json() {
@@ -10,9 +9,7 @@ fn bench_runs_small_and_writes_json() {
         return;
     }
     let path = std::env::temp_dir().join(format!("capaboost-bench-{}.json", std::process::id()));
-    let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
-    Command::new(env!("CARGO_BIN_EXE_capaboost"))
-        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
+    let out = common::capaboost_cmd()
         .args([
             "bench",
             "--shapes",
@@ -58,9 +55,7 @@ fn bench_runs_small_and_writes_json() {
         }
     }
     std::fs::remove_file(&path).ok();
-    let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
-    Command::new(env!("CARGO_BIN_EXE_capaboost"))
-        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
+    let out = common::capaboost_cmd()
         .args(["bench", "--shapes", "12x4"])
         .output()
         .unwrap();

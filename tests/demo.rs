@@ -3,7 +3,6 @@
 mod common;
 
 use capaboost::tasks::demo::{self, DemoConfig, Scenario};
-use std::process::Command;
 
 #[test]
 fn capaboost_beats_lora_on_a_flat_spectrum_and_loses_on_a_decaying_one() {
@@ -58,9 +57,7 @@ fn finetune_report_has_the_contract_fields() {
     let dir = std::env::temp_dir().join(format!("capaboost-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let report = dir.join("report.json");
-    let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
-    Command::new(env!("CARGO_BIN_EXE_capaboost"))
-        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
+    let out = common::capaboost_cmd()
         .args([
             "finetune",
             "--steps",

@@ -27,12 +27,7 @@ fn tiny_sst2(dir: &Path, train_rows: usize, dev_rows: usize) {
 }
 
 fn capaboost(args: &[&str]) -> String {
-    let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
-    Command::new(env!("CARGO_BIN_EXE_capaboost"))
-        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::capaboost_cmd().args(args).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -304,11 +299,8 @@ fn bad_finetune_inputs_are_clear_errors() {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let cmd = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_capaboost"));
+        let mut c = common::capaboost_cmd();
         c.current_dir(&root);
-        // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
-        let tune = std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into());
-        c.env("CAPABOOST_AUTOTUNE", tune);
         c
     };
     let out = cmd()
@@ -462,9 +454,7 @@ fn ctrl_c_stops_at_a_step_boundary_with_a_checkpoint() {
     let data = root.join("sst2");
     tiny_sst2(&data, 16, 4);
     let run = root.join("run");
-    let mut child = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
-    Command::new(env!("CARGO_BIN_EXE_capaboost"))
-        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
+    let mut child = common::capaboost_cmd()
         .args([
             "finetune",
             "--task",
@@ -646,12 +636,7 @@ fn regression_pairs_with_bottleneck_adapters() {
             root.join("merged").to_str().unwrap(),
         ],
     ] {
-        let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
-    Command::new(env!("CARGO_BIN_EXE_capaboost"))
-        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = common::capaboost_cmd().args(&args).output().unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("bottleneck adapters"), "{err}");

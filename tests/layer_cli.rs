@@ -3,19 +3,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use capaboost::kernels::capaboost::cpu;
 use capaboost::runtime::io::{TensorFile, TensorWriter};
 use common::{random_vec, rel_frobenius};
 
 fn run(args: &[&str]) -> (bool, String) {
-    let out = // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE is set.
-    Command::new(env!("CARGO_BIN_EXE_capaboost"))
-        .env("CAPABOOST_AUTOTUNE", std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into()))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::capaboost_cmd().args(args).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

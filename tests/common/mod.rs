@@ -144,3 +144,12 @@ pub fn model_dir() -> Option<std::path::PathBuf> {
     );
     None
 }
+
+/// The `capaboost` binary as the CLI tests run it: with the reference GEMM unless
+/// `CAPABOOST_AUTOTUNE` is set (deterministic, no tuning cache under the user's home).
+pub fn capaboost_cmd() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_capaboost"));
+    let tune = std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into());
+    c.env("CAPABOOST_AUTOTUNE", tune);
+    c
+}
