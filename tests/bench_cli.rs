@@ -2,7 +2,6 @@
 
 mod common;
 
-
 #[test]
 fn bench_runs_small_and_writes_json() {
     if common::gpu().is_none() {

@@ -238,19 +238,7 @@ impl<'a> Adapter<'a> {
     /// `y += s H B_s^T` with `H = x A_s^T` for `x [T, in]` and `y [T, out]` (two GEMM
     /// dispatches, masks applied on load); returns `H [T, d r]`, which the backward needs.
     pub fn update(&self, rec: &mut Recorder, x: &Tensor, y: &Tensor) -> Result<Tensor> {
-        let (_, in_f, out_f) = self.dims()?;
-        let [t, xin] = dims2("x", x)?;
-        if xin != in_f {
-            return Err(Error::shape(format!(
-                "x is [{t}, {xin}] but lora_A has in = {in_f}"
-            )));
-        }
-        if y.shape() != [t, out_f] {
-            return Err(Error::shape(format!(
-                "output is {:?}, expected [{t}, {out_f}]",
-                y.shape()
-            )));
-        }
+        self.check_rows(x, "output", y)?;
         let h = gemm(
             rec,
             Operand::plain(x),
@@ -270,21 +258,29 @@ impl<'a> Adapter<'a> {
         Ok(h)
     }
 
-    /// Checks the backward's inputs: `x [T, in]`, saved `h [T, d r]`, `g [T, out]`.
-    fn check_backward(&self, x: &Tensor, h: &Tensor, g: &Tensor) -> Result<()> {
-        let (r, in_f, out_f) = self.dims()?;
+    /// Checks `x [T, in]` and an output-side tensor `[T, out]` (named `name` in errors);
+    /// returns `T`.
+    fn check_rows(&self, x: &Tensor, name: &str, y: &Tensor) -> Result<usize> {
+        let (_, in_f, out_f) = self.dims()?;
         let [t, xin] = dims2("x", x)?;
         if xin != in_f {
             return Err(Error::shape(format!(
                 "x is [{t}, {xin}] but lora_A has in = {in_f}"
             )));
         }
-        if g.shape() != [t, out_f] {
+        if y.shape() != [t, out_f] {
             return Err(Error::shape(format!(
-                "grad_y is {:?}, expected [{t}, {out_f}]",
-                g.shape()
+                "{name} is {:?}, expected [{t}, {out_f}]",
+                y.shape()
             )));
         }
+        Ok(t)
+    }
+
+    /// Checks the backward's inputs: `x [T, in]`, saved `h [T, d r]`, `g [T, out]`.
+    fn check_backward(&self, x: &Tensor, h: &Tensor, g: &Tensor) -> Result<()> {
+        let t = self.check_rows(x, "grad_y", g)?;
+        let (r, _, _) = self.dims()?;
         let dr = self.d() * r;
         if h.shape() != [t, dr] {
             return Err(Error::shape(format!(
