@@ -1,4 +1,4 @@
-//! `capaboost eval`: score a saved run on a GLUE-format folder.
+//! `capaboost eval`: score a saved run on a GLUE-format folder or a SQuAD file.
 
 use std::path::PathBuf;
 
@@ -8,20 +8,39 @@ pub struct EvalArgs {
     /// Run folder.
     #[arg(long)]
     run: PathBuf,
-    /// GLUE-format folder.
+    /// GLUE-format folder, or (QA runs) a SQuAD JSON file: the run's own file scores its
+    /// evaluation articles, any other file every question.
     #[arg(long)]
     data: PathBuf,
-    /// File inside --data to score (default: the task's dev file).
+    /// GLUE: file inside --data to score (default: the task's dev file).
     #[arg(long)]
     split: Option<String>,
-    /// Also write each example's prediction and head outputs to this TSV file; the scored
-    /// file may then lack labels (GLUE's official test files).
+    /// GLUE: also write each example's prediction and head outputs to this TSV file; the
+    /// scored file may then lack labels (GLUE's official test files). QA: write the
+    /// official predictions JSON `{id: answer}`.
     #[arg(long)]
     predictions: Option<PathBuf>,
 }
 
 /// Scores the run and prints its metrics as JSON.
 pub fn run(args: EvalArgs) -> crate::Result<()> {
+    let (_, cfg) = crate::tasks::train::read_run(&args.run)?;
+    if cfg.kind()? == crate::tasks::kind::TaskKind::Squad {
+        if args.split.is_some() {
+            return Err(crate::Error::InvalidArgument(
+                "--split is for GLUE folders; a QA run scores the --data file".into(),
+            ));
+        }
+        let gpu = crate::Gpu::new()?;
+        let m = crate::tasks::squad::run::eval_run(
+            &gpu,
+            &args.run,
+            &args.data,
+            args.predictions.as_deref(),
+        )?;
+        println!("{}", crate::tasks::train::metrics_json(&m));
+        return Ok(());
+    }
     let gpu = crate::Gpu::new()?;
     let m = crate::tasks::glue_task::eval_run(
         &gpu,

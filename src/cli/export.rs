@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::tasks::export::ExportFormat;
+use crate::tasks::export_run::ExportFormat;
 
 /// `capaboost export` arguments.
 #[derive(clap::Args)]
@@ -32,7 +32,7 @@ pub struct MergeArgs {
 /// Exports the run's adapters and head.
 pub fn export(args: ExportArgs) -> crate::Result<()> {
     let gpu = crate::Gpu::new()?;
-    crate::tasks::export::export_run(&gpu, &args.run, args.format, &args.out)?;
+    crate::tasks::export_run::export_run(&gpu, &args.run, args.format, &args.out)?;
     println!("exported {} to {}", args.run.display(), args.out.display());
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! `capaboost finetune`: a GLUE run (new or resumed) with a run folder, or the built-in
+//! `capaboost finetune`: a GLUE or SQuAD run (new or resumed) with a run folder, or the built-in
 //! demo when there is no data.
 
 use std::path::{Path, PathBuf};
@@ -114,9 +114,11 @@ fn glue_setup(args: FinetuneArgs, given: &[String]) -> crate::Result<(TrainConfi
         return Ok((cfg, opts));
     }
     let mut cfg = args.config;
-    let task = cfg.task()?;
+    let task = cfg.kind()?;
     resume::check_method_flags(cfg.adapter.method, given)?;
+    resume::check_task_flags(task, given)?;
     cfg.optim.lr = Some(cfg.lr());
+    cfg.data.max_len = Some(cfg.max_len());
     cfg.data.data = Some(absolute("--data", cfg.data_dir()?)?);
     cfg.model.model = absolute("--model", &cfg.model.model)?;
     let out = args.out.unwrap_or_else(|| {
@@ -134,7 +136,7 @@ fn glue_setup(args: FinetuneArgs, given: &[String]) -> crate::Result<(TrainConfi
         "--out",
         &out,
         &[
-            ("data folder", cfg.data_dir()?),
+            (task.data_label(), cfg.data_dir()?),
             ("base model folder", &cfg.model.model),
         ],
     )?;
@@ -155,7 +157,7 @@ fn glue(args: FinetuneArgs, given: &[String]) -> crate::Result<()> {
     let summary = train::finetune(&gpu, &cfg, &opts)?;
     println!(
         "{} {} steps, {:.1} examples/s, {} trainable parameters; dev {}; run folder {}{}",
-        cfg.task()?.id(),
+        cfg.kind()?.id(),
         summary.steps,
         summary.examples_per_s,
         summary.trainable,

@@ -8,7 +8,9 @@ use serde_json::Value;
 use crate::nn::optim::Schedule;
 use crate::runtime::error::{Error, Result};
 use crate::tasks::config::{Method, TrainConfig};
+use crate::tasks::kind::TaskKind;
 use crate::tasks::run::resolve;
+use crate::tasks::squad::config::QA_FLAGS;
 
 /// Flags that may change on `--resume`: the run's length (`--max-steps`, `--epochs`; the
 /// learning-rate schedule stays the one the run started with) and how often it reports
@@ -116,6 +118,25 @@ pub fn check_method_flags(method: Method, explicit: &[String]) -> Result<()> {
     Err(Error::InvalidArgument(format!(
         "--method {} does not use {}; drop them (or choose another --method)",
         method.name(),
+        given.join(", ")
+    )))
+}
+
+/// Errors on QA flags given with a GLUE task, naming them.
+pub fn check_task_flags(task: TaskKind, explicit: &[String]) -> Result<()> {
+    if task == TaskKind::Squad {
+        return Ok(());
+    }
+    let given: Vec<String> = explicit
+        .iter()
+        .filter(|id| QA_FLAGS.contains(&id.as_str()))
+        .map(|id| flag(id))
+        .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "--task {task} does not use {} (question-answering settings, for --task squad)",
         given.join(", ")
     )))
 }

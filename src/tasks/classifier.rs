@@ -89,4 +89,12 @@ impl Model for Classifier {
     fn used_params(&self) -> Result<usize> {
         Ok(self.bert.used_params()? + self.head.weight.numel() + self.labels)
     }
+
+    fn encoder(&self) -> &Bert {
+        &self.bert
+    }
+
+    fn encoder_mut(&mut self) -> &mut Bert {
+        &mut self.bert
+    }
 }

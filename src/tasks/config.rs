@@ -18,6 +18,8 @@ use crate::nn::modules::{CapaBoostConfig, Placement};
 use crate::nn::optim::Schedule;
 use crate::runtime::error::{Error, Result};
 use crate::tasks::glue::{self, ReadOptions};
+use crate::tasks::kind::TaskKind;
+use crate::tasks::squad::config::QaConfig;
 
 /// Peak learning rate of a GLUE run when `--lr` is not given.
 pub const DEFAULT_LR: f32 = 1e-3;
@@ -114,23 +116,24 @@ impl std::fmt::Display for Targets {
 /// Where the examples come from.
 #[derive(Clone, Debug, Serialize, Deserialize, clap::Args)]
 pub struct DataConfig {
-    /// GLUE task (sst2, cola, mrpc, rte, stsb, qnli, qqp, mnli). With no --data and no
-    /// --resume, the built-in demo runs instead.
-    #[arg(long, ignore_case = true)]
-    pub task: Option<glue::Task>,
-    /// GLUE-format folder with train.tsv and dev.tsv.
+    /// Task: a GLUE task (sst2, cola, mrpc, rte, stsb, qnli, qqp, mnli) or squad
+    /// (extractive QA). With no --data and no --resume, the built-in demo runs instead.
+    #[arg(long, value_parser = clap::value_parser!(TaskKind))]
+    pub task: Option<TaskKind>,
+    /// GLUE-format folder with train.tsv and dev.tsv, or (--task squad) one SQuAD v1.1 /
+    /// v2.0 JSON file, split by article.
     #[arg(long, requires = "task")]
     pub data: Option<PathBuf>,
-    /// Use only the first N training rows.
+    /// Use only the first N training rows (QA: questions).
     #[arg(long)]
     pub train_limit: Option<usize>,
-    /// Use only the first N dev rows (quick runs).
+    /// Use only the first N dev rows (QA: evaluation questions; quick runs).
     #[arg(long)]
     #[serde(default)]
     pub dev_limit: Option<usize>,
-    /// Truncation length in tokens.
-    #[arg(long, default_value_t = 64)]
-    pub max_len: usize,
+    /// Truncation length in tokens (QA: window length); default 64, squad 384.
+    #[arg(long)]
+    pub max_len: Option<usize>,
     /// Text column override.
     #[arg(long)]
     pub text_a: Option<String>,
@@ -277,6 +280,10 @@ pub struct TrainConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub run: LoopConfig,
+    /// Question-answering settings.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub qa: QaConfig,
 }
 
 fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<()> {
@@ -361,9 +368,18 @@ impl TrainConfig {
             || "--max-grad-norm must be finite and positive".into(),
         )?;
         self.validate_loop()?;
+        self.qa.validate()?;
+        let squad = self.data.task == Some(TaskKind::Squad);
+        check(!squad || self.qa.doc_stride < self.max_len(), || {
+            format!(
+                "--doc-stride {} must be below --max-len {} (windows overlap by the stride)",
+                self.qa.doc_stride,
+                self.max_len()
+            )
+        })?;
         // [CLS], one word-piece, [SEP]: less keeps no text at all.
-        check(self.data.max_len >= 3, || {
-            format!("--max-len {} must be at least 3", self.data.max_len)
+        check(self.max_len() >= 3, || {
+            format!("--max-len {} must be at least 3", self.max_len())
         })
     }
 
@@ -382,19 +398,35 @@ impl TrainConfig {
         })
     }
 
-    /// The GLUE task; only a configuration without `--data` (the demo) lacks one.
-    pub fn task(&self) -> Result<glue::Task> {
-        self.data
-            .task
-            .ok_or_else(|| Error::InvalidArgument("--data needs --task (sst2, cola, ...)".into()))
+    /// The task; only a configuration without `--data` (the demo) lacks one.
+    pub fn kind(&self) -> Result<TaskKind> {
+        self.data.task.ok_or_else(|| {
+            Error::InvalidArgument("--data needs --task (sst2, cola, ..., squad)".into())
+        })
     }
 
-    /// The data folder.
+    /// The GLUE task (an error for a QA run).
+    pub fn task(&self) -> Result<glue::Task> {
+        match self.kind()? {
+            TaskKind::Glue(t) => Ok(t),
+            k => Err(Error::InvalidArgument(format!(
+                "--task {k} is not a GLUE task"
+            ))),
+        }
+    }
+
+    /// The truncation (QA: window) length: `--max-len`, else the task's default.
+    pub fn max_len(&self) -> usize {
+        let default = self.data.task.map_or(64, |k| k.default_max_len());
+        self.data.max_len.unwrap_or(default)
+    }
+
+    /// The data folder (GLUE) or file (SQuAD).
     pub fn data_dir(&self) -> Result<&Path> {
         self.data
             .data
             .as_deref()
-            .ok_or_else(|| Error::InvalidArgument("a GLUE run needs --data".into()))
+            .ok_or_else(|| Error::InvalidArgument("a run needs --data".into()))
     }
 
     /// The peak learning rate ([`DEFAULT_LR`] unless given).
@@ -416,7 +448,7 @@ impl TrainConfig {
             message: format!("not a capaboost training config: {e}"),
         })?;
         cfg.validate()?;
-        cfg.task()?;
+        cfg.kind()?;
         Ok(cfg)
     }
 
@@ -428,7 +460,8 @@ impl TrainConfig {
             ("base model folder", self.model.model.as_path()),
         ];
         if let Some(d) = &self.data.data {
-            v.push(("data folder", d.as_path()));
+            let what = self.data.task.map_or("data folder", |k| k.data_label());
+            v.push((what, d.as_path()));
         }
         v
     }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::runtime::error::{Error, Result};
 use crate::runtime::io::{TensorFile, TensorWriter, write_atomic};
+use crate::tasks::task::HfHead;
 
 const MODEL_FILE: &str = "adapter_model.safetensors";
 const CONFIG_FILE: &str = "adapter_config.json";
@@ -147,6 +148,21 @@ pub fn write_peft(
     base_model: &str,
     target_modules: &[String],
 ) -> Result<()> {
+    write_peft_with_head(out_dir, adapters, scale, base_model, target_modules, None)
+}
+
+/// [`write_peft`] for a model class that carries its head (e.g.
+/// `BertForQuestionAnswering`): PEFT's `task_type` is the head's, the head module is in
+/// `modules_to_save` and its tensors are saved beside the adapters, as PEFT saves them
+/// (`base_model.model.qa_outputs.weight`), so `PeftModel.from_pretrained` restores it.
+pub fn write_peft_with_head(
+    out_dir: &Path,
+    adapters: &[PeftLora],
+    scale: f32,
+    base_model: &str,
+    target_modules: &[String],
+    head: Option<&HfHead>,
+) -> Result<()> {
     let first = adapters
         .first()
         .ok_or_else(|| Error::InvalidArgument("no adapters to export".into()))?;
@@ -180,9 +196,15 @@ pub fn write_peft(
             &ad.lora_b,
         );
     }
+    let mut config = peft_config(base_model, r, scale, target_modules);
+    if let Some(h) = head {
+        for (name, shape, values) in &h.tensors {
+            w.f32(format!("{KEY_PREFIX}{name}"), shape, values);
+        }
+        config["task_type"] = json!(h.peft_task_type);
+        config["modules_to_save"] = json!([h.module]);
+    }
     w.write(&out_dir.join(MODEL_FILE))?;
-
-    let config = peft_config(base_model, r, scale, target_modules);
     write_json(&out_dir.join(CONFIG_FILE), &config)
 }
 
@@ -235,7 +257,7 @@ fn peft_config(base_model: &str, r: usize, scale: f32, target_modules: &[String]
     })
 }
 
-fn write_json(path: &Path, v: &Value) -> Result<()> {
+pub(crate) fn write_json(path: &Path, v: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(v).map_err(|e| Error::File {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -252,7 +274,7 @@ fn read_json(path: &Path) -> Result<Value> {
 }
 
 /// Reads what [`write_peft`] wrote: the parsed `adapter_config.json` and the adapters,
-/// sorted by module name. Checks every tensor's shape against the config's `r`.
+/// sorted by module name (tensors of `modules_to_save` are not adapters and are skipped). Checks every tensor's shape against the config's `r`.
 pub fn read_peft(dir: &Path) -> Result<(Value, Vec<PeftLora>)> {
     let cfg_path = dir.join(CONFIG_FILE);
     let config = read_json(&cfg_path)?;
@@ -274,8 +296,21 @@ pub fn read_peft(dir: &Path) -> Result<(Value, Vec<PeftLora>)> {
         path: model_path.display().to_string(),
         message,
     };
+    let saved: Vec<String> = config
+        .get("modules_to_save")
+        .and_then(Value::as_array)
+        .map(|v| {
+            v.iter()
+                .filter_map(Value::as_str)
+                .map(|m| format!("{KEY_PREFIX}{m}."))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut modules = BTreeSet::new();
     for name in tf.names() {
+        if saved.iter().any(|m| name.starts_with(m.as_str())) {
+            continue;
+        }
         let module = name
             .strip_prefix(KEY_PREFIX)
             .and_then(|n| {
@@ -428,84 +463,4 @@ pub fn read_head(dir: &Path) -> Result<Head> {
         labels,
         pooling,
     })
-}
-
-/// Export formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportFormat {
-    /// Adapter weights, head and the run config (masks are regenerated from their keys).
-    Native,
-    /// HF PEFT LoRA (`adapter_config.json` + `adapter_model.safetensors`) plus the head.
-    Peft,
-}
-
-/// Writes a run's adapters and head to `out` in `format`.
-pub fn export_run(
-    gpu: &crate::Gpu,
-    run_path: &Path,
-    format: ExportFormat,
-    out: &Path,
-) -> Result<()> {
-    use crate::tasks::task::Task;
-    let (run, cfg, model) = crate::tasks::train::load_run(gpu, run_path)?;
-    crate::tasks::run::refuse_overwriting_inputs("--out", out, &cfg.input_paths(run_path))?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    crate::tasks::glue_task::GlueTask::new(cfg.task()?).export_head(&model, out)?;
-    match format {
-        ExportFormat::Native => export_native(&run, &cfg, out),
-        ExportFormat::Peft => export_peft(&cfg, &model, out),
-    }
-}
-
-fn export_native(
-    run: &crate::tasks::run::RunDir,
-    cfg: &crate::tasks::config::TrainConfig,
-    out: &Path,
-) -> Result<()> {
-    let src = crate::tasks::trainer::checkpoint_params_file(run);
-    let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
-    write_atomic(&out.join("adapter.safetensors"), &bytes)?;
-    let mut c = run.config()?;
-    // The masks are a pure function of these keys (seed, module = 6 * layer + target,
-    // factor, branch), so they are regenerated on load and never stored.
-    let m = &cfg.adapter.mask;
-    c["mask_keys"] = json!({
-        "seed": m.seed, "kind": m.kind, "density": m.density, "d": m.d,
-        "module_id": "6 * layer + target index (query, key, value, attention_output, intermediate, output)",
-    });
-    write_json(&out.join("capaboost_config.json"), &c)
-}
-
-fn export_peft(
-    cfg: &crate::tasks::config::TrainConfig,
-    model: &crate::tasks::classifier::Classifier,
-    out: &Path,
-) -> Result<()> {
-    use crate::tasks::config::Method;
-    if cfg.adapter.method == Method::CapaboostAdapter {
-        return Err(Error::InvalidArgument(
-            "bottleneck adapters have no PEFT LoRA equivalent: export --format native".into(),
-        ));
-    }
-    let layers = crate::tasks::adapters::adapted_layers(&model.bert);
-    if layers.is_empty() {
-        // head-only: the head beside the base model is the whole export.
-        return Ok(());
-    }
-    let mut loras = Vec::new();
-    let mut scale = 0.0;
-    for (module, l) in &layers {
-        let (lora, s) = crate::tasks::adapters::as_peft_lora(module, l)?;
-        loras.push(lora);
-        scale = s;
-    }
-    let targets: Vec<String> = cfg
-        .adapter
-        .targets
-        .0
-        .iter()
-        .map(|t| t.module().to_string())
-        .collect();
-    let base = cfg.model.model.display().to_string();
-    write_peft(out, &loras, scale, &base, &targets)
 }

@@ -117,8 +117,8 @@ impl GlueTask {
                 dev.path.display()
             )));
         }
-        check_max_len(&cfg.model.model, d.max_len)?;
-        let tok = BertTokenizer::load(&cfg.model.model, d.max_len)?;
+        check_max_len(&cfg.model.model, cfg.max_len())?;
+        let tok = BertTokenizer::load(&cfg.model.model, cfg.max_len())?;
         Ok(Self {
             kind,
             train: tokenize(&tok, &train)?,
@@ -135,7 +135,7 @@ impl GlueTask {
 
 /// `--max-len` must fit the model's positions, or a long row would fail mid-run. A
 /// `config.json` that does not parse is left to the model loader to report.
-fn check_max_len(model: &Path, max_len: usize) -> Result<()> {
+pub(crate) fn check_max_len(model: &Path, max_len: usize) -> Result<()> {
     let path = model.join("config.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(());
@@ -307,7 +307,7 @@ pub fn eval_run(
         Some(f) => glue::read_split(&data.join(f), task, &opts)?,
         None => read_dev(data, task, &opts)?,
     };
-    let tok = BertTokenizer::load(&cfg.model.model, cfg.data.max_len)?;
+    let tok = BertTokenizer::load(&cfg.model.model, cfg.max_len())?;
     let items = encode_texts(&tok, &split)?;
     let logits = predict(gpu, &model, &items, cfg.run.batch_size.max(32))?;
     if let Some(path) = predictions {

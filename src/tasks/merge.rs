@@ -1,5 +1,5 @@
 //! A run's adapters folded into the encoder: a complete BERT folder that HF transformers
-//! loads as a plain `BertModel`, with the head beside it.
+//! loads as a plain `BertModel` with the head beside it, or as `BertForQuestionAnswering`.
 
 use std::path::Path;
 
@@ -9,9 +9,13 @@ use crate::runtime::gpu::Gpu;
 use crate::runtime::io::{TensorFile, TensorWriter, write_atomic};
 use crate::runtime::tensor::Tensor;
 use crate::tasks::adapters;
-use crate::tasks::config::Method;
+use crate::tasks::config::{Method, TrainConfig};
 use crate::tasks::glue_task::GlueTask;
-use crate::tasks::task::Task;
+use crate::tasks::kind::TaskKind;
+use crate::tasks::run::RunDir;
+use crate::tasks::squad::task::SquadTask;
+use crate::tasks::task::{HfHead, Model, Task};
+use crate::tasks::train::{load_model, read_run};
 
 /// Files of the base model folder copied beside the merged weights.
 const MODEL_FILES: [&str; 5] = [
@@ -23,29 +27,70 @@ const MODEL_FILES: [&str; 5] = [
 ];
 
 /// Writes the full model with the adapters merged (`model.safetensors`, `config.json` and
-/// the tokenizer files), loadable by HF transformers as a plain BERT model, and the head.
+/// the tokenizer files), loadable by HF transformers as a plain BERT model (GLUE, with the
+/// head beside it) or as the class that carries the task's head (QA:
+/// `BertForQuestionAnswering`, encoder under `bert.`, `qa_outputs`, no pooler).
 pub fn merge_run(gpu: &Gpu, run_path: &Path, out: &Path) -> Result<()> {
-    let (_, cfg, mut model) = crate::tasks::train::load_run(gpu, run_path)?;
+    let (run, cfg) = read_run(run_path)?;
     if cfg.adapter.method == Method::CapaboostAdapter {
         return Err(Error::InvalidArgument(
             "bottleneck adapters sit behind a nonlinearity and cannot be merged".into(),
         ));
     }
     crate::tasks::run::refuse_overwriting_inputs("--out", out, &cfg.input_paths(run_path))?;
+    match cfg.kind()? {
+        TaskKind::Glue(k) => merge_task(gpu, &GlueTask::new(k), (&run, &cfg), out),
+        TaskKind::Squad => {
+            let task = SquadTask::without_data(cfg.max_len(), cfg.qa.decode());
+            merge_task(gpu, &task, (&run, &cfg), out)
+        }
+    }
+}
+
+fn merge_task<T: Task>(
+    gpu: &Gpu,
+    task: &T,
+    (run, cfg): (&RunDir, &TrainConfig),
+    out: &Path,
+) -> Result<()> {
+    let mut model = load_model(gpu, run, cfg, task)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    adapters::merge_all(gpu, &mut model.bert)?;
-    let mut w = encoder_tensors(&model.bert)?;
+    adapters::merge_all(gpu, model.encoder_mut())?;
+    let head = task.hf_head(&model)?;
+    let prefix = head.as_ref().map_or("", |h| h.encoder_prefix);
+    let mut w = encoder_tensors(model.encoder(), prefix)?;
     let base = &cfg.model.model;
-    copy_other_tensors(&mut w, &base.join("model.safetensors"))?;
+    copy_other_tensors(&mut w, &base.join("model.safetensors"), head.as_ref())?;
+    if let Some(h) = &head {
+        for (name, shape, values) in &h.tensors {
+            w.f32(name.clone(), shape, values);
+        }
+    }
     w.write(&out.join("model.safetensors"))?;
     for f in MODEL_FILES {
         let src = base.join(f);
         if src.exists() {
             let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+            let bytes = match (&head, f) {
+                (Some(h), "config.json") => with_architecture(&src, &bytes, h.architecture)?,
+                _ => bytes,
+            };
             write_atomic(&out.join(f), &bytes)?;
         }
     }
-    GlueTask::new(cfg.task()?).export_head(&model, out)
+    task.export_head(&model, out)
+}
+
+/// The base model's `config.json` naming `architecture` as the model class.
+fn with_architecture(path: &Path, bytes: &[u8], architecture: &str) -> Result<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::File {
+        path: path.display().to_string(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    v["architectures"] = serde_json::json!([architecture]);
+    let text =
+        serde_json::to_string_pretty(&v).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    Ok(format!("{text}\n").into_bytes())
 }
 
 fn put(w: &mut TensorWriter, name: String, t: &Tensor) -> Result<()> {
@@ -53,8 +98,9 @@ fn put(w: &mut TensorWriter, name: String, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// The encoder's tensors under HF names (the projections' merged base weights).
-fn encoder_tensors(b: &Bert) -> Result<TensorWriter> {
+/// The encoder's tensors under HF names behind `prefix` (the projections' merged base
+/// weights).
+fn encoder_tensors(b: &Bert, prefix: &str) -> Result<TensorWriter> {
     let mut w = TensorWriter::default();
     for (name, t) in [
         ("word_embeddings.weight", &b.word),
@@ -63,12 +109,12 @@ fn encoder_tensors(b: &Bert) -> Result<TensorWriter> {
         ("LayerNorm.weight", &b.emb_norm.gamma),
         ("LayerNorm.bias", &b.emb_norm.beta),
     ] {
-        put(&mut w, format!("embeddings.{name}"), t)?;
+        put(&mut w, format!("{prefix}embeddings.{name}"), t)?;
     }
     for (i, layer) in b.layers.iter().enumerate() {
         for (k, p) in layer.proj.iter().enumerate() {
             let base = p.base();
-            let name = adapters::module_name(i, k);
+            let name = format!("{prefix}{}", adapters::module_name(i, k));
             put(&mut w, format!("{name}.weight"), &base.weight)?;
             if let Some(bias) = &base.bias {
                 put(&mut w, format!("{name}.bias"), bias)?;
@@ -78,8 +124,9 @@ fn encoder_tensors(b: &Bert) -> Result<TensorWriter> {
             ("attention.output.LayerNorm", &layer.attn_norm),
             ("output.LayerNorm", &layer.out_norm),
         ] {
-            put(&mut w, format!("encoder.layer.{i}.{n}.weight"), &norm.gamma)?;
-            put(&mut w, format!("encoder.layer.{i}.{n}.bias"), &norm.beta)?;
+            let name = format!("{prefix}encoder.layer.{i}.{n}");
+            put(&mut w, format!("{name}.weight"), &norm.gamma)?;
+            put(&mut w, format!("{name}.bias"), &norm.beta)?;
         }
     }
     Ok(w)
@@ -87,14 +134,19 @@ fn encoder_tensors(b: &Bert) -> Result<TensorWriter> {
 
 /// The base checkpoint's other encoder tensors (the pooler, position ids) are copied as
 /// they are, so the merged folder loads as a complete BertModel; pretraining heads
-/// (`cls.*`) are left out, and a `bert.` prefix is dropped to match the names above.
-fn copy_other_tensors(w: &mut TensorWriter, base: &Path) -> Result<()> {
+/// (`cls.*`) are left out, and a `bert.` prefix is dropped to match the names above. For
+/// a class with its own head (`head`) the names take its encoder prefix, and the pooler,
+/// which such classes (`BertForQuestionAnswering`) do not have, is left out.
+fn copy_other_tensors(w: &mut TensorWriter, base: &Path, head: Option<&HfHead>) -> Result<()> {
     let src = TensorFile::read(base)?;
+    let prefix = head.map_or("", |h| h.encoder_prefix);
     for name in src.names() {
         let short = name.strip_prefix("bert.").unwrap_or(name);
-        if !short.starts_with("cls.") && !w.contains(short) {
+        let skip = short.starts_with("cls.") || (head.is_some() && short.starts_with("pooler."));
+        let named = format!("{prefix}{short}");
+        if !skip && !w.contains(&named) {
             if let Some(t) = src.raw(name) {
-                w.raw(short, t);
+                w.raw(&named, t);
             }
         }
     }

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::models::bert::Bert;
 use crate::nn::{Graph, Var};
 use crate::runtime::error::Result;
 use crate::runtime::gpu::Gpu;
@@ -19,6 +20,26 @@ pub trait Model {
     fn params(&self) -> Vec<(String, Tensor)>;
     /// Parameters the forward pass uses (masked adapters use fewer than they store).
     fn used_params(&self) -> Result<usize>;
+    /// The encoder with its adapters (export and merge read it).
+    fn encoder(&self) -> &Bert;
+    /// The encoder, to merge its adapters.
+    fn encoder_mut(&mut self) -> &mut Bert;
+}
+
+/// How a task's model is held by a transformers class that carries its head (e.g.
+/// `BertForQuestionAnswering`): the encoder's tensors under `encoder_prefix`, the head's
+/// tensors under their transformers names.
+pub struct HfHead {
+    /// The transformers class (`architectures` in config.json).
+    pub architecture: &'static str,
+    /// PEFT's `task_type` for it (`QUESTION_ANS`).
+    pub peft_task_type: &'static str,
+    /// The head module, saved whole by PEFT (`modules_to_save`), e.g. `qa_outputs`.
+    pub module: &'static str,
+    /// Prefix of the encoder's tensors in that class (`bert.`).
+    pub encoder_prefix: &'static str,
+    /// The head's tensors: name (e.g. `qa_outputs.weight`), shape, values.
+    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
 /// A supervised task: its data as batches, the head its model carries, the loss, the
@@ -47,6 +68,12 @@ pub trait Task {
     fn metrics(&self, predictions: &[f32]) -> Result<Metrics>;
     /// Writes the head (weights and a description) into an export folder.
     fn export_head(&self, model: &Self::Model, dir: &Path) -> Result<()>;
+    /// The transformers class with this task's head, if there is one that the export and
+    /// merged folders should target (default: none, the encoder alone plus the crate's
+    /// head file).
+    fn hf_head(&self, _model: &Self::Model) -> Result<Option<HfHead>> {
+        Ok(None)
+    }
 
     /// Predictions and metrics of the evaluation split.
     fn evaluate(&self, gpu: &Gpu, model: &Self::Model) -> Result<Metrics> {

@@ -1,4 +1,5 @@
-//! Fine-tuning an encoder on a GLUE task with the [`Trainer`], and loading a saved run.
+//! Fine-tuning an encoder on a task (GLUE or SQuAD) with the [`Trainer`], and loading a
+//! saved run.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -10,7 +11,9 @@ use crate::runtime::gpu::Gpu;
 use crate::tasks::classifier::Classifier;
 use crate::tasks::config::TrainConfig;
 use crate::tasks::glue_task::GlueTask;
+use crate::tasks::kind::TaskKind;
 use crate::tasks::run::{Progress, RunDir, install_interrupt_flag, terminated};
+use crate::tasks::squad;
 use crate::tasks::task::{Metrics, Model, Task};
 use crate::tasks::trainer::{self, Trainer};
 
@@ -46,11 +49,23 @@ pub struct RunSummary {
     pub terminated: bool,
 }
 
-/// Trains (or resumes) a GLUE run of `cfg` (already validated).
+/// Trains (or resumes) a run of `cfg` (already validated): GLUE or SQuAD. Data, dev
+/// split, tokenizer and (in Trainer::start) the model are all checked before the run
+/// folder is touched.
 pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
-    // Data, dev split, tokenizer and (in Trainer::start) the model are all checked before
-    // the run folder is touched.
-    let task = GlueTask::load(cfg)?;
+    match cfg.kind()? {
+        TaskKind::Glue(_) => run_task(gpu, GlueTask::load(cfg)?, cfg, opts),
+        TaskKind::Squad => run_task(gpu, squad::run::load(cfg)?, cfg, opts),
+    }
+}
+
+/// Trains (or resumes) `task` to the end of the run, or until interrupted.
+fn run_task<T: Task>(
+    gpu: &Gpu,
+    task: T,
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+) -> Result<RunSummary> {
     let mut t = if opts.resume {
         let run = RunDir::open_writer(&opts.out)?;
         let t = Trainer::resume(gpu, task, cfg.clone(), run)?;
@@ -111,13 +126,30 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
     })
 }
 
-/// Loads a run's configuration and its latest checkpoint's weights into a fresh model:
-/// the one way `eval`, `export` and `merge` read a run.
-pub fn load_run(gpu: &Gpu, run_path: &Path) -> Result<(RunDir, TrainConfig, Classifier)> {
+/// Opens a saved run and reads its configuration (validated).
+pub fn read_run(run_path: &Path) -> Result<(RunDir, TrainConfig)> {
     let run = RunDir::open(run_path)?;
     let cfg = TrainConfig::from_json(run.config()?, &run_path.join("config.json"))?;
-    let model = GlueTask::new(cfg.task()?).build_model(gpu, &cfg)?;
-    trainer::load_checkpoint_params(&run, &model)?;
+    Ok((run, cfg))
+}
+
+/// A fresh model of `task` with the weights of the run's latest checkpoint: the one way
+/// `eval`, `export` and `merge` read a run's model.
+pub fn load_model<T: Task>(
+    gpu: &Gpu,
+    run: &RunDir,
+    cfg: &TrainConfig,
+    task: &T,
+) -> Result<T::Model> {
+    let model = task.build_model(gpu, cfg)?;
+    trainer::load_checkpoint_params(run, &model)?;
+    Ok(model)
+}
+
+/// A saved GLUE run: its folder, configuration and classifier.
+pub fn load_run(gpu: &Gpu, run_path: &Path) -> Result<(RunDir, TrainConfig, Classifier)> {
+    let (run, cfg) = read_run(run_path)?;
+    let model = load_model(gpu, &run, &cfg, &GlueTask::new(cfg.task()?))?;
     Ok((run, cfg, model))
 }
 

@@ -88,6 +88,21 @@ impl SquadFile {
         self.questions().count()
     }
 
+    /// Keeps only the first `n` questions in file order (quick runs: `--train-limit`,
+    /// `--dev-limit`).
+    pub fn keep_questions(&mut self, n: usize) {
+        let mut left = n;
+        for p in self
+            .articles
+            .iter_mut()
+            .flat_map(|a| a.paragraphs.iter_mut())
+        {
+            let k = p.questions.len().min(left);
+            p.questions.truncate(k);
+            left -= k;
+        }
+    }
+
     /// The articles whose indices are in `picked` (file order kept), as a file of its own.
     pub fn select(&self, picked: &[usize]) -> Result<SquadFile> {
         let n = self.articles.len();

@@ -91,4 +91,12 @@ impl Model for SpanModel {
         let head = 2 * (self.start.weight.numel() + 1);
         Ok(self.bert.used_params()? + head)
     }
+
+    fn encoder(&self) -> &Bert {
+        &self.bert
+    }
+
+    fn encoder_mut(&mut self) -> &mut Bert {
+        &mut self.bert
+    }
 }

@@ -17,7 +17,7 @@ use crate::tasks::squad::metrics::{Rules, evaluate};
 use crate::tasks::squad::model::SpanModel;
 use crate::tasks::squad::postprocess::{Decode, best_span};
 use crate::tasks::squad::windows::{QaTokenizer, Window};
-use crate::tasks::task::{Metrics, Task};
+use crate::tasks::task::{HfHead, Metrics, Task};
 
 /// One evaluation question: its id, context, reference answers and windows.
 struct EvalQuestion {
@@ -46,25 +46,47 @@ pub struct SpanBatch {
 
 impl SquadTask {
     /// Windows every question of `train` and `eval` with `tok`. Under v2.0 rules (a file
-    /// with unanswerable questions) the empty answer may be predicted.
+    /// with unanswerable questions) the empty answer may be predicted. Training needs at
+    /// least one answerable question; questions whose answer no window holds (e.g. a
+    /// context with no tokens) train on `[CLS]`, with a warning naming the first.
     pub fn new(
         train: &SquadFile,
         eval: &SquadFile,
         tok: &QaTokenizer,
         decode: Decode,
     ) -> Result<Self> {
-        let v2 = [train, eval]
-            .iter()
-            .any(|f| f.questions().any(|(_, q)| q.is_impossible));
-        let mut windows = Vec::new();
+        let mut task = Self::for_eval(eval, tok, decode)?;
+        let mut lost = Vec::new();
         for (p, q) in train.questions() {
-            windows.extend(tok.windows(q, &p.context)?);
+            let w = tok.windows(q, &p.context)?;
+            if !q.answers.is_empty() && w.iter().all(|w| w.target == (0, 0)) {
+                lost.push(q.id.as_str());
+            }
+            task.train.extend(w);
         }
-        if windows.is_empty() {
-            return Err(Error::InvalidArgument(
-                "no training question to learn from".into(),
-            ));
+        if task.train.iter().all(|w| w.target == (0, 0)) {
+            return Err(Error::InvalidArgument(format!(
+                "none of the {} training questions has an answer inside a window: nothing \
+                 to learn from",
+                train.question_count()
+            )));
         }
+        if let Some(first) = lost.first() {
+            eprintln!(
+                "warning: {} training question(s) have an answer no window holds (first: \
+                 id {first}); they train on [CLS] as the reference recipe does",
+                lost.len()
+            );
+        }
+        if train.questions().any(|(_, q)| q.is_impossible) {
+            task.allow_v2();
+        }
+        Ok(task)
+    }
+
+    /// The task with evaluation questions only (scoring a saved run); `eval` may be empty
+    /// for a task used only to build and export a model.
+    pub fn for_eval(eval: &SquadFile, tok: &QaTokenizer, decode: Decode) -> Result<Self> {
         let eval = eval
             .questions()
             .map(|(p, q)| {
@@ -76,17 +98,30 @@ impl SquadTask {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            train: windows,
-            eval,
-            decode: Decode {
-                allow_empty: v2,
-                ..decode
-            },
-            rules: if v2 { Rules::V2 } else { Rules::V1 },
-            max_len: tok.max_len(),
+        let mut task = Self::without_data(tok.max_len(), decode);
+        task.eval = eval;
+        if task.eval.iter().any(|q| q.references.is_empty()) {
+            task.allow_v2();
+        }
+        Ok(task)
+    }
+
+    /// The task without data: enough to build its model and export its head.
+    pub fn without_data(max_len: usize, decode: Decode) -> Self {
+        Self {
+            train: Vec::new(),
+            eval: Vec::new(),
+            decode,
+            rules: Rules::V1,
+            max_len,
             eval_batch: 32,
-        })
+        }
+    }
+
+    /// SQuAD v2.0 rules: the empty answer may win and is scored as v2 does.
+    fn allow_v2(&mut self) {
+        self.decode.allow_empty = true;
+        self.rules = Rules::V2;
     }
 
     /// The evaluation windows in order (question by question).
@@ -209,5 +244,20 @@ impl Task for SquadTask {
         let labels = ["start".to_string(), "end".to_string()];
         let hidden = model.bert.config.hidden_size;
         crate::tasks::export::write_head(dir, &w, &b, 2, hidden, &labels, "token")
+    }
+
+    fn hf_head(&self, model: &SpanModel) -> Result<Option<HfHead>> {
+        let (w, b) = model.qa_outputs()?;
+        let hidden = model.bert.config.hidden_size;
+        Ok(Some(HfHead {
+            architecture: "BertForQuestionAnswering",
+            peft_task_type: "QUESTION_ANS",
+            module: "qa_outputs",
+            encoder_prefix: "bert.",
+            tensors: vec![
+                ("qa_outputs.weight".into(), vec![2, hidden], w),
+                ("qa_outputs.bias".into(), vec![2], b),
+            ],
+        }))
     }
 }
