@@ -20,6 +20,10 @@ pub struct EvalArgs {
     /// official predictions JSON `{id: answer}`.
     #[arg(long)]
     predictions: Option<PathBuf>,
+    /// QA: also write every window's input and start/end logits as JSON lines (for
+    /// comparison with another stack, e.g. scripts/check_hf_qa.py).
+    #[arg(long)]
+    logits: Option<PathBuf>,
 }
 
 /// Scores the run and prints its metrics as JSON.
@@ -32,14 +36,18 @@ pub fn run(args: EvalArgs) -> crate::Result<()> {
             ));
         }
         let gpu = crate::Gpu::new()?;
-        let m = crate::tasks::squad::run::eval_run(
-            &gpu,
-            &args.run,
-            &args.data,
-            args.predictions.as_deref(),
-        )?;
+        let out = crate::tasks::squad::run::EvalOutputs {
+            predictions: args.predictions.as_deref(),
+            logits: args.logits.as_deref(),
+        };
+        let m = crate::tasks::squad::run::eval_run(&gpu, &args.run, &args.data, out)?;
         println!("{}", crate::tasks::train::metrics_json(&m));
         return Ok(());
+    }
+    if args.logits.is_some() {
+        return Err(crate::Error::InvalidArgument(
+            "--logits is for QA runs; a GLUE run writes its logits with --predictions".into(),
+        ));
     }
     let gpu = crate::Gpu::new()?;
     let m = crate::tasks::glue_task::eval_run(

@@ -107,25 +107,56 @@ fn eval_questions(cfg: &TrainConfig, data: &Path) -> Result<SquadFile> {
     Ok(picked)
 }
 
-/// Scores a saved QA run on `data` (see [`eval_questions`]); with `predictions`, writes
-/// the official predictions file `{id: answer}` (v2.0: `""` for no answer).
-pub fn eval_run(
-    gpu: &Gpu,
-    run_path: &Path,
-    data: &Path,
-    predictions: Option<&Path>,
-) -> Result<Metrics> {
+/// Where `eval` writes what it computed for a QA run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EvalOutputs<'a> {
+    /// The official predictions file `{id: answer}` (v2.0: `""` for no answer).
+    pub predictions: Option<&'a Path>,
+    /// One JSON line per window: the question id, the model input (`input_ids`,
+    /// `token_type_ids`), each token's character `offsets` in the context (`null` off the
+    /// context) and the `start_logits` / `end_logits`, so another stack can be compared
+    /// on exactly the same inputs (`scripts/check_hf_qa.py`).
+    pub logits: Option<&'a Path>,
+}
+
+/// One JSON line per evaluation window (see [`EvalOutputs::logits`]).
+fn logits_jsonl(task: &SquadTask, preds: &[f32]) -> String {
+    let width = 2 * task.max_len();
+    let mut text = String::new();
+    for ((id, w), row) in task.eval_windows_with_ids().zip(preds.chunks(width)) {
+        let n = w.encoded.ids.len();
+        let line = serde_json::json!({
+            "id": id,
+            "input_ids": w.encoded.ids,
+            "token_type_ids": w.encoded.type_ids,
+            "offsets": w.context_offsets,
+            "start_logits": &row[..n],
+            "end_logits": &row[task.max_len()..task.max_len() + n],
+        });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    text
+}
+
+/// Scores a saved QA run on `data` (see [`eval_questions`]), writing `out`.
+pub fn eval_run(gpu: &Gpu, run_path: &Path, data: &Path, out: EvalOutputs) -> Result<Metrics> {
     let (run, cfg) = crate::tasks::train::read_run(run_path)?;
-    if let Some(p) = predictions {
-        let mut inputs = cfg.input_paths(run_path);
-        inputs.push(("--data file", data));
-        crate::tasks::run::refuse_overwriting_inputs("--predictions", p, &inputs)?;
+    let mut inputs = cfg.input_paths(run_path);
+    inputs.push(("--data file", data));
+    for (flag, p) in [("--predictions", out.predictions), ("--logits", out.logits)] {
+        if let Some(p) = p {
+            crate::tasks::run::refuse_overwriting_inputs(flag, p, &inputs)?;
+        }
     }
     let eval = eval_questions(&cfg, data)?;
     let task = SquadTask::for_eval(&eval, &tokenizer(&cfg)?, cfg.qa.decode())?;
     let model = crate::tasks::train::load_model(gpu, &run, &cfg, &task)?;
     let preds = task.predictions(gpu, &model)?;
-    if let Some(path) = predictions {
+    if let Some(path) = out.logits {
+        crate::runtime::io::write_atomic(path, logits_jsonl(&task, &preds).as_bytes())?;
+    }
+    if let Some(path) = out.predictions {
         let answers: serde_json::Map<String, serde_json::Value> = task
             .answers(&preds)?
             .into_iter()

@@ -129,6 +129,19 @@ impl SquadTask {
         self.eval.iter().flat_map(|q| q.windows.iter())
     }
 
+    /// Every evaluation window with its question's id, in the order of
+    /// [`Task::predictions`]' rows.
+    pub fn eval_windows_with_ids(&self) -> impl Iterator<Item = (&str, &Window)> {
+        self.eval
+            .iter()
+            .flat_map(|q| q.windows.iter().map(move |w| (q.id.as_str(), w)))
+    }
+
+    /// The window length: each row of [`Task::predictions`] is `2 * max_len` values.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
     /// Each evaluation question's id and predicted answer, from [`Task::predictions`].
     pub fn answers(&self, predictions: &[f32]) -> Result<Vec<(String, String)>> {
         let width = 2 * self.max_len;
