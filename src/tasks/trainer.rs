@@ -86,7 +86,7 @@ fn epoch_batches(lengths: &[usize], batch: usize, seed: u64, epoch: u64) -> Vec<
     let mut rng = StdRng::seed_from_u64(seed ^ (0x5eed_0000 + epoch));
     let mut idx: Vec<usize> = (0..lengths.len()).collect();
     idx.shuffle(&mut rng);
-    for window in idx.chunks_mut(batch * 50) {
+    for window in idx.chunks_mut(batch.saturating_mul(50)) {
         window.sort_by_key(|&i| lengths[i]);
     }
     let mut batches: Vec<Vec<usize>> = idx.chunks(batch).map(<[usize]>::to_vec).collect();
