@@ -467,3 +467,14 @@ pub fn load_checkpoint_params(run: &RunDir, model: &impl Model) -> Result<()> {
 pub fn checkpoint_params_file(run: &RunDir) -> std::path::PathBuf {
     run.checkpoint_dir().join(ADAPTER_FILE)
 }
+
+#[cfg(test)]
+mod tests {
+    /// A batch size near `usize::MAX` (from `--batch-size`) is one batch, not an overflow.
+    #[test]
+    fn a_huge_batch_size_is_one_batch() {
+        let b = super::epoch_batches(&[3, 1, 2], usize::MAX, 0, 0);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].len(), 3);
+    }
+}
