@@ -73,7 +73,14 @@ fn fixture() -> Option<&'static Fixture> {
             root,
             data,
         };
-        ok(&new_run(&f, &f.run).output().unwrap());
+        let o = new_run(&f, &f.run).output().unwrap();
+        ok(&o);
+        // Rows longer than --max-len are cut like any other, said once per file.
+        let err = stderr(&o);
+        let cut = "dev.tsv: 3 rows longer than --max-len 16 tokens were truncated \
+                   (the first at line 3)";
+        assert_eq!(err.matches("dev.tsv: ").count(), 1, "{err}");
+        assert!(err.contains(cut), "{err}");
         Some(f)
     })
     .as_ref()
