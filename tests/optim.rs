@@ -457,3 +457,65 @@ fn step_takes_gradients_by_identity_and_skips_missing() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// A resume that extends the run: 3 steps of a 10-step schedule, saved and loaded, then
+/// the schedule set to 20 steps (steps 4 on at the 20-step rates), ends bit for bit where
+/// one optimizer given the new length after step 3 does.
+#[test]
+fn extending_the_schedule_on_resume_matches_a_run_started_longer() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("extending_the_schedule_on_resume");
+    let shapes = shapes();
+    let long = AdamWConfig {
+        lr: 1e-2,
+        warmup_steps: 2,
+        total_steps: 20,
+        schedule: Schedule::Linear,
+        ..Default::default()
+    };
+    let short = AdamWConfig {
+        total_steps: 10,
+        ..long
+    };
+    let init = random_set(&mut rng, &shapes, 1.0);
+    let grads: Vec<_> = (0..6).map(|_| random_set(&mut rng, &shapes, 2.0)).collect();
+    let straight = Run {
+        params: upload(&gpu, &init, &shapes),
+    };
+    let mut opt_a = AdamW::new(&gpu, short, &straight.params).unwrap();
+    for (i, g) in grads.iter().enumerate() {
+        if i == 3 {
+            opt_a.set_schedule_length(2, 20).unwrap();
+        }
+        straight.step(&gpu, &mut opt_a, g, &shapes);
+    }
+    let resumed = Run {
+        params: upload(&gpu, &init, &shapes),
+    };
+    let mut opt_b = AdamW::new(&gpu, short, &resumed.params).unwrap();
+    for g in &grads[..3] {
+        resumed.step(&gpu, &mut opt_b, g, &shapes);
+    }
+    let dir = std::env::temp_dir().join(format!("capaboost-optim-ext-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("adamw.safetensors");
+    opt_b.save(&path).unwrap();
+    let mut opt_c = AdamW::load(&gpu, &path, &resumed.params).unwrap();
+    assert!(
+        opt_c.set_schedule_length(30, 20).is_err(),
+        "warmup past the end"
+    );
+    opt_c.set_schedule_length(2, 20).unwrap();
+    assert_eq!(*opt_c.config(), long);
+    assert_eq!(opt_c.next_lr(), lr_at(1e-2, 4, 2, 20, Schedule::Linear));
+    for g in &grads[3..] {
+        resumed.step(&gpu, &mut opt_c, g, &shapes);
+    }
+    let bits = |v: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+        v.iter()
+            .map(|x| x.iter().map(|f| f.to_bits()).collect())
+            .collect()
+    };
+    assert_eq!(bits(straight.read()), bits(resumed.read()), "parameters");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -83,9 +83,70 @@ pub struct BenchRow {
 }
 
 fn random(gpu: &Gpu, rng: &mut StdRng, shape: &[usize], scale: f32) -> Result<(Tensor, Vec<f32>)> {
-    let n = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
+    let mut v = crate::runtime::tensor::host_buffer(gpu, shape)?;
+    let n: usize = shape.iter().product(); // checked by host_buffer
+    v.extend((0..n).map(|_| rng.random_range(-scale..scale)));
     Ok((Tensor::from_slice(gpu, &v, shape)?, v))
+}
+
+impl BenchConfig {
+    /// Checks every size against the device before anything is allocated: each tensor a
+    /// shape, branch count, GEMM size or copy buffer implies must fit one binding of `gpu`
+    /// (and the masks the kernels' u32 indexing). Errors name the flag and the value.
+    pub fn check(&self, gpu: &Gpu) -> Result<()> {
+        let limit = gpu.max_binding_bytes();
+        let fits = |flag: &str, value: &str, what: &str, dims: &[usize]| -> Result<()> {
+            let bytes = dims
+                .iter()
+                .try_fold(4u64, |acc, &d| acc.checked_mul(d as u64))
+                .filter(|&b| b <= limit);
+            match bytes {
+                Some(_) => Ok(()),
+                None => Err(Error::InvalidArgument(format!(
+                    "{flag} {value}: {what} {dims:?} does not fit in one buffer of this device \
+                     ({limit} bytes at most)"
+                ))),
+            }
+        };
+        let zero =
+            |flag: &str| Error::InvalidArgument(format!("{flag}: values must be at least 1"));
+        if self.ds.contains(&0) {
+            return Err(zero("--ds"));
+        }
+        if self.gemm_sizes.contains(&0) {
+            return Err(zero("--gemm"));
+        }
+        if self.copy_mib == 0 {
+            return Err(zero("--copy-mb"));
+        }
+        fits(
+            "--copy-mb",
+            &self.copy_mib.to_string(),
+            "copy buffer",
+            &[self.copy_mib, 1 << 18],
+        )?;
+        for &m in &self.gemm_sizes {
+            fits("--gemm", &m.to_string(), "matrix", &[m, m])?;
+        }
+        for &(t, w, r) in &self.shapes {
+            let v = format!("{t}x{w}x{r}");
+            fits("--shapes", &v, "x", &[t, w])?;
+            fits("--shapes", &v, "W0", &[w, w])?;
+            fits("--shapes", &v, "A", &[r, w])?;
+            for &d in &self.ds {
+                let dr = (d as usize).saturating_mul(r);
+                let v = format!("{v} with --ds {d}");
+                fits("--shapes", &v, "the branch activations", &[t, dr])?;
+                fits("--shapes", &v, "the masks", &[dr, w])?;
+                if dr.checked_mul(w).is_none_or(|n| n > u32::MAX as usize) {
+                    return Err(Error::InvalidArgument(format!(
+                        "--shapes {v}: d x r x width mask bits exceed the kernels' u32 indexing"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -304,7 +365,7 @@ fn ceilings(
     device: &str,
     log: &mut impl FnMut(&BenchRow),
 ) -> Result<Vec<BenchRow>> {
-    let n = cfg.copy_mib * 1024 * 1024 / 4;
+    let n = cfg.copy_mib.saturating_mul(1 << 18); // checked by BenchConfig::check
     let src = Tensor::full(gpu, &[n.max(4)], 1.5)?;
     let copy_ms = time_ms(gpu, cfg.warmup, cfg.reps, |rec| {
         elementwise::copy(rec, &src).map(drop)
@@ -406,6 +467,7 @@ fn measure(gpu: &Gpu, cfg: &BenchConfig, case: &Case, d: u32, device: &str) -> R
 
 /// Runs the benchmark; `log` gets each row as it is measured.
 pub fn run(gpu: &Gpu, cfg: &BenchConfig, mut log: impl FnMut(&BenchRow)) -> Result<Vec<BenchRow>> {
+    cfg.check(gpu)?;
     if !gpu.has_timestamps() {
         eprintln!(
             "note: no TIMESTAMP_QUERY on this adapter: wall-clock timings include submit overhead"

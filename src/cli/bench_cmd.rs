@@ -67,6 +67,7 @@ pub fn run(args: BenchArgs) -> crate::Result<()> {
         warmup: args.warmup,
     };
     let gpu = crate::Gpu::new()?;
+    cfg.check(&gpu)?;
     println!(
         "capaboost bench on {} ({})",
         gpu.adapter_info().name,

@@ -217,7 +217,14 @@ fn compute(gpu: &Gpu, i: &Inputs, cfg: &LayerConfig, user: Option<UserMasks>) ->
     let s = cfg.rank_scaling.scale(cfg.alpha, r);
     let masks = match user {
         Some((ma, mb)) => LayerMasks::from_u8(gpu, &ma, &mb, r, in_f, out_f)?,
-        None => gpu.run(|rec| LayerMasks::generate(rec, &cfg.mask, 0, r, in_f, out_f))?,
+        None => gpu
+            .run(|rec| LayerMasks::generate(rec, &cfg.mask, 0, r, in_f, out_f))
+            .map_err(|e| match e {
+                Error::TooLarge { .. } | Error::InvalidArgument(_) => Error::InvalidArgument(
+                    format!("--d {}: the generated masks do not fit: {e}", cfg.mask.d),
+                ),
+                e => e,
+            })?,
     };
     let (fwd, grads, dw) = gpu.run(|rec| {
         let layer = Layer::new(&w0, b0.as_ref(), Adapter::new(&la, &lb, &masks, s));

@@ -5,16 +5,15 @@
 
 use serde_json::Value;
 
-use crate::nn::optim::Schedule;
 use crate::runtime::error::{Error, Result};
 use crate::tasks::config::{Method, TrainConfig};
 use crate::tasks::kind::TaskKind;
 use crate::tasks::run::resolve;
 use crate::tasks::squad::config::QA_FLAGS;
 
-/// Flags that may change on `--resume`: the run's length (`--max-steps`, `--epochs`; the
-/// learning-rate schedule stays the one the run started with) and how often it reports
-/// (`--eval-every`, `--log-every`). The invocation's own options (`--stop-after`,
+/// Flags that may change on `--resume`: the run's length (`--max-steps`, `--epochs`; a
+/// linear or cosine learning-rate schedule then spans the new length, see
+/// `Trainer::resume`) and how often it reports (`--eval-every`, `--log-every`). The invocation's own options (`--stop-after`,
 /// `--no-progress`) are not part of the run and are always allowed.
 pub const RESUME_MAY_CHANGE: [&str; 4] = ["max_steps", "epochs", "eval_every", "log_every"];
 
@@ -66,13 +65,6 @@ pub fn apply_resume_flags(
         )));
     }
     let has = |id: &str| explicit.iter().any(|e| e == id);
-    if (has("max_steps") || has("epochs")) && saved.optim.schedule != Schedule::Constant {
-        eprintln!(
-            "note: the run's learning-rate schedule ({}) keeps the length it started with; \
-             steps past it train at the schedule's final rate",
-            saved.optim.schedule.name()
-        );
-    }
     if has("max_steps") {
         saved.run.max_steps = given.run.max_steps;
     }

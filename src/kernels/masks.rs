@@ -347,6 +347,8 @@ impl MaskBits {
     /// Generates the masks of `spec` on the GPU (one dispatch, recorded into `rec`).
     pub fn generate(rec: &mut Recorder, spec: &MaskSpec) -> Result<Self> {
         spec.validate()?;
+        // The per-branch keys are built on the host: check their size before that.
+        rec.gpu().check_binding_size(u64::from(spec.branches) * 8)?;
         let mut p = spec.params();
         let groups = (p.words as u64).div_ceil(64);
         let grid = rec.grid_1d(groups);

@@ -14,9 +14,15 @@ use crate::runtime::gpu::Gpu;
 use crate::runtime::io::{TensorFile, TensorWriter};
 use crate::runtime::tensor::Tensor;
 
-/// Uniform `U(-bound, bound)` values, host-side (initialisation only).
-fn uniform(rng: &mut impl Rng, n: usize, bound: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+/// A tensor of `shape` filled with uniform `U(-bound, bound)` values drawn on the host
+/// (initialisation only). The size is checked against the device before the host buffer
+/// is allocated, and the allocation itself is fallible, so a size no device could hold (a
+/// huge rank, say) is an error rather than an abort.
+fn uniform(gpu: &Gpu, rng: &mut impl Rng, shape: &[usize], bound: f32) -> Result<Tensor> {
+    let mut v = crate::runtime::tensor::host_buffer(gpu, shape)?;
+    let n: usize = shape.iter().product(); // checked by host_buffer
+    v.extend((0..n).map(|_| rng.random_range(-bound..bound)));
+    Tensor::from_slice(gpu, &v, shape)
 }
 
 /// A named parameter tensor.
@@ -66,8 +72,8 @@ impl Linear {
         rng: &mut impl Rng,
     ) -> Result<Self> {
         let bound = 1.0 / (in_f as f32).sqrt();
-        let w = Tensor::from_slice(gpu, &uniform(rng, out_f * in_f, bound), &[out_f, in_f])?;
-        let b = Tensor::from_slice(gpu, &uniform(rng, out_f, bound), &[out_f])?;
+        let w = uniform(gpu, rng, &[out_f, in_f], bound)?;
+        let b = uniform(gpu, rng, &[out_f], bound)?;
         Self::new(w, Some(b), trainable)
     }
 
@@ -195,11 +201,7 @@ impl CapaBoostLinear {
     ) -> Result<Self> {
         config.validate()?;
         let (in_f, out_f, r) = (base.in_features(), base.out_features(), config.r);
-        let lora_a = Tensor::from_slice(
-            gpu,
-            &uniform(rng, r * in_f, 1.0 / (in_f as f32).sqrt()),
-            &[r, in_f],
-        )?;
+        let lora_a = uniform(gpu, rng, &[r, in_f], 1.0 / (in_f as f32).sqrt())?;
         let lora_b = Tensor::zeros(gpu, &[out_f, r])?;
         let masks =
             gpu.run(|rec| LayerMasks::generate(rec, &config.mask, module_id, r, in_f, out_f))?;
@@ -345,11 +347,7 @@ impl CapaBoostAdapter {
             ));
         }
         masks.validate()?;
-        let down = Tensor::from_slice(
-            gpu,
-            &uniform(rng, m * in_f, 1.0 / (in_f as f32).sqrt()),
-            &[m, in_f],
-        )?;
+        let down = uniform(gpu, rng, &[m, in_f], 1.0 / (in_f as f32).sqrt())?;
         let masks = gpu.run(|rec| LayerMasks::generate(rec, masks, module_id, m, in_f, in_f))?;
         Ok(Self {
             down,

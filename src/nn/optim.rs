@@ -238,6 +238,22 @@ impl AdamW {
         &self.config
     }
 
+    /// Sets the schedule's length: `warmup_steps` and `total_steps` (where a linear or
+    /// cosine decay reaches 0) from the next step on, as if the optimizer had been created
+    /// with them. A resumed run whose length was changed calls this, so that its steps
+    /// past the old end do not train at a decayed rate of 0. Errors when the warmup is
+    /// longer than the schedule.
+    pub fn set_schedule_length(&mut self, warmup_steps: u64, total_steps: u64) -> Result<()> {
+        if total_steps > 0 && warmup_steps > total_steps {
+            return Err(Error::InvalidArgument(format!(
+                "warmup of {warmup_steps} steps is longer than the schedule's {total_steps}"
+            )));
+        }
+        self.config.warmup_steps = warmup_steps;
+        self.config.total_steps = total_steps;
+        Ok(())
+    }
+
     /// The parameters this optimizer updates, in the order of its state.
     pub fn params(&self) -> &[Tensor] {
         &self.params

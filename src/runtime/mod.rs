@@ -2,6 +2,7 @@
 //! WGSL sources only as data ([`shaders`]) and imports nothing from the layers above.
 
 pub mod error;
+pub mod failpoint;
 pub mod gate;
 pub mod gpu;
 pub mod io;

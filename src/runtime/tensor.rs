@@ -49,6 +49,25 @@ fn numel_of(shape: &[usize]) -> Result<usize> {
         .ok_or_else(|| Error::shape(format!("shape {shape:?} overflows usize")))
 }
 
+/// An empty host vector with room for exactly the values of an f32 tensor of `shape`, to
+/// fill and upload. The element count is checked for overflow and against the device's
+/// binding limit first (a tensor the device could not hold is never built on the host),
+/// and the reservation is fallible: a size from user input is an error, never an abort.
+pub fn host_buffer(gpu: &Gpu, shape: &[usize]) -> Result<Vec<f32>> {
+    let numel = numel_of(shape)?;
+    let bytes = (numel as u64)
+        .checked_mul(4)
+        .ok_or_else(|| Error::shape(format!("shape {shape:?} is too large")))?;
+    gpu.check_binding_size(bytes)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(numel).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "cannot allocate {bytes} bytes on the host for a tensor of shape {shape:?}: {e}"
+        ))
+    })?;
+    Ok(v)
+}
+
 impl Tensor {
     /// An uninitialised tensor (contents undefined), for kernels to write into.
     pub fn empty(gpu: &Gpu, shape: &[usize]) -> Result<Self> {

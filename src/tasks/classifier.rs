@@ -8,7 +8,7 @@ use rand::{SeedableRng, rngs::StdRng};
 use crate::models::bert::{Batch, Bert};
 use crate::nn::modules::Linear;
 use crate::nn::{Graph, Var};
-use crate::runtime::error::Result;
+use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
 use crate::runtime::tensor::Tensor;
 use crate::tasks::config::{Method, TrainConfig};
@@ -27,18 +27,25 @@ pub struct Classifier {
 impl Classifier {
     /// Builds the model of `cfg` with `outputs` head outputs: head first (right after
     /// seeding), then the adapters.
+    /// A size the device cannot hold is an error naming the flags that chose it.
     pub fn build(gpu: &Gpu, cfg: &TrainConfig, outputs: usize) -> Result<Self> {
         let mut bert = Bert::load(gpu, &cfg.model.model)?;
         let mut rng = StdRng::seed_from_u64(cfg.seed());
         let head = Linear::init(gpu, bert.config.hidden_size, outputs, true, &mut rng)?;
         let a = &cfg.adapter;
+        let d = a.layer_config().mask.d;
         match a.method {
-            Method::Lora | Method::Capaboost => {
-                bert.add_lora(gpu, &a.targets.0, &a.layer_config(), &mut rng)?;
-            }
-            Method::CapaboostAdapter => {
-                bert.add_adapters(gpu, a.placement, a.adapter_width, &a.mask, &mut rng)?;
-            }
+            Method::Lora | Method::Capaboost => bert
+                .add_lora(gpu, &a.targets.0, &a.layer_config(), &mut rng)
+                .map_err(|e| naming_flags(e, format!("--r {} with --d {d}", a.r)))?,
+            Method::CapaboostAdapter => bert
+                .add_adapters(gpu, a.placement, a.adapter_width, &a.mask, &mut rng)
+                .map_err(|e| {
+                    naming_flags(
+                        e,
+                        format!("--adapter-width {} with --d {d}", a.adapter_width),
+                    )
+                })?,
             Method::HeadOnly => {}
         }
         Ok(Self {
@@ -96,5 +103,16 @@ impl Model for Classifier {
 
     fn encoder_mut(&mut self) -> &mut Bert {
         &mut self.bert
+    }
+}
+
+/// An adapter too large for the device (or for the kernels' u32 indexing) as an error that
+/// names the flags which sized it.
+fn naming_flags(e: Error, flags: String) -> Error {
+    match e {
+        Error::TooLarge { .. } | Error::InvalidArgument(_) | Error::Shape(_) => {
+            Error::InvalidArgument(format!("{flags}: the adapters do not fit: {e}"))
+        }
+        e => e,
     }
 }

@@ -50,12 +50,28 @@ fn read_dev(dir: &Path, task: glue::Task, opts: &ReadOptions) -> Result<glue::Sp
     glue::read_split(&path, task, opts)
 }
 
+/// Encodes every example of `split`. Rows longer than `--max-len` tokens are cut like any
+/// other (the model's positions bound `--max-len`, so no row can outgrow them), and said
+/// once per file, naming the first such row's line.
 fn encode_texts(tok: &BertTokenizer, split: &glue::Split) -> Result<Vec<Encoded>> {
-    split
-        .examples
-        .iter()
-        .map(|e| tok.encode(&e.text_a, e.text_b.as_deref()))
-        .collect()
+    let (mut cut, mut first) = (0usize, None);
+    let mut items = Vec::with_capacity(split.examples.len());
+    for e in &split.examples {
+        let (enc, truncated) = tok.encode_checked(&e.text_a, e.text_b.as_deref())?;
+        if truncated {
+            cut += 1;
+            first.get_or_insert((e.line, enc.ids.len()));
+        }
+        items.push(enc);
+    }
+    if let Some((line, max_len)) = first {
+        eprintln!(
+            "warning: {}: {cut} rows longer than --max-len {max_len} tokens were truncated \
+             (the first at line {line})",
+            split.path.display()
+        );
+    }
+    Ok(items)
 }
 
 /// Encodes a split; its labels must all be present.

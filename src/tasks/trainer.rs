@@ -86,7 +86,7 @@ fn epoch_batches(lengths: &[usize], batch: usize, seed: u64, epoch: u64) -> Vec<
     let mut rng = StdRng::seed_from_u64(seed ^ (0x5eed_0000 + epoch));
     let mut idx: Vec<usize> = (0..lengths.len()).collect();
     idx.shuffle(&mut rng);
-    for window in idx.chunks_mut(batch * 50) {
+    for window in idx.chunks_mut(batch.saturating_mul(50)) {
         window.sort_by_key(|&i| lengths[i]);
     }
     let mut batches: Vec<Vec<usize>> = idx.chunks(batch).map(<[usize]>::to_vec).collect();
@@ -127,6 +127,8 @@ impl<T: Task> Trainer<T> {
     }
 
     /// Continues the run in `run` (whose `config.json` gave `cfg`) from its checkpoint.
+    /// When `cfg` changed the run's length, the learning-rate schedule is refitted to the
+    /// new total (see [`Trainer::fit_schedule`]).
     pub fn resume(gpu: &Gpu, task: T, cfg: TrainConfig, run: RunDir) -> Result<Self> {
         let state: TrainerState = match run.load_checkpoint_state()? {
             Some(v) => serde_json::from_value(v)
@@ -143,7 +145,8 @@ impl<T: Task> Trainer<T> {
         let params = model.params();
         modules::load_params(&run.checkpoint_dir().join(ADAPTER_FILE), &params)?;
         let tensors: Vec<Tensor> = params.into_iter().map(|(_, t)| t).collect();
-        let opt = AdamW::load(gpu, &run.checkpoint_dir().join(OPTIMIZER_FILE), &tensors)?;
+        let mut opt = AdamW::load(gpu, &run.checkpoint_dir().join(OPTIMIZER_FILE), &tensors)?;
+        Self::fit_schedule(&mut opt, &task, &cfg)?;
         let mut t = Self::assemble(gpu, task, cfg, run, model, opt, state);
         // A checkpoint taken at the end of an epoch's last batch continues with the next.
         if t.state.batch_in_epoch >= t.batches_per_epoch() {
@@ -192,6 +195,27 @@ impl<T: Task> Trainer<T> {
             .len()
             .div_ceil(cfg.run.batch_size.max(1)) as u64;
         (per_epoch * cfg.run.epochs).min(cfg.run.max_steps.unwrap_or(u64::MAX))
+    }
+
+    /// A resume that changed the run's length (`--max-steps`, `--epochs`) gives the
+    /// learning-rate schedule the new length: warmup and decay are what a run started
+    /// with the new length has, so steps past the old end do not train at rate 0.
+    fn fit_schedule(opt: &mut AdamW, task: &T, cfg: &TrainConfig) -> Result<()> {
+        let want = Self::optimizer_config(cfg, Self::total_steps_of(task, cfg));
+        let c = opt.config();
+        if (c.warmup_steps, c.total_steps) == (want.warmup_steps, want.total_steps) {
+            return Ok(());
+        }
+        if cfg.optim.schedule != crate::nn::optim::Schedule::Constant {
+            eprintln!(
+                "the {} learning-rate schedule now spans {} steps (was {}), warmup {} steps",
+                cfg.optim.schedule.name(),
+                want.total_steps,
+                c.total_steps,
+                want.warmup_steps
+            );
+        }
+        opt.set_schedule_length(want.warmup_steps, want.total_steps)
     }
 
     fn optimizer_config(cfg: &TrainConfig, total: u64) -> AdamWConfig {
@@ -442,4 +466,15 @@ pub fn load_checkpoint_params(run: &RunDir, model: &impl Model) -> Result<()> {
 /// The checkpoint's trainable tensors as stored (`adapter.safetensors`).
 pub fn checkpoint_params_file(run: &RunDir) -> std::path::PathBuf {
     run.checkpoint_dir().join(ADAPTER_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A batch size near `usize::MAX` (from `--batch-size`) is one batch, not an overflow.
+    #[test]
+    fn a_huge_batch_size_is_one_batch() {
+        let b = super::epoch_batches(&[3, 1, 2], usize::MAX, 0, 0);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].len(), 3);
+    }
 }

@@ -77,6 +77,14 @@ fn read_config(dir: &Path) -> Result<BertConfig> {
     Ok(config)
 }
 
+impl BertConfig {
+    /// Reads and checks `dir/config.json`: a BERT encoder with GELU and whole heads.
+    /// Errors name the file.
+    pub fn read(dir: &Path) -> Result<BertConfig> {
+        read_config(dir)
+    }
+}
+
 impl Weights<'_> {
     /// Encoder layer `i`: its six projections (frozen) and two layer norms.
     fn layer(&self, config: &BertConfig, i: usize) -> Result<BertLayer> {

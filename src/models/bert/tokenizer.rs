@@ -105,6 +105,11 @@ impl BertTokenizer {
 
     /// Tokenizes one sentence or a sentence pair.
     pub fn encode(&self, a: &str, b: Option<&str>) -> Result<Encoded> {
+        self.encode_checked(a, b).map(|(e, _)| e)
+    }
+
+    /// [`BertTokenizer::encode`], and whether the input was cut at `max_len`.
+    pub fn encode_checked(&self, a: &str, b: Option<&str>) -> Result<(Encoded, bool)> {
         let input: tokenizers::EncodeInput = match b {
             Some(b) => (a, b).into(),
             None => a.into(),
@@ -113,9 +118,11 @@ impl BertTokenizer {
             .inner
             .encode(input, true)
             .map_err(|e| Error::InvalidArgument(format!("tokenizing {a:?}: {e}")))?;
-        Ok(Encoded {
+        let truncated = !e.get_overflowing().is_empty();
+        let encoded = Encoded {
             ids: e.get_ids().to_vec(),
             type_ids: e.get_type_ids().to_vec(),
-        })
+        };
+        Ok((encoded, truncated))
     }
 }

@@ -2,13 +2,13 @@
 //! complete checkpoint.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use super::{CHECKPOINT, CHECKPOINT_OLD, CHECKPOINT_TMP, RunDir, TRAINER_STATE, file_err};
 use crate::runtime::error::{Error, Result};
+use crate::runtime::failpoint;
 
 /// Makes renames and new files in `dir` durable. Directories cannot be opened as files on
 /// every platform, so this is best effort.
@@ -60,10 +60,36 @@ impl RunDir {
             rename(&tmp, &cur)?;
             sync_dir(&self.path);
             remove_dir_if_exists(&old)?;
+            eprintln!("{}: finished an interrupted checkpoint save", cur.display());
         } else if old.join(TRAINER_STATE).is_file() {
             rename(&old, &cur)?;
             sync_dir(&self.path);
             remove_dir_if_exists(&tmp)?;
+            eprintln!(
+                "{}: restored after an interrupted checkpoint save",
+                cur.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes what an interrupted save left beside a complete `checkpoint/` (a partial
+    /// `.checkpoint.tmp`, a `.checkpoint.old` the swap did not delete), saying so. Only
+    /// the lock holder calls this: a reader could race a live writer's save.
+    pub(super) fn clean_checkpoint_leftovers(&self) -> Result<()> {
+        self.recover_checkpoint()?;
+        if !self.path.join(CHECKPOINT).exists() {
+            return Ok(());
+        }
+        for name in [CHECKPOINT_TMP, CHECKPOINT_OLD] {
+            let p = self.path.join(name);
+            if p.exists() {
+                remove_dir_if_exists(&p)?;
+                eprintln!(
+                    "removed {} left by an interrupted checkpoint save",
+                    p.display()
+                );
+            }
         }
         Ok(())
     }
@@ -83,6 +109,7 @@ impl RunDir {
     /// 4. rename `RUN/.checkpoint.tmp` to `RUN/checkpoint`, fsync `RUN`;
     /// 5. delete `RUN/.checkpoint.old`.
     ///
+    /// An error in 2 (a full disk, say) deletes the temp folder and names the file.
     /// A crash in 1-2 leaves the old `checkpoint/` untouched; between 3 and 4 there is no
     /// `checkpoint/`, and recovery renames the complete `.checkpoint.tmp` (or failing that
     /// `.checkpoint.old`) into place; after 4 the new one is in place and `.old` is
@@ -118,24 +145,40 @@ impl RunDir {
         remove_dir_if_exists(&old)?;
 
         std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let write = |name: &str, bytes: &[u8]| -> Result<()> {
+        let write = |name: &str, bytes: &[u8], point: &str| -> Result<()> {
             let p = tmp.join(name);
             let mut f = std::fs::File::create(&p).map_err(|e| Error::io(&p, e))?;
-            f.write_all(bytes)
+            failpoint::write_all(point, &mut f, bytes)
                 .and_then(|()| f.sync_all())
                 .map_err(|e| Error::io(&p, e))
         };
-        for (name, bytes) in files {
-            write(name, bytes)?;
+        let written = files
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, (name, bytes))| {
+                let last = i + 1 == files.len();
+                let point = if last { "checkpoint-enospc" } else { "" };
+                write(name, bytes, point)
+            })
+            .and_then(|()| {
+                failpoint::exit_at("checkpoint-files-written");
+                write(TRAINER_STATE, format!("{state_text}\n").as_bytes(), "")
+            });
+        if let Err(e) = written {
+            // A full disk or a failing file: the old checkpoint is untouched; the partial
+            // copy would only hold the space the next save needs.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
         }
-        write(TRAINER_STATE, format!("{state_text}\n").as_bytes())?;
         sync_dir(&tmp);
 
         if cur.exists() {
             rename(&cur, &old)?;
+            failpoint::exit_at("checkpoint-old-renamed");
         }
         rename(&tmp, &cur)?;
         sync_dir(&self.path);
+        failpoint::exit_at("checkpoint-swapped");
         remove_dir_if_exists(&old)
     }
 

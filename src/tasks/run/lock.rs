@@ -20,7 +20,7 @@ pub struct RunLock {
 
 /// Whether process `pid` is running (a pid we cannot signal counts as running).
 #[cfg(unix)]
-fn alive(pid: u32) -> bool {
+pub(super) fn alive(pid: u32) -> bool {
     let Ok(p) = libc::pid_t::try_from(pid) else {
         return false;
     };
@@ -33,7 +33,7 @@ fn alive(pid: u32) -> bool {
 }
 
 #[cfg(not(unix))]
-fn alive(pid: u32) -> bool {
+pub(super) fn alive(pid: u32) -> bool {
     pid != 0
 }
 

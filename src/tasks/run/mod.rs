@@ -23,6 +23,7 @@ mod files;
 mod finite;
 mod interrupt;
 mod lock;
+mod overwrite;
 mod paths;
 mod plot;
 mod progress;
@@ -116,6 +117,7 @@ pub fn check_new_run_folder(path: &Path, overwrite: bool) -> Result<()> {
 }
 
 fn inspect(path: &Path, overwrite: bool) -> Result<Existing> {
+    overwrite::recover(path)?;
     if !path.exists() {
         return Ok(Existing::Free);
     }
@@ -170,8 +172,9 @@ impl RunDir {
 
     /// [`RunDir::create`]; with `overwrite`, an existing run in `path` is replaced: the
     /// new run is prepared in a sibling folder and swapped in by renames, so a failure
-    /// before the swap leaves the old run as it was. The old run's lock is taken first,
-    /// so a run that a live process is writing is never replaced.
+    /// before the swap leaves the old run as it was, and a crash at any point leaves the
+    /// old run or the new one (see `overwrite.rs`). The old run's lock is taken first, so
+    /// a run that a live process is writing is never replaced.
     pub fn create_with(path: &Path, config: &Value, overwrite: bool) -> Result<RunDir> {
         if !config.is_object() {
             return Err(Error::InvalidArgument(
@@ -193,7 +196,7 @@ impl RunDir {
                 write_config(path, config)?;
                 lock
             }
-            Existing::Run => Self::replace(path, config)?,
+            Existing::Run => overwrite::replace(path, config)?,
         };
         Ok(RunDir {
             path: path.to_path_buf(),
@@ -201,49 +204,15 @@ impl RunDir {
         })
     }
 
-    fn replace(path: &Path, config: &Value) -> Result<RunLock> {
-        let old_lock = RunLock::acquire(path)?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| file_err(path, "not a folder name"))?;
-        let parent = path.parent().unwrap_or(Path::new("."));
-        let pid = std::process::id();
-        let fresh = parent.join(format!(".{name}.new-{pid}"));
-        let old = parent.join(format!(".{name}.old-{pid}"));
-        let _ = std::fs::remove_dir_all(&fresh);
-        std::fs::create_dir(&fresh).map_err(|e| Error::io(&fresh, e))?;
-        let prepared = std::fs::write(fresh.join(lock::LOCK), format!("{pid}\n"))
-            .map_err(|e| Error::io(&fresh, e))
-            .and_then(|()| write_config(&fresh, config));
-        if let Err(e) = prepared {
-            let _ = std::fs::remove_dir_all(&fresh);
-            return Err(e);
-        }
-        std::fs::rename(path, &old).map_err(|e| Error::io(path, e))?;
-        if let Err(e) = std::fs::rename(&fresh, path) {
-            let _ = std::fs::rename(&old, path);
-            return Err(Error::io(&fresh, e));
-        }
-        old_lock.disarm();
-        eprintln!("--overwrite: replaced the run in {}", path.display());
-        if let Err(e) = std::fs::remove_dir_all(&old) {
-            eprintln!(
-                "warning: could not delete the old run {}: {e}",
-                old.display()
-            );
-        }
-        Ok(RunLock::adopt(path.join(lock::LOCK)))
-    }
-
     /// Opens an existing run to continue writing it: takes its lock, finishes an
-    /// interrupted checkpoint swap, deletes stale temporary files and repairs torn log
-    /// tails.
+    /// interrupted checkpoint swap, deletes stale temporary files and checkpoint copies
+    /// and repairs torn log tails.
     pub fn open_writer(path: &Path) -> Result<RunDir> {
         let mut run = Self::open(path)?;
         let lock = RunLock::acquire(path)?;
         run.lock = Some(Arc::new(lock));
         lock::clean_temp_files(path);
+        run.clean_checkpoint_leftovers()?;
         run.repair_logs()?;
         Ok(run)
     }
@@ -256,6 +225,7 @@ impl RunDir {
     /// Opens an existing run folder (to resume or evaluate). Errors if the folder or its
     /// `config.json` is missing. Finishes a checkpoint swap a crash interrupted.
     pub fn open(path: &Path) -> Result<RunDir> {
+        overwrite::recover(path)?;
         if !path.is_dir() {
             return Err(file_err(path, "run folder does not exist"));
         }

@@ -277,7 +277,7 @@ fn answer(a: &Value, context: &[char]) -> std::result::Result<Answer, String> {
     if text.trim().is_empty() {
         return Err("empty answer text".into());
     }
-    if start + len > context.len() {
+    if start.checked_add(len).is_none_or(|end| end > context.len()) {
         return Err(format!(
             "answer_start {start} + {len} characters lies outside the context ({} characters)",
             context.len()
