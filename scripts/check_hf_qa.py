@@ -3,7 +3,8 @@
 
 Loads `AutoModelForQuestionAnswering` from the base model folder and applies the PEFT
 export with `PeftModel.from_pretrained` (the span head comes back as `qa_outputs` through
-PEFT's `modules_to_save`), and loads the merged folder as a plain
+PEFT's `modules_to_save`; the wrapped model is called directly, because peft 0.21's
+`PeftModelForQuestionAnswering.forward` drops `token_type_ids`), and loads the merged folder as a plain
 `BertForQuestionAnswering`. Both are run on exactly the windows capaboost scored (the
 `input_ids` / `token_type_ids` of `eval --logits`); their start/end logits are compared
 with capaboost's, and the answers are decoded again here (n-best start/end pairs inside
@@ -125,7 +126,10 @@ def main():
 
     base = AutoModelForQuestionAnswering.from_pretrained(args.model).eval()
     peft = PeftModel.from_pretrained(base, args.peft).eval()
-    ok = compare("PEFT", peft, by_id, ctx, preds, args)
+    # peft 0.21's PeftModelForQuestionAnswering.forward does not pass token_type_ids on
+    # to the model (every token is typed 0, the logits move by ~0.1): the model it wraps,
+    # with the adapters and the restored head in place, is called directly.
+    ok = compare("PEFT", peft.base_model.model, by_id, ctx, preds, args)
     if args.merged:
         merged = AutoModelForQuestionAnswering.from_pretrained(args.merged).eval()
         ok = compare("merged", merged, by_id, ctx, preds, args) and ok
