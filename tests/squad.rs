@@ -361,3 +361,45 @@ fn squad_task_trains_and_decodes_through_the_trainer() {
     assert_eq!(head.f32("weight").unwrap().0, vec![2, 384]);
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// A context with no tokens (only a zero-width space, which BERT's normaliser drops) and an
+/// answer longer than any window both give windows that point at `[CLS]`: the question
+/// trains on `[CLS]` and decodes to the empty answer, never a panic; a training set where
+/// no window holds an answer is refused.
+#[test]
+fn answers_no_window_holds_point_at_cls() {
+    use capaboost::tasks::squad::task::SquadTask;
+    let Some(model) = common::model_dir() else {
+        return;
+    };
+    let tok = QaTokenizer::load(&model, 24, 4).unwrap();
+    let long = "one two three four five six seven eight nine ten eleven twelve thirteen \
+                fourteen fifteen sixteen seventeen eighteen nineteen twenty";
+    let d = json!({"version": "1.1", "data": [{"title": "t", "paragraphs": [
+        {"context": "\u{200b}", "qas": [{"id": "empty-ctx", "question": "What?",
+            "answers": [{"text": "\u{200b}", "answer_start": 0}]}]},
+        {"context": long, "qas": [{"id": "too-long", "question": "Which?",
+            "answers": [{"text": long, "answer_start": 0}]}]}]}]});
+    let f = parse_squad(&d).unwrap();
+    assert_eq!(f.question_count(), 2, "{:?}", f.samples);
+    for (p, q) in f.questions() {
+        let w = tok.windows(q, &p.context).unwrap();
+        assert!(!w.is_empty(), "{}", q.id);
+        assert!(w.iter().all(|w| w.target == (0, 0)), "{}", q.id);
+        if q.id == "empty-ctx" {
+            assert_eq!(w.len(), 1);
+            assert_eq!(w[0].context_span(), None);
+        }
+    }
+    let err = SquadTask::new(&f, &f, &tok, Decode::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("nothing to learn from"), "{err}");
+    // With one answerable question beside them, the task builds (the two train on [CLS]).
+    let mut ok = d.clone();
+    ok["data"][0]["paragraphs"][1]["qas"][0]["answers"][0] =
+        json!({"text": "three", "answer_start": 8});
+    let f = parse_squad(&ok).unwrap();
+    assert!(SquadTask::new(&f, &f, &tok, Decode::default()).is_ok());
+}
