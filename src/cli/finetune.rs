@@ -42,11 +42,11 @@ pub struct FinetuneArgs {
 }
 
 /// Validates the arguments (`given`: the flags given on the command line), then runs the
-/// GLUE fine-tuning or the demo.
+/// fine-tuning (GLUE or SQuAD) or the demo.
 pub fn run(args: FinetuneArgs, given: &[String]) -> crate::Result<()> {
     args.config.validate()?;
     if args.config.data.data.is_some() || args.resume.is_some() {
-        glue(args, given)
+        train_run(args, given)
     } else {
         demo(args)
     }
@@ -95,10 +95,10 @@ fn absolute(flag: &str, path: &Path) -> crate::Result<PathBuf> {
         .map_err(|e| crate::Error::InvalidArgument(format!("{flag} {}: {e}", path.display())))
 }
 
-/// The configuration and options of a GLUE run: read back from the run folder when
-/// resuming (with the flags that may change applied), else the arguments (with the GLUE
+/// The configuration and options of a run: read back from the run folder when
+/// resuming (with the flags that may change applied), else the arguments (with the
 /// learning-rate default filled in). Nothing is written here.
-fn glue_setup(args: FinetuneArgs, given: &[String]) -> crate::Result<(TrainConfig, RunOptions)> {
+fn run_setup(args: FinetuneArgs, given: &[String]) -> crate::Result<(TrainConfig, RunOptions)> {
     let progress = !args.no_progress;
     if let Some(run) = args.resume {
         let dir = RunDir::open(&run)?;
@@ -151,8 +151,8 @@ fn glue_setup(args: FinetuneArgs, given: &[String]) -> crate::Result<(TrainConfi
     Ok((cfg, opts))
 }
 
-fn glue(args: FinetuneArgs, given: &[String]) -> crate::Result<()> {
-    let (cfg, opts) = glue_setup(args, given)?;
+fn train_run(args: FinetuneArgs, given: &[String]) -> crate::Result<()> {
+    let (cfg, opts) = run_setup(args, given)?;
     let gpu = crate::Gpu::new()?;
     let summary = train::finetune(&gpu, &cfg, &opts)?;
     println!(
