@@ -89,4 +89,8 @@ impl Model for Classifier {
     fn used_params(&self) -> Result<usize> {
         Ok(self.bert.used_params()? + self.head.weight.numel() + self.labels)
     }
+
+    fn masks(&self) -> Result<Vec<crate::tasks::task::NamedMask>> {
+        self.bert.masks()
+    }
 }

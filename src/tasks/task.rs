@@ -13,12 +13,20 @@ use crate::tasks::config::TrainConfig;
 /// A task's metrics by name, in the order the task reports them.
 pub type Metrics = Vec<(&'static str, f64)>;
 
+/// A named mask as 0/1 bytes: name, shape, values (row-major).
+pub type NamedMask = (String, Vec<usize>, Vec<u8>);
+
 /// A model the trainer can optimize and checkpoint.
 pub trait Model {
     /// Every trainable tensor with a stable name (the checkpoint's keys), in a fixed order.
     fn params(&self) -> Vec<(String, Tensor)>;
     /// Parameters the forward pass uses (masked adapters use fewer than they store).
     fn used_params(&self) -> Result<usize>;
+    /// Every static mask of the model's adapters, named after the tensor it masks (see
+    /// [`crate::models::bert::Bert::masks`]); reads them back. None by default.
+    fn masks(&self) -> Result<Vec<NamedMask>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A supervised task: its data as batches, the head its model carries, the loss, the
@@ -47,6 +55,18 @@ pub trait Task {
     fn metrics(&self, predictions: &[f32]) -> Result<Metrics>;
     /// Writes the head (weights and a description) into an export folder.
     fn export_head(&self, model: &Self::Model, dir: &Path) -> Result<()>;
+
+    /// A stable id of each training example at `idx` (for a step trace): by default its
+    /// 1-based position among the training examples. GLUE: the 1-based line of the file.
+    fn example_ids(&self, idx: &[usize]) -> Vec<u64> {
+        idx.iter().map(|&i| i as u64 + 1).collect()
+    }
+
+    /// What a replay of a trace needs to know about this task beyond the configuration
+    /// (files, columns, labels, loss, pooling, head), in plain words and numbers.
+    fn recipe(&self) -> serde_json::Value {
+        serde_json::json!({ "task": self.name() })
+    }
 
     /// Predictions and metrics of the evaluation split.
     fn evaluate(&self, gpu: &Gpu, model: &Self::Model) -> Result<Metrics> {

@@ -27,6 +27,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Replace an existing run in `out` (a new run only).
     pub overwrite: bool,
+    /// Write a step trace of the run into this folder (a new run only; see
+    /// [`crate::tasks::trace`]).
+    pub trace: Option<PathBuf>,
 }
 
 /// Summary of a finished (or interrupted) run.
@@ -60,6 +63,9 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
     } else {
         Trainer::start(gpu, task, cfg.clone(), &opts.out, opts.overwrite)?
     };
+    if let Some(dir) = &opts.trace {
+        t.trace_to(dir)?;
+    }
     eprintln!(
         "{} on {}: {} train / {} dev examples, {} trainable parameters ({} used by masks), {} steps",
         t.task().name(),

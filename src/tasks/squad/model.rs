@@ -91,4 +91,8 @@ impl Model for SpanModel {
         let head = 2 * (self.start.weight.numel() + 1);
         Ok(self.bert.used_params()? + head)
     }
+
+    fn masks(&self) -> Result<Vec<crate::tasks::task::NamedMask>> {
+        self.bert.masks()
+    }
 }
