@@ -13,8 +13,7 @@ use crate::tasks::config::TrainConfig;
 /// A task's metrics by name, in the order the task reports them.
 pub type Metrics = Vec<(&'static str, f64)>;
 
-/// A named mask as 0/1 bytes: name, shape, values (row-major).
-pub type NamedMask = (String, Vec<usize>, Vec<u8>);
+pub use crate::nn::modules::NamedMask;
 
 /// A model the trainer can optimize and checkpoint.
 pub trait Model {

@@ -183,9 +183,6 @@ pub fn own_grad_norm(
 
 /// `recipe.json`: the run's configuration with everything a replay needs spelled out.
 pub fn recipe(cfg: &TrainConfig, opt: &AdamWConfig, task: Value) -> Result<Value> {
-    let a = &cfg.adapter;
-    let layer = a.layer_config();
-    let targets: Vec<&str> = a.targets.0.iter().map(|t| t.module()).collect();
     Ok(json!({
         "format": "capaboost.trace",
         "version": 1,
@@ -199,29 +196,7 @@ pub fn recipe(cfg: &TrainConfig, opt: &AdamWConfig, task: Value) -> Result<Value
         "data": {"dir": cfg.data.data.as_ref().map(|d| d.display().to_string()),
                  "train_limit": cfg.data.train_limit},
         "task": task,
-        "method": {
-            "name": a.method.name(),
-            "targets": targets,
-            "r": a.r,
-            "alpha": a.alpha,
-            "rank_scaling": a.rank_scaling,
-            "scale": layer.scale(),
-            "lora_update": "y = base(x) + scale * sum_i (x (A*M_i)^T) (B*N_i)^T with A = \
-                lora_A [r, in], B = lora_B [out, r], M_i = mask_A.i, N_i = mask_B.i",
-            "mask": layer.mask,
-            "adapter_width": a.adapter_width,
-            "placement": a.placement,
-            "adapter_activation": "relu",
-            "adapter_update": "the projection's output h becomes h + sum_i relu(h \
-                (D*M_i)^T + down.bias) (U*N_i)^T + up.bias, with D = down.weight [m, hidden], \
-                U = up.weight [hidden, m]; output_adapter after the feed-forward output \
-                dense, attention_adapter after the attention output dense, both before \
-                the residual add and LayerNorm",
-            "dropout": a.dropout,
-            "dropout_where": "on the LoRA input x of each adapted projection (training \
-                only), from a GPU generator keyed by (dropout_seed, module id): not \
-                replayable; a replay needs dropout 0",
-        },
+        "method": method_recipe(cfg),
         "optimizer": {
             "name": "AdamW (torch.optim.AdamW semantics, decoupled weight decay)",
             "lr": opt.lr,
@@ -258,4 +233,34 @@ pub fn recipe(cfg: &TrainConfig, opt: &AdamWConfig, task: Value) -> Result<Value
         },
         "config": cfg.to_json()?,
     }))
+}
+
+/// The method part of the recipe: adapters, their scale and masks, dropout.
+fn method_recipe(cfg: &TrainConfig) -> Value {
+    let a = &cfg.adapter;
+    let layer = a.layer_config();
+    let targets: Vec<&str> = a.targets.0.iter().map(|t| t.module()).collect();
+    json!({
+        "name": a.method.name(),
+        "targets": targets,
+        "r": a.r,
+        "alpha": a.alpha,
+        "rank_scaling": a.rank_scaling,
+        "scale": layer.scale(),
+        "lora_update": "y = base(x) + scale * sum_i (x (A*M_i)^T) (B*N_i)^T with A = \
+            lora_A [r, in], B = lora_B [out, r], M_i = mask_A.i, N_i = mask_B.i",
+        "mask": layer.mask,
+        "adapter_width": a.adapter_width,
+        "placement": a.placement,
+        "adapter_activation": "relu",
+        "adapter_update": "the projection's output h becomes h + sum_i relu(h \
+            (D*M_i)^T + down.bias) (U*N_i)^T + up.bias, with D = down.weight [m, hidden], \
+            U = up.weight [hidden, m]; output_adapter after the feed-forward output \
+            dense, attention_adapter after the attention output dense, both before \
+            the residual add and LayerNorm",
+        "dropout": a.dropout,
+        "dropout_where": "on the LoRA input x of each adapted projection (training \
+            only), from a GPU generator keyed by (dropout_seed, module id): not \
+            replayable; a replay needs dropout 0",
+    })
 }

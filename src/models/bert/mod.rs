@@ -21,7 +21,8 @@ use rand::Rng;
 
 use crate::kernels::masks::MaskConfig;
 use crate::nn::modules::{
-    Activation, CapaBoostAdapter, CapaBoostConfig, CapaBoostLinear, NamedTensor, Placement,
+    Activation, CapaBoostAdapter, CapaBoostConfig, CapaBoostLinear, NamedMask, NamedTensor,
+    Placement,
 };
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
@@ -131,9 +132,9 @@ impl Bert {
     /// `encoder.layer.{i}.{attention,output}_adapter.mask_A.{branch}` (`[m, hidden]`, masks
     /// `down.weight`) and `.mask_B.{branch}` (`[hidden, m]`, masks `up.weight`) for
     /// bottleneck adapters. Reads the masks back.
-    pub fn masks(&self) -> Result<Vec<(String, Vec<usize>, Vec<u8>)>> {
+    pub fn masks(&self) -> Result<Vec<NamedMask>> {
         fn push(
-            out: &mut Vec<(String, Vec<usize>, Vec<u8>)>,
+            out: &mut Vec<NamedMask>,
             prefix: &str,
             m: &crate::kernels::capaboost::LayerMasks,
         ) -> Result<()> {
