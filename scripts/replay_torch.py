@@ -319,7 +319,7 @@ def main():
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+    warnings.filterwarnings("ignore", message="Detected call of")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
