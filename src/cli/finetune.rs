@@ -33,6 +33,10 @@ pub struct FinetuneArgs {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Write a step trace into this folder (init.safetensors, steps.jsonl, final.safetensors,
+    /// recipe.json) for scripts/replay_torch.py; reads the loss back every step.
+    #[arg(long, conflicts_with = "resume")]
+    trace: Option<PathBuf>,
     /// Demo: also write the result tables as a JSON array to this file.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -110,6 +114,7 @@ fn run_setup(args: FinetuneArgs, given: &[String]) -> crate::Result<(TrainConfig
             progress,
             stop_after: args.stop_after,
             overwrite: false,
+            trace: None,
         };
         return Ok((cfg, opts));
     }
@@ -141,12 +146,16 @@ fn run_setup(args: FinetuneArgs, given: &[String]) -> crate::Result<(TrainConfig
         ],
     )?;
     check_new_run_folder(&out, args.overwrite)?;
+    if let Some(dir) = &args.trace {
+        crate::tasks::trace::check_dir(dir)?;
+    }
     let opts = RunOptions {
         out,
         resume: false,
         progress,
         stop_after: args.stop_after,
         overwrite: args.overwrite,
+        trace: args.trace,
     };
     Ok((cfg, opts))
 }

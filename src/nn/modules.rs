@@ -28,6 +28,9 @@ fn uniform(gpu: &Gpu, rng: &mut impl Rng, shape: &[usize], bound: f32) -> Result
 /// A named parameter tensor.
 pub type NamedTensor = (String, Tensor);
 
+/// A named mask as 0/1 bytes: name, shape, values (row-major).
+pub type NamedMask = (String, Vec<usize>, Vec<u8>);
+
 /// `nn.Linear`: `y = x W^T + b`, frozen or trainable.
 #[derive(Clone, Debug)]
 pub struct Linear {

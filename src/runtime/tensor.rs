@@ -238,6 +238,42 @@ impl Tensor {
     }
 }
 
+/// Reads several tensors back with one copy pass and one wait (one readback, however
+/// many tensors), each as its own vector, in order.
+pub fn read_together(gpu: &Gpu, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
+    let total: u64 = tensors.iter().map(|t| t.bytes()).sum();
+    if total == 0 {
+        return Ok(tensors.iter().map(|_| Vec::new()).collect());
+    }
+    let staging = gpu.scoped("allocating a readback buffer", || {
+        gpu.pool().acquire(BufferKind::Readback, total)
+    })?;
+    gpu.scoped("copying buffers for readback", || {
+        let mut enc = gpu
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("capaboost readback"),
+            });
+        let mut at = 0;
+        for t in tensors {
+            if t.bytes() > 0 {
+                enc.copy_buffer_to_buffer(t.buffer.buffer(), 0, staging.buffer(), at, t.bytes());
+            }
+            at += t.bytes();
+        }
+        gpu.submit(enc.finish());
+    })?;
+    let raw = map_read(gpu, staging.buffer(), total)?;
+    let mut at = 0;
+    let mut out = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        let end = at + t.bytes() as usize;
+        out.push(bytemuck::pod_collect_to_vec(&raw[at..end]));
+        at = end;
+    }
+    Ok(out)
+}
+
 /// Uploads raw bytes into a pooled storage buffer (for integer data such as mask words).
 pub(crate) fn upload_bytes(gpu: &Gpu, data: &[u8]) -> Result<Arc<PooledBuffer>> {
     let bytes = (data.len() as u64).div_ceil(4) * 4;

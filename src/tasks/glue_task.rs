@@ -18,6 +18,8 @@ use crate::tasks::task::{Metrics, Task};
 struct Data {
     items: Vec<Encoded>,
     labels: Vec<Label>,
+    /// 1-based line of each example in its file.
+    lines: Vec<usize>,
 }
 
 /// A GLUE task with its tokenized training and dev splits.
@@ -26,6 +28,9 @@ pub struct GlueTask {
     train: Data,
     dev: Data,
     eval_batch: usize,
+    /// The training file and the columns read from it (for a trace's recipe).
+    train_source: Option<(std::path::PathBuf, glue::Columns)>,
+    max_len: usize,
 }
 
 /// A training batch: padded token ids and the targets of its examples.
@@ -86,7 +91,12 @@ fn tokenize(tok: &BertTokenizer, split: &glue::Split) -> Result<Data> {
             message: "has no labels".into(),
         })?;
     let items = encode_texts(tok, split)?;
-    Ok(Data { items, labels })
+    let lines = split.examples.iter().map(|e| e.line).collect();
+    Ok(Data {
+        items,
+        labels,
+        lines,
+    })
 }
 
 fn report_malformed(s: &glue::Split) {
@@ -108,6 +118,8 @@ impl GlueTask {
             train: Data::default(),
             dev: Data::default(),
             eval_batch: 32,
+            train_source: None,
+            max_len: 0,
         }
     }
 
@@ -140,6 +152,8 @@ impl GlueTask {
             train: tokenize(&tok, &train)?,
             dev: tokenize(&tok, &dev)?,
             eval_batch: cfg.run.batch_size.max(32),
+            train_source: Some((train.path.clone(), train.columns.clone())),
+            max_len: cfg.max_len(),
         })
     }
 
@@ -228,6 +242,40 @@ impl Task for GlueTask {
 
     fn export_head(&self, model: &Classifier, dir: &Path) -> Result<()> {
         model.write_head(dir, &self.kind.label_names())
+    }
+
+    fn example_ids(&self, idx: &[usize]) -> Vec<u64> {
+        idx.iter().map(|&i| self.train.lines[i] as u64).collect()
+    }
+
+    fn recipe(&self) -> serde_json::Value {
+        let (file, columns) = match &self.train_source {
+            Some((f, c)) => (Some(f.display().to_string()), Some(c)),
+            None => (None, None),
+        };
+        let loss = if self.kind.is_regression() {
+            "mse: mean over the batch of (output - score)^2, one output"
+        } else {
+            "cross_entropy: mean over the batch of -log softmax(logits)[label]"
+        };
+        serde_json::json!({
+            "task": self.kind.id(),
+            "train_file": file,
+            "example_ids": "1-based line of train_file (the header is line 1)",
+            "columns": columns.map(|c| serde_json::json!({
+                "text_a": c.text_a, "text_b": c.text_b, "label": c.label,
+            })),
+            "label_names": self.kind.label_names(),
+            "labels": "a class index, or its name (case-insensitive); STS-B: the score",
+            "num_outputs": self.kind.num_labels(),
+            "tokenizer": "the model folder's tokenizer.json with special tokens ([CLS] a [SEP] (b [SEP]))",
+            "max_len": self.max_len,
+            "truncation": "longest_first from the right, to max_len tokens counting [CLS] and [SEP]",
+            "padding": "right, with id 0 (type 0), to the batch's longest example",
+            "pooling": "mean of the last hidden states over non-padding tokens",
+            "head": "Linear(hidden, num_outputs) on the pooled vector (head.weight, head.bias)",
+            "loss": loss,
+        })
     }
 }
 

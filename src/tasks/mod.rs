@@ -7,6 +7,7 @@
 //! - [`glue`], [`metrics`]: GLUE data and metrics; [`classifier`]: the encoder with a head;
 //!   [`glue_task`]: GLUE classification and regression as a [`task::Task`];
 //! - [`trainer`]: [`trainer::Trainer`] (new, resume, step, evaluate, checkpoint);
+//!   [`trace`]: a step trace of a run (`finetune --trace`) for a replay elsewhere;
 //!   [`train`]: the `finetune` loop and [`train::load_run`];
 //! - [`run`]: the run folder (files, checkpoint, plots, progress, Ctrl-C);
 //! - [`export`], [`export_run`], [`merge`]: the PEFT and head formats, a run's adapters
@@ -28,5 +29,6 @@ pub mod metrics;
 pub mod run;
 pub mod squad;
 pub mod task;
+pub mod trace;
 pub mod train;
 pub mod trainer;

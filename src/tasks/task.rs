@@ -14,6 +14,8 @@ use crate::tasks::config::TrainConfig;
 /// A task's metrics by name, in the order the task reports them.
 pub type Metrics = Vec<(&'static str, f64)>;
 
+pub use crate::nn::modules::NamedMask;
+
 /// A model the trainer can optimize and checkpoint.
 pub trait Model {
     /// Every trainable tensor with a stable name (the checkpoint's keys), in a fixed order.
@@ -24,6 +26,11 @@ pub trait Model {
     fn encoder(&self) -> &Bert;
     /// The encoder, to merge its adapters.
     fn encoder_mut(&mut self) -> &mut Bert;
+    /// Every static mask of the encoder's adapters, named after the tensor it masks (see
+    /// [`crate::models::bert::Bert::masks`]); reads them back.
+    fn masks(&self) -> Result<Vec<NamedMask>> {
+        self.encoder().masks()
+    }
 }
 
 /// How a task's model is held by a transformers class that carries its head (e.g.
@@ -73,6 +80,18 @@ pub trait Task {
     /// head file).
     fn hf_head(&self, _model: &Self::Model) -> Result<Option<HfHead>> {
         Ok(None)
+    }
+
+    /// A stable id of each training example at `idx` (for a step trace): by default its
+    /// 1-based position among the training examples. GLUE: the 1-based line of the file.
+    fn example_ids(&self, idx: &[usize]) -> Vec<u64> {
+        idx.iter().map(|&i| i as u64 + 1).collect()
+    }
+
+    /// What a replay of a trace needs to know about this task beyond the configuration
+    /// (files, columns, labels, loss, pooling, head), in plain words and numbers.
+    fn recipe(&self) -> serde_json::Value {
+        serde_json::json!({ "task": self.name() })
     }
 
     /// Predictions and metrics of the evaluation split.

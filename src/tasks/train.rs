@@ -30,6 +30,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Replace an existing run in `out` (a new run only).
     pub overwrite: bool,
+    /// Write a step trace of the run into this folder (a new run only; see
+    /// [`crate::tasks::trace`]).
+    pub trace: Option<PathBuf>,
 }
 
 /// Summary of a finished (or interrupted) run.
@@ -75,6 +78,9 @@ fn run_task<T: Task>(
     } else {
         Trainer::start(gpu, task, cfg.clone(), &opts.out, opts.overwrite)?
     };
+    if let Some(dir) = &opts.trace {
+        t.trace_to(dir)?;
+    }
     eprintln!(
         "{} on {}: {} train / {} dev examples, {} trainable parameters ({} used by masks), {} steps",
         t.task().name(),

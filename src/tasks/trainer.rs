@@ -19,6 +19,7 @@ use crate::runtime::tensor::Tensor;
 use crate::tasks::config::TrainConfig;
 use crate::tasks::run::{RunDir, check_finite_file, first_non_finite};
 use crate::tasks::task::{Metrics, Model, Task};
+use crate::tasks::trace::{self, StepRecord, Tracer};
 
 const ADAPTER_FILE: &str = "adapter.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -78,6 +79,7 @@ pub struct Trainer<T: Task> {
     loss: Option<f64>,
     examples_per_s: Option<f64>,
     epoch: f64,
+    trace: Option<Tracer>,
 }
 
 /// Length-bucketed batches for one epoch: a seeded shuffle, then sorting by length inside
@@ -186,6 +188,7 @@ impl<T: Task> Trainer<T> {
             loss: None,
             examples_per_s: None,
             epoch: 0.0,
+            trace: None,
         }
     }
 
@@ -249,6 +252,22 @@ impl<T: Task> Trainer<T> {
         &self.batches.as_ref().expect("drawn above").1
     }
 
+    /// Traces this run into `dir` (see [`crate::tasks::trace`]): writes the step-0 tensors,
+    /// masks and recipe now, one `steps.jsonl` line per step (reading the loss and the
+    /// gradient norm back together every step), and `final.safetensors` at each
+    /// checkpoint. Only before the first step of a new run.
+    pub fn trace_to(&mut self, dir: &Path) -> Result<()> {
+        if self.state.step > 0 {
+            return Err(Error::InvalidArgument(
+                "--trace records a run from its first step: it cannot trace a resumed run".into(),
+            ));
+        }
+        let recipe = trace::recipe(&self.cfg, self.opt.config(), self.task.recipe())?;
+        let masks = self.model.masks()?;
+        self.trace = Some(Tracer::start(dir, &self.params, &masks, &recipe)?);
+        Ok(())
+    }
+
     /// Whether the run has done all its steps (or epochs).
     pub fn finished(&self) -> bool {
         self.state.step >= self.total || self.state.epoch >= self.cfg.run.epochs
@@ -307,6 +326,10 @@ impl<T: Task> Trainer<T> {
         );
         let loss = self.task.loss(&mut g, &self.model, &batch)?;
         let grads = g.backward(&loss)?;
+        let own_norm = match self.trace {
+            Some(_) => trace::own_grad_norm(g.recorder(), &self.opt, &grads, &self.params)?,
+            None => None,
+        };
         let lr = self.opt.next_lr();
         if self.opt.step(g.recorder(), &grads)? != self.params.len() {
             let missing = self.params.iter().find(|(_, t)| grads.of(t).is_none());
@@ -316,6 +339,7 @@ impl<T: Task> Trainer<T> {
             )));
         }
         g.submit()?;
+        let traced = self.trace_step(&idx, lr, loss.value(), own_norm)?;
         let st = &mut self.state;
         st.step += 1;
         st.batch_in_epoch += 1;
@@ -329,7 +353,11 @@ impl<T: Task> Trainer<T> {
             .is_some_and(|n| n > 0 && st.step.is_multiple_of(n));
         let eval_due = epoch_end || periodic || st.step == self.total;
         if st.step.is_multiple_of(self.cfg.run.log_every.max(1)) || eval_due {
-            self.read_loss(loss.value(), epoch, lr)?;
+            let l = match traced {
+                Some(l) => l,
+                None => loss.value().to_vec()?[0] as f64,
+            };
+            self.log_loss(l, epoch, lr)?;
         }
         self.epoch = epoch;
         let report = StepReport {
@@ -346,10 +374,38 @@ impl<T: Task> Trainer<T> {
         Ok(report)
     }
 
+    /// With a trace: reads this step's loss and gradient norm back (one readback) and
+    /// records the step; returns the loss.
+    fn trace_step(
+        &mut self,
+        idx: &[usize],
+        lr: f32,
+        loss: &Tensor,
+        own_norm: Option<Tensor>,
+    ) -> Result<Option<f64>> {
+        let Some(tracer) = &mut self.trace else {
+            return Ok(None);
+        };
+        let norm = own_norm
+            .or_else(|| self.opt.last_grad_norm())
+            .ok_or_else(|| Error::InvalidArgument("no gradient norm to trace".into()))?;
+        let v = crate::runtime::tensor::read_together(&self.gpu, &[loss, &norm])?;
+        let rec = StepRecord {
+            step: self.state.step + 1,
+            lr,
+            examples: self.task.example_ids(idx),
+            padded_len: idx.iter().map(|&i| self.lengths[i]).max().unwrap_or(0),
+            loss: v[0][0],
+            grad_norm: v[1][0],
+        };
+        tracer.record(&rec)?;
+        Ok(Some(rec.loss as f64))
+    }
+
     /// The one readback a training step allows: the loss, when logging (and at
-    /// evaluations, so every metrics.jsonl record carries this step's loss).
-    fn read_loss(&mut self, loss: &Tensor, epoch: f64, lr: f32) -> Result<()> {
-        let l = loss.to_vec()?[0] as f64;
+    /// evaluations, so every metrics.jsonl record carries this step's loss); a trace reads
+    /// it (with the gradient norm) every step.
+    fn log_loss(&mut self, l: f64, epoch: f64, lr: f32) -> Result<()> {
         if !l.is_finite() {
             return Err(Error::InvalidArgument(format!(
                 "the training loss is {l} at step {}; nothing was saved over the last good \
@@ -425,6 +481,9 @@ impl<T: Task> Trainer<T> {
             serde_json::to_value(&self.state).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         self.run
             .save_checkpoint(&[(ADAPTER_FILE, params), (OPTIMIZER_FILE, optim)], &state)?;
+        if let Some(t) = &self.trace {
+            t.write_final(&self.params)?;
+        }
         self.clock.paused += began.elapsed();
         Ok(())
     }

@@ -21,7 +21,8 @@ use rand::Rng;
 
 use crate::kernels::masks::MaskConfig;
 use crate::nn::modules::{
-    Activation, CapaBoostAdapter, CapaBoostConfig, CapaBoostLinear, NamedTensor, Placement,
+    Activation, CapaBoostAdapter, CapaBoostConfig, CapaBoostLinear, NamedMask, NamedTensor,
+    Placement,
 };
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
@@ -123,6 +124,47 @@ impl Bert {
             }
         }
         out
+    }
+
+    /// Every adapter's masks as 0/1 bytes, named after the module they belong to:
+    /// `encoder.layer.{i}.{module}.mask_A.{branch}` (`[r, in]`, masks `lora_A`) and
+    /// `.mask_B.{branch}` (`[out, r]`, masks `lora_B`) for LoRA / CapaBoost projections;
+    /// `encoder.layer.{i}.{attention,output}_adapter.mask_A.{branch}` (`[m, hidden]`, masks
+    /// `down.weight`) and `.mask_B.{branch}` (`[hidden, m]`, masks `up.weight`) for
+    /// bottleneck adapters. Reads the masks back.
+    pub fn masks(&self) -> Result<Vec<NamedMask>> {
+        fn push(
+            out: &mut Vec<NamedMask>,
+            prefix: &str,
+            m: &crate::kernels::capaboost::LayerMasks,
+        ) -> Result<()> {
+            let (ma, mb) = m.to_u8()?;
+            for (factor, bits, masks) in [("A", &m.a, ma), ("B", &m.b, mb)] {
+                for (i, v) in masks.into_iter().enumerate() {
+                    let name = format!("{prefix}.mask_{factor}.{i}");
+                    out.push((name, vec![bits.rows, bits.cols], v));
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (k, p) in layer.proj.iter().enumerate() {
+                if let Proj::Adapted(l) = p {
+                    let prefix = format!("encoder.layer.{i}.{}", Target::ALL[k].module());
+                    push(&mut out, &prefix, &l.masks)?;
+                }
+            }
+            for (name, a) in [
+                ("attention_adapter", &layer.attn_adapter),
+                ("output_adapter", &layer.ffn_adapter),
+            ] {
+                if let Some(a) = a {
+                    push(&mut out, &format!("encoder.layer.{i}.{name}"), &a.masks)?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Entries some mask lets through, over all adapters.
