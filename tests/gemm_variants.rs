@@ -219,6 +219,12 @@ fn mode_parsing() {
     assert_eq!(tune::parse_mode(None).unwrap(), Mode::On);
     assert_eq!(tune::parse_mode(Some("")).unwrap(), Mode::On);
     assert_eq!(tune::parse_mode(Some("OFF")).unwrap(), Mode::Off);
+    assert_eq!(tune::parse_mode(Some("fixed")).unwrap(), Mode::Fixed);
+    // `fixed` picks by shape alone: the narrow blocks for the adapter's narrow sides.
+    use capaboost::kernels::gemm::Kernel;
+    assert_eq!(tune::fixed_choice([512, 64, 16]), Kernel::Register(3));
+    assert_eq!(tune::fixed_choice([16, 64, 512]), Kernel::Register(4));
+    assert_eq!(tune::fixed_choice([512, 64, 384]), Kernel::Register(0));
     assert_eq!(tune::parse_mode(Some(" on ")).unwrap(), Mode::On);
     assert_eq!(
         tune::parse_mode(Some("exhaustive")).unwrap(),

@@ -13,11 +13,12 @@ pub fn adapter_required() -> bool {
 }
 
 fn make_gpu() -> Option<Gpu> {
-    // The suite runs the reference GEMM unless CAPABOOST_AUTOTUNE says otherwise, so that
-    // it is deterministic and no test pays for tuning; tests/gemm_variants.rs covers every
-    // variant and the tuned path explicitly.
+    // The suite runs the GEMM variants `fixed` picks (by shape, without measuring or
+    // caching) unless CAPABOOST_AUTOTUNE says otherwise, so that it is deterministic, fast
+    // on lavapipe and no test pays for tuning; tests/gemm_variants.rs covers every variant,
+    // the reference and the tuned path explicitly.
     if std::env::var_os("CAPABOOST_AUTOTUNE").is_none() {
-        capaboost::kernels::gemm::tune::set_mode(Some(capaboost::kernels::gemm::tune::Mode::Off));
+        capaboost::kernels::gemm::tune::set_mode(Some(capaboost::kernels::gemm::tune::Mode::Fixed));
     }
     match Gpu::new() {
         Ok(g) => Some(g),
@@ -145,11 +146,11 @@ pub fn model_dir() -> Option<std::path::PathBuf> {
     None
 }
 
-/// The `capaboost` binary as the CLI tests run it: with the reference GEMM unless
+/// The `capaboost` binary as the CLI tests run it: with the `fixed` GEMM choice unless
 /// `CAPABOOST_AUTOTUNE` is set (deterministic, no tuning cache under the user's home).
 pub fn capaboost_cmd() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_capaboost"));
-    let tune = std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "off".into());
+    let tune = std::env::var("CAPABOOST_AUTOTUNE").unwrap_or_else(|_| "fixed".into());
     c.env("CAPABOOST_AUTOTUNE", tune);
     c
 }

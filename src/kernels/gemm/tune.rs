@@ -46,6 +46,10 @@ pub enum Mode {
     On,
     /// Tune every candidate with more samples; cached.
     Exhaustive,
+    /// No measurement and no cache: a register-blocked variant picked from the problem's
+    /// shape alone ([`fixed_choice`]); deterministic across processes (the test suite's
+    /// mode: fast on lavapipe, bit-identical between runs).
+    Fixed,
 }
 
 /// Parses a `CAPABOOST_AUTOTUNE` value (`None` or empty: `on`).
@@ -54,8 +58,9 @@ pub fn parse_mode(v: Option<&str>) -> Result<Mode> {
         None | Some("") | Some("on") | Some("1") => Ok(Mode::On),
         Some("off") | Some("0") => Ok(Mode::Off),
         Some("exhaustive") => Ok(Mode::Exhaustive),
+        Some("fixed") => Ok(Mode::Fixed),
         Some(other) => Err(Error::InvalidArgument(format!(
-            "CAPABOOST_AUTOTUNE={other}: expected off, on or exhaustive"
+            "CAPABOOST_AUTOTUNE={other}: expected off, on, exhaustive or fixed"
         ))),
     }
 }
@@ -69,6 +74,7 @@ pub fn set_mode(mode: Option<Mode>) {
         Some(Mode::Off) => 1,
         Some(Mode::On) => 2,
         Some(Mode::Exhaustive) => 3,
+        Some(Mode::Fixed) => 4,
     };
     OVERRIDE.store(v, Ordering::Relaxed);
 }
@@ -80,6 +86,7 @@ pub fn mode() -> Mode {
         1 => return Mode::Off,
         2 => return Mode::On,
         3 => return Mode::Exhaustive,
+        4 => return Mode::Fixed,
         _ => {}
     }
     static ENV: OnceLock<Mode> = OnceLock::new();
@@ -236,6 +243,9 @@ pub fn choose_with(
     if mode == Mode::Off || 2.0 * (m * n * k) as f64 <= TINY_FLOP {
         return Ok(Kernel::Reference);
     }
+    if mode == Mode::Fixed {
+        return Ok(fixed_choice(mkn));
+    }
     let key = key(gpu, a, b, mkn);
     if let Some(kernel) = cached(&key) {
         return Ok(kernel);
@@ -246,6 +256,21 @@ pub fn choose_with(
     let report = tune(gpu, a, b, mkn, mode)?;
     remember(&report);
     Ok(report.chosen)
+}
+
+/// The variant [`Mode::Fixed`] takes: the narrow-N block (4x4 per invocation, 4x16
+/// invocations: 16 columns) when N is at most 16, the narrow-M block when M is, else the
+/// 8x8-per-invocation block (64x64 per workgroup). Every variant is checked against the
+/// f64 reference on odd shapes and every operand view (`tests/gemm_variants.rs`).
+pub fn fixed_choice([m, _, n]: [usize; 3]) -> Kernel {
+    let shape = if n <= 16 {
+        3
+    } else if m <= 16 {
+        4
+    } else {
+        0
+    };
+    Kernel::Register(shape)
 }
 
 /// A synthetic operand like `op` (batch 1, fresh random values and masks).
