@@ -81,8 +81,16 @@ pub fn adapt_projections(
 
 /// What export and merge read from an encoder with adapters, whatever its architecture.
 pub trait AdaptedEncoder {
+    /// The module path of target `t` inside a layer (`attention.self.query`), as PEFT's
+    /// `target_modules` names it.
+    fn target_module(&self, t: Target) -> &'static str;
     /// The HF module path of projection `k` ([`Target::ALL`] order) of layer `layer`.
-    fn module_name(&self, layer: usize, k: usize) -> String;
+    fn module_name(&self, layer: usize, k: usize) -> String {
+        format!(
+            "encoder.layer.{layer}.{}",
+            self.target_module(Target::ALL[k])
+        )
+    }
     /// Every layer's projections.
     fn projections(&self) -> Vec<&[Proj; 6]>;
     /// Every layer's projections, to merge adapters into them.

@@ -190,8 +190,8 @@ impl Bert {
 }
 
 impl AdaptedEncoder for Bert {
-    fn module_name(&self, layer: usize, k: usize) -> String {
-        format!("encoder.layer.{layer}.{}", Target::ALL[k].module())
+    fn target_module(&self, t: Target) -> &'static str {
+        t.module()
     }
 
     fn projections(&self) -> Vec<&[Proj; 6]> {

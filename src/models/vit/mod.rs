@@ -227,11 +227,8 @@ impl Vit {
 }
 
 impl AdaptedEncoder for Vit {
-    fn module_name(&self, layer: usize, k: usize) -> String {
-        format!(
-            "encoder.layer.{layer}.{}",
-            self.config.layout.module(Target::ALL[k])
-        )
+    fn target_module(&self, t: Target) -> &'static str {
+        self.config.layout.module(t)
     }
 
     fn projections(&self) -> Vec<&[Proj; 6]> {
