@@ -139,7 +139,19 @@ impl VitConfig {
 
     /// Parses a config.json text.
     pub fn parse(text: &str) -> std::result::Result<VitConfig, String> {
-        let raw: Raw = serde_json::from_str(text).map_err(|e| format!("not a ViT config: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let model_type = value
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        if !matches!(model_type, "vit" | "dinov2") {
+            return Err(format!(
+                "model_type {model_type:?} is not a supported vision encoder (vit, dinov2)"
+            ));
+        }
+        let raw: Raw =
+            serde_json::from_value(value).map_err(|e| format!("not a ViT config: {e}"))?;
         let layout = match raw.model_type.as_str() {
             "vit" => VitLayout::Vit,
             "dinov2" => VitLayout::Dinov2,
