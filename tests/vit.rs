@@ -103,3 +103,55 @@ fn configs_and_checkpoints_name_the_culprit() {
     assert!(e.contains("encoder.layer.0.intermediate.dense.bias"), "{e}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// The pretrained DINOv2 ViT-S/14 of scripts/fetch-vit.sh (`$CAPABOOST_VIT_DIR`, default
+/// ~/.cache/capaboost/dinov2-vits14-focus) against transformers at 112x112 (the 37x37
+/// position grid resampled to 8x8): CLS tokens and patch means within 1e-4. Skips when the
+/// folder is absent.
+#[test]
+fn pretrained_vits14_matches_transformers() {
+    let dir = std::env::var_os("CAPABOOST_VIT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/capaboost/dinov2-vits14-focus")
+        });
+    if !dir.join("model.safetensors").exists() {
+        eprintln!("skipping: no {} (scripts/fetch-vit.sh)", dir.display());
+        return;
+    }
+    let Some(gpu) = common::gpu() else { return };
+    let gold: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data("vits14-focus-golden.json")).unwrap())
+            .unwrap();
+    let n = 112;
+    let mut pixels = Vec::new();
+    for b in 0..2 {
+        for c in 0..3 {
+            for i in 0..n {
+                for j in 0..n {
+                    let v = 0.1 * (i + 1) as f64 * (c + 1) as f64 + 0.07 * j as f64 + b as f64;
+                    pixels.push(v.sin() as f32);
+                }
+            }
+        }
+    }
+    let vit = Vit::load(&gpu, &dir).unwrap();
+    let batch = PixelBatch::new(&gpu, &pixels, (3, n), 14).unwrap();
+    let mut g = Graph::no_grad(&gpu);
+    let out = vit.forward(&mut g, &batch).unwrap();
+    let cls = g.mean_pool(&out, &batch.cls_mask).unwrap();
+    let mean = g.mean_pool(&out, &batch.patch_mask).unwrap();
+    g.submit().unwrap();
+    for (name, got) in [("cls", cls), ("patch_mean", mean)] {
+        let got = got.value().to_vec().unwrap();
+        let want = floats(&gold[name]);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!("vits14 {name}: max |diff| {worst:.2e}");
+        assert!(worst < 1e-4, "{name}: max |diff| {worst}");
+    }
+}
