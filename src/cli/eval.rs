@@ -9,7 +9,9 @@ pub struct EvalArgs {
     #[arg(long)]
     run: PathBuf,
     /// GLUE-format folder, or (QA runs) a SQuAD JSON file: the run's own file scores its
-    /// evaluation articles, any other file every question.
+    /// evaluation articles, any other file every question; or (image runs) the run's data
+    /// folder (its evaluation split), another folder (its dev/, else every class folder)
+    /// or a TSV of path<TAB>label.
     #[arg(long)]
     data: PathBuf,
     /// GLUE: file inside --data to score (default: the task's dev file).
@@ -17,7 +19,8 @@ pub struct EvalArgs {
     split: Option<String>,
     /// GLUE: also write each example's prediction and head outputs to this TSV file; the
     /// scored file may then lack labels (GLUE's official test files). QA: write the
-    /// official predictions JSON `{id: answer}`.
+    /// official predictions JSON `{id: answer}`. Image: one row per image (path, label,
+    /// prediction, logits).
     #[arg(long)]
     predictions: Option<PathBuf>,
     /// QA: also write every window's input and start/end logits as JSON lines (for
@@ -29,6 +32,20 @@ pub struct EvalArgs {
 /// Scores the run and prints its metrics as JSON.
 pub fn run(args: EvalArgs) -> crate::Result<()> {
     let (_, cfg) = crate::tasks::train::read_run(&args.run)?;
+    if cfg.kind()? == crate::tasks::kind::TaskKind::Image {
+        if args.split.is_some() || args.logits.is_some() {
+            return Err(crate::Error::InvalidArgument(
+                "--split and --logits are for text runs; an image run scores --data (its dev/ \
+                 or its class folders) and writes --predictions"
+                    .into(),
+            ));
+        }
+        let gpu = crate::Gpu::new()?;
+        let p = args.predictions.as_deref();
+        let m = crate::tasks::image::run::eval_run(&gpu, &args.run, &args.data, p)?;
+        println!("{}", crate::tasks::train::metrics_json(&m));
+        return Ok(());
+    }
     if cfg.kind()? == crate::tasks::kind::TaskKind::Squad {
         if args.split.is_some() {
             return Err(crate::Error::InvalidArgument(

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::runtime::error::{Error, Result};
 use crate::tasks::config::{Method, TrainConfig};
+use crate::tasks::image::config::IMAGE_FLAGS;
 use crate::tasks::kind::TaskKind;
 use crate::tasks::run::resolve;
 use crate::tasks::squad::config::QA_FLAGS;
@@ -114,21 +115,36 @@ pub fn check_method_flags(method: Method, explicit: &[String]) -> Result<()> {
     )))
 }
 
-/// Errors on QA flags given with a GLUE task, naming them.
+/// Errors on QA flags given with another task than squad, and image flags with another
+/// task than image, naming them.
 pub fn check_task_flags(task: TaskKind, explicit: &[String]) -> Result<()> {
-    if task == TaskKind::Squad {
-        return Ok(());
+    let groups: [(&[&str], TaskKind, &str); 2] = [
+        (
+            &QA_FLAGS,
+            TaskKind::Squad,
+            "question-answering settings, for --task squad",
+        ),
+        (
+            &IMAGE_FLAGS,
+            TaskKind::Image,
+            "image settings, for --task image",
+        ),
+    ];
+    for (flags, owner, what) in groups {
+        if task == owner {
+            continue;
+        }
+        let given: Vec<String> = explicit
+            .iter()
+            .filter(|id| flags.contains(&id.as_str()))
+            .map(|id| flag(id))
+            .collect();
+        if !given.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "--task {task} does not use {} ({what})",
+                given.join(", ")
+            )));
+        }
     }
-    let given: Vec<String> = explicit
-        .iter()
-        .filter(|id| QA_FLAGS.contains(&id.as_str()))
-        .map(|id| flag(id))
-        .collect();
-    if given.is_empty() {
-        return Ok(());
-    }
-    Err(Error::InvalidArgument(format!(
-        "--task {task} does not use {} (question-answering settings, for --task squad)",
-        given.join(", ")
-    )))
+    Ok(())
 }

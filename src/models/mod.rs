@@ -1,3 +1,5 @@
 //! Pretrained model architectures and their checkpoint and tokenizer loading.
 
 pub mod bert;
+pub mod common;
+pub mod vit;

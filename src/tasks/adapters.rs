@@ -2,25 +2,20 @@
 //! factors and masks, its update `delta_W`, and merging it into the base weight. Export,
 //! merge and the demo go through here, so a change of that API is a change of this file.
 
-use crate::models::bert::{Bert, Proj, Target};
+use crate::models::common::{AdaptedEncoder, Proj};
 use crate::nn::modules::CapaBoostLinear;
 use crate::runtime::error::Result;
 use crate::runtime::gpu::Gpu;
 use crate::runtime::tensor::Tensor;
 use crate::tasks::export::{PeftLora, capaboost_as_lora};
 
-/// The HF module path of projection `k` of encoder layer `i`.
-pub fn module_name(layer: usize, k: usize) -> String {
-    format!("encoder.layer.{layer}.{}", Target::ALL[k].module())
-}
-
 /// Every adapted projection of the encoder with its HF module path, in layer order.
-pub fn adapted_layers(bert: &Bert) -> Vec<(String, &CapaBoostLinear)> {
+pub fn adapted_layers(encoder: &dyn AdaptedEncoder) -> Vec<(String, &CapaBoostLinear)> {
     let mut out = Vec::new();
-    for (i, layer) in bert.layers.iter().enumerate() {
-        for (k, p) in layer.proj.iter().enumerate() {
+    for (i, proj) in encoder.projections().into_iter().enumerate() {
+        for (k, p) in proj.iter().enumerate() {
             if let Proj::Adapted(l) = p {
-                out.push((module_name(i, k), l.as_ref()));
+                out.push((encoder.module_name(i, k), l.as_ref()));
             }
         }
     }
@@ -51,9 +46,9 @@ pub fn delta_weight(gpu: &Gpu, l: &CapaBoostLinear) -> Result<Tensor> {
 
 /// Folds every adapter's update into its base weight (the projections stay adapted, with
 /// the merged base).
-pub fn merge_all(gpu: &Gpu, bert: &mut Bert) -> Result<()> {
-    for layer in &mut bert.layers {
-        for p in &mut layer.proj {
+pub fn merge_all(gpu: &Gpu, encoder: &mut dyn AdaptedEncoder) -> Result<()> {
+    for proj in encoder.projections_mut() {
+        for p in proj.iter_mut() {
             if let Proj::Adapted(l) = p {
                 l.merge(gpu)?;
             }

@@ -6,6 +6,7 @@ use std::path::Path;
 use rand::{SeedableRng, rngs::StdRng};
 
 use crate::models::bert::{Batch, Bert};
+use crate::models::common::AdaptedEncoder;
 use crate::nn::modules::Linear;
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
@@ -97,18 +98,22 @@ impl Model for Classifier {
         Ok(self.bert.used_params()? + self.head.weight.numel() + self.labels)
     }
 
-    fn encoder(&self) -> &Bert {
+    fn encoder(&self) -> &dyn AdaptedEncoder {
         &self.bert
     }
 
-    fn encoder_mut(&mut self) -> &mut Bert {
+    fn encoder_mut(&mut self) -> &mut dyn AdaptedEncoder {
         &mut self.bert
+    }
+
+    fn masks(&self) -> Result<Vec<crate::tasks::task::NamedMask>> {
+        self.bert.masks()
     }
 }
 
 /// An adapter too large for the device (or for the kernels' u32 indexing) as an error that
 /// names the flags which sized it.
-fn naming_flags(e: Error, flags: String) -> Error {
+pub(crate) fn naming_flags(e: Error, flags: String) -> Error {
     match e {
         Error::TooLarge { .. } | Error::InvalidArgument(_) | Error::Shape(_) => {
             Error::InvalidArgument(format!("{flags}: the adapters do not fit: {e}"))

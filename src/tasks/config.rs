@@ -18,6 +18,7 @@ use crate::nn::modules::{CapaBoostConfig, Placement};
 use crate::nn::optim::Schedule;
 use crate::runtime::error::{Error, Result};
 use crate::tasks::glue::{self, ReadOptions};
+use crate::tasks::image::config::ImageConfig;
 use crate::tasks::kind::TaskKind;
 use crate::tasks::squad::config::QaConfig;
 
@@ -116,12 +117,14 @@ impl std::fmt::Display for Targets {
 /// Where the examples come from.
 #[derive(Clone, Debug, Serialize, Deserialize, clap::Args)]
 pub struct DataConfig {
-    /// Task: a GLUE task (sst2, cola, mrpc, rte, stsb, qnli, qqp, mnli) or squad
-    /// (extractive QA). With no --data and no --resume, the built-in demo runs instead.
+    /// Task: a GLUE task (sst2, cola, mrpc, rte, stsb, qnli, qqp, mnli), squad
+    /// (extractive QA) or image (image classification). With no --data and no --resume,
+    /// the built-in demo runs instead.
     #[arg(long, value_parser = clap::value_parser!(TaskKind))]
     pub task: Option<TaskKind>,
     /// GLUE-format folder with train.tsv and dev.tsv, or (--task squad) one SQuAD v1.1 /
-    /// v2.0 JSON file, split by article.
+    /// v2.0 JSON file, split by article, or (--task image) a folder of train/ and dev/
+    /// class folders (or one folder of classes, split by --dev-ratio).
     #[arg(long, requires = "task")]
     pub data: Option<PathBuf>,
     /// Use only the first N training rows (QA: questions).
@@ -161,8 +164,9 @@ impl DataConfig {
 /// The pretrained encoder.
 #[derive(Clone, Debug, Serialize, Deserialize, clap::Args)]
 pub struct ModelConfig {
-    /// BERT-family model folder (config.json, model.safetensors, tokenizer.json); default:
-    /// the all-MiniLM-L6-v2 that scripts/fetch-minilm.sh installs.
+    /// BERT-family model folder (config.json, model.safetensors, tokenizer.json), or (--task
+    /// image) a ViTModel / Dinov2Model folder; default: the all-MiniLM-L6-v2 that
+    /// scripts/fetch-minilm.sh installs.
     #[arg(long, default_value_os_t = crate::models::bert::default_model_dir())]
     pub model: PathBuf,
 }
@@ -284,6 +288,10 @@ pub struct TrainConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub qa: QaConfig,
+    /// Image-classification settings.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub image: ImageConfig,
 }
 
 fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<()> {
@@ -369,6 +377,7 @@ impl TrainConfig {
         )?;
         self.validate_loop()?;
         self.qa.validate()?;
+        self.image.validate()?;
         let squad = self.data.task == Some(TaskKind::Squad);
         check(!squad || self.qa.doc_stride < self.max_len(), || {
             format!(

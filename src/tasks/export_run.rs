@@ -38,6 +38,10 @@ pub fn export_run(gpu: &Gpu, run_path: &Path, format: ExportFormat, out: &Path) 
             let task = SquadTask::without_data(cfg.max_len(), cfg.qa.decode());
             export_task(gpu, &task, saved, format, out)
         }
+        TaskKind::Image => {
+            let task = crate::tasks::image::run::without_data(&cfg)?;
+            export_task(gpu, &task, saved, format, out)
+        }
     }
 }
 
@@ -101,7 +105,7 @@ fn export_peft(
         .targets
         .0
         .iter()
-        .map(|t| t.module().to_string())
+        .map(|&t| model.encoder().target_module(t).to_string())
         .collect();
     let base = cfg.model.model.display().to_string();
     write_peft_with_head(out, &loras, scale, &base, &targets, head.as_ref())

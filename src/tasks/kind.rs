@@ -1,6 +1,6 @@
-//! Which task a run trains: a GLUE task, or extractive question answering on SQuAD-format
-//! data. On the command line and in `config.json` it is one lower-case name (`sst2`, ...,
-//! `squad`).
+//! Which task a run trains: a GLUE task, extractive question answering on SQuAD-format
+//! data, or image classification. On the command line and in `config.json` it is one
+//! lower-case name (`sst2`, ..., `squad`, `image`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,6 +17,9 @@ pub enum TaskKind {
     Glue(glue::Task),
     /// Extractive QA (data: one SQuAD v1.1 or v2.0 JSON file, split by article).
     Squad,
+    /// Image classification (data: a folder of train/ and dev/ class folders, or one
+    /// folder of classes split by ratio, or train.tsv + dev.tsv of path<TAB>label).
+    Image,
 }
 
 impl TaskKind {
@@ -25,13 +28,14 @@ impl TaskKind {
         match self {
             TaskKind::Glue(t) => t.id(),
             TaskKind::Squad => "squad",
+            TaskKind::Image => "image",
         }
     }
 
     /// What `--data` is, for messages (`data folder`, `data file`).
     pub fn data_label(&self) -> &'static str {
         match self {
-            TaskKind::Glue(_) => "data folder",
+            TaskKind::Glue(_) | TaskKind::Image => "data folder",
             TaskKind::Squad => "data file",
         }
     }
@@ -40,7 +44,7 @@ impl TaskKind {
     /// the reference SQuAD recipe).
     pub fn default_max_len(&self) -> usize {
         match self {
-            TaskKind::Glue(_) => 64,
+            TaskKind::Glue(_) | TaskKind::Image => 64,
             TaskKind::Squad => 384,
         }
     }
@@ -66,9 +70,12 @@ impl FromStr for TaskKind {
         if s.trim().eq_ignore_ascii_case("squad") {
             return Ok(TaskKind::Squad);
         }
+        if s.trim().eq_ignore_ascii_case("image") {
+            return Ok(TaskKind::Image);
+        }
         s.parse::<glue::Task>().map(TaskKind::Glue).map_err(|_| {
             Error::InvalidArgument(format!(
-                "unknown task {s:?}; expected squad or a GLUE task (sst2, cola, mrpc, rte, \
+                "unknown task {s:?}; expected squad, image or a GLUE task (sst2, cola, mrpc, rte, \
                  stsb, qnli, qqp, mnli)"
             ))
         })

@@ -3,11 +3,10 @@
 
 use std::path::Path;
 
-use crate::models::bert::Bert;
+use crate::models::common::AdaptedEncoder;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
 use crate::runtime::io::{TensorFile, TensorWriter, write_atomic};
-use crate::runtime::tensor::Tensor;
 use crate::tasks::adapters;
 use crate::tasks::config::{Method, TrainConfig};
 use crate::tasks::glue_task::GlueTask;
@@ -18,8 +17,9 @@ use crate::tasks::task::{HfHead, Model, Task};
 use crate::tasks::train::{load_model, read_run};
 
 /// Files of the base model folder copied beside the merged weights.
-const MODEL_FILES: [&str; 5] = [
+const MODEL_FILES: [&str; 6] = [
     "config.json",
+    "preprocessor_config.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "vocab.txt",
@@ -44,6 +44,10 @@ pub fn merge_run(gpu: &Gpu, run_path: &Path, out: &Path) -> Result<()> {
             let task = SquadTask::without_data(cfg.max_len(), cfg.qa.decode());
             merge_task(gpu, &task, (&run, &cfg), out)
         }
+        TaskKind::Image => {
+            let task = crate::tasks::image::run::without_data(&cfg)?;
+            merge_task(gpu, &task, (&run, &cfg), out)
+        }
     }
 }
 
@@ -60,7 +64,8 @@ fn merge_task<T: Task>(
     let prefix = head.as_ref().map_or("", |h| h.encoder_prefix);
     let mut w = encoder_tensors(model.encoder(), prefix)?;
     let base = &cfg.model.model;
-    copy_other_tensors(&mut w, &base.join("model.safetensors"), head.as_ref())?;
+    let src = base.join("model.safetensors");
+    copy_other_tensors(&mut w, (&src, model.encoder()), head.as_ref())?;
     if let Some(h) = &head {
         for (name, shape, values) in &h.tensors {
             w.f32(name.clone(), shape, values);
@@ -93,41 +98,12 @@ fn with_architecture(path: &Path, bytes: &[u8], architecture: &str) -> Result<Ve
     Ok(format!("{text}\n").into_bytes())
 }
 
-fn put(w: &mut TensorWriter, name: String, t: &Tensor) -> Result<()> {
-    w.f32(name, t.shape(), &t.to_vec()?);
-    Ok(())
-}
-
 /// The encoder's tensors under HF names behind `prefix` (the projections' merged base
 /// weights).
-fn encoder_tensors(b: &Bert, prefix: &str) -> Result<TensorWriter> {
+fn encoder_tensors(e: &dyn AdaptedEncoder, prefix: &str) -> Result<TensorWriter> {
     let mut w = TensorWriter::default();
-    for (name, t) in [
-        ("word_embeddings.weight", &b.word),
-        ("position_embeddings.weight", &b.position),
-        ("token_type_embeddings.weight", &b.token_type),
-        ("LayerNorm.weight", &b.emb_norm.gamma),
-        ("LayerNorm.bias", &b.emb_norm.beta),
-    ] {
-        put(&mut w, format!("{prefix}embeddings.{name}"), t)?;
-    }
-    for (i, layer) in b.layers.iter().enumerate() {
-        for (k, p) in layer.proj.iter().enumerate() {
-            let base = p.base();
-            let name = format!("{prefix}{}", adapters::module_name(i, k));
-            put(&mut w, format!("{name}.weight"), &base.weight)?;
-            if let Some(bias) = &base.bias {
-                put(&mut w, format!("{name}.bias"), bias)?;
-            }
-        }
-        for (n, norm) in [
-            ("attention.output.LayerNorm", &layer.attn_norm),
-            ("output.LayerNorm", &layer.out_norm),
-        ] {
-            let name = format!("{prefix}encoder.layer.{i}.{n}");
-            put(&mut w, format!("{name}.weight"), &norm.gamma)?;
-            put(&mut w, format!("{name}.bias"), &norm.beta)?;
-        }
+    for (name, t) in e.hf_tensors() {
+        w.f32(format!("{prefix}{name}"), t.shape(), &t.to_vec()?);
     }
     Ok(w)
 }
@@ -137,12 +113,19 @@ fn encoder_tensors(b: &Bert, prefix: &str) -> Result<TensorWriter> {
 /// (`cls.*`) are left out, and a `bert.` prefix is dropped to match the names above. For
 /// a class with its own head (`head`) the names take its encoder prefix, and the pooler,
 /// which such classes (`BertForQuestionAnswering`) do not have, is left out.
-fn copy_other_tensors(w: &mut TensorWriter, base: &Path, head: Option<&HfHead>) -> Result<()> {
+fn copy_other_tensors(
+    w: &mut TensorWriter,
+    (base, encoder): (&Path, &dyn AdaptedEncoder),
+    head: Option<&HfHead>,
+) -> Result<()> {
     let src = TensorFile::read(base)?;
     let prefix = head.map_or("", |h| h.encoder_prefix);
     for name in src.names() {
-        let short = name.strip_prefix("bert.").unwrap_or(name);
-        let skip = short.starts_with("cls.") || (head.is_some() && short.starts_with("pooler."));
+        let short = name
+            .strip_prefix(encoder.checkpoint_prefix())
+            .unwrap_or(name);
+        let skip = short.starts_with(encoder.head_prefix())
+            || (head.is_some() && short.starts_with("pooler."));
         let named = format!("{prefix}{short}");
         if !skip && !w.contains(&named) {
             if let Some(t) = src.raw(name) {

@@ -13,6 +13,7 @@
 //! - [`export`], [`export_run`], [`merge`]: the PEFT and head formats, a run's adapters
 //!   exported as PEFT / native files, or merged into the encoder; [`adapters`] is their one door into the CapaBoost layer's API;
 //! - [`squad`]: SQuAD-format question answering data, windows, decoding and metrics;
+//! - [`image`]: image folders, preprocessing and the ViT / DINOv2 classifier;
 //! - [`demo`]: the built-in LoRA-versus-CapaBoost demonstration.
 
 pub mod adapters;
@@ -23,6 +24,7 @@ pub mod export;
 pub mod export_run;
 pub mod glue;
 pub mod glue_task;
+pub mod image;
 pub mod kind;
 pub mod merge;
 pub mod metrics;

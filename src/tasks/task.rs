@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::models::bert::Bert;
+use crate::models::common::AdaptedEncoder;
 use crate::nn::{Graph, Var};
 use crate::runtime::error::Result;
 use crate::runtime::gpu::Gpu;
@@ -22,14 +22,14 @@ pub trait Model {
     fn params(&self) -> Vec<(String, Tensor)>;
     /// Parameters the forward pass uses (masked adapters use fewer than they store).
     fn used_params(&self) -> Result<usize>;
-    /// The encoder with its adapters (export and merge read it).
-    fn encoder(&self) -> &Bert;
+    /// The encoder with its adapters (export and merge read it): BERT or ViT.
+    fn encoder(&self) -> &dyn AdaptedEncoder;
     /// The encoder, to merge its adapters.
-    fn encoder_mut(&mut self) -> &mut Bert;
+    fn encoder_mut(&mut self) -> &mut dyn AdaptedEncoder;
     /// Every static mask of the encoder's adapters, named after the tensor it masks (see
-    /// [`crate::models::bert::Bert::masks`]); reads them back.
+    /// [`crate::models::bert::Bert::masks`]); reads them back. None by default.
     fn masks(&self) -> Result<Vec<NamedMask>> {
-        self.encoder().masks()
+        Ok(Vec::new())
     }
 }
 

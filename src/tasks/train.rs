@@ -59,6 +59,13 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
     match cfg.kind()? {
         TaskKind::Glue(_) => run_task(gpu, GlueTask::load(cfg)?, cfg, opts),
         TaskKind::Squad => run_task(gpu, squad::run::load(cfg)?, cfg, opts),
+        TaskKind::Image => {
+            let task = crate::tasks::image::run::load(cfg)?;
+            // The classes found in the data are part of the run (its head's outputs).
+            let mut cfg = cfg.clone();
+            cfg.image.classes = task.classes().to_vec();
+            run_task(gpu, task, &cfg, opts)
+        }
     }
 }
 

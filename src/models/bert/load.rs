@@ -3,47 +3,11 @@
 
 use std::path::Path;
 
-use super::{Bert, BertConfig, BertLayer, Norm, Proj, Target};
-use crate::nn::modules::Linear;
+use super::{Bert, BertConfig, BertLayer, Proj, Target};
+use crate::models::common::Weights;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
 use crate::runtime::io::TensorFile;
-use crate::runtime::tensor::Tensor;
-
-/// Reads named tensors with the checks and messages a user needs.
-struct Weights<'a> {
-    file: &'a TensorFile,
-    prefix: &'a str,
-    gpu: &'a Gpu,
-}
-
-impl Weights<'_> {
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let full = format!("{}{name}", self.prefix);
-        let (s, data) = self.file.f32(&full)?;
-        if s != shape {
-            return Err(Error::shape(format!(
-                "tensor '{full}' has shape {s:?}, the config implies {shape:?}"
-            )));
-        }
-        Tensor::from_slice(self.gpu, &data, shape)
-    }
-
-    fn linear(&self, name: &str, out_f: usize, in_f: usize) -> Result<Linear> {
-        Linear::new(
-            self.get(&format!("{name}.weight"), &[out_f, in_f])?,
-            Some(self.get(&format!("{name}.bias"), &[out_f])?),
-            false,
-        )
-    }
-
-    fn norm(&self, name: &str, n: usize) -> Result<Norm> {
-        Ok(Norm {
-            gamma: self.get(&format!("{name}.weight"), &[n])?,
-            beta: self.get(&format!("{name}.bias"), &[n])?,
-        })
-    }
-}
 
 /// Reads and checks `dir/config.json`: a BERT encoder with GELU and whole heads.
 fn read_config(dir: &Path) -> Result<BertConfig> {

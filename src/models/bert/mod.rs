@@ -20,9 +20,11 @@ use std::path::PathBuf;
 use rand::Rng;
 
 use crate::kernels::masks::MaskConfig;
+use crate::models::common::{
+    AdaptedEncoder, adapt_projections, projection_tensors, self_attention,
+};
 use crate::nn::modules::{
-    Activation, CapaBoostAdapter, CapaBoostConfig, CapaBoostLinear, NamedMask, NamedTensor,
-    Placement,
+    Activation, CapaBoostAdapter, CapaBoostConfig, NamedMask, NamedTensor, Placement,
 };
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
@@ -57,20 +59,7 @@ impl Bert {
         rng: &mut impl Rng,
     ) -> Result<()> {
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            for (k, t) in Target::ALL.iter().enumerate() {
-                if !targets.contains(t) {
-                    continue;
-                }
-                let base = layer.proj[k].base().clone();
-                let module = (6 * i + k) as u32;
-                layer.proj[k] = Proj::Adapted(Box::new(CapaBoostLinear::new(
-                    gpu,
-                    base,
-                    config.clone(),
-                    module,
-                    rng,
-                )?));
-            }
+            adapt_projections(gpu, &mut layer.proj, i, (targets, config), rng)?;
         }
         Ok(())
     }
@@ -196,7 +185,6 @@ impl Bert {
         let (b, s) = (batch.batch, batch.seq);
         let h = self.config.hidden_size;
         let heads = self.config.num_attention_heads;
-        let dh = h / heads;
         if s > self.config.max_position_embeddings {
             return Err(Error::InvalidArgument(format!(
                 "sequence of {s} tokens exceeds the model's {} positions",
@@ -215,25 +203,9 @@ impl Bert {
         if keep_hidden {
             hidden.push(x.clone());
         }
-        let scale = 1.0 / (dh as f32).sqrt();
         for layer in &self.layers {
-            let split = |g: &mut Graph, t: &Var| -> Result<Var> {
-                let t = g.reshape(t, &[b, s, heads, dh])?;
-                let t = g.swap_middle(&t)?;
-                g.reshape(&t, &[b * heads, s, dh])
-            };
-            let q = layer.proj[0].forward(g, &x)?;
-            let k = layer.proj[1].forward(g, &x)?;
-            let v = layer.proj[2].forward(g, &x)?;
-            let (q, k, v) = (split(g, &q)?, split(g, &k)?, split(g, &v)?);
-            let scores = g.matmul(&q, false, &k, true)?;
-            let scores = g.scale(&scores, scale)?;
-            let probs = g.softmax(&scores, Some(&batch.additive_mask), heads * s)?;
-            let ctx = g.matmul(&probs, false, &v, false)?;
-            let ctx = g.reshape(&ctx, &[b, heads, s, dh])?;
-            let ctx = g.swap_middle(&ctx)?;
-            let ctx = g.reshape(&ctx, &[b * s, h])?;
-            let mut attn = layer.proj[3].forward(g, &ctx)?;
+            let mask = Some(&batch.additive_mask);
+            let mut attn = self_attention(g, &layer.proj, &x, (b, s, heads), mask)?;
             if let Some(a) = &layer.attn_adapter {
                 attn = a.forward(g, &attn)?;
             }
@@ -256,9 +228,54 @@ impl Bert {
     }
 
     fn norm(&self, g: &mut Graph, x: &Var, n: &Norm, eps: f32) -> Result<Var> {
-        let gamma = g.input(&n.gamma);
-        let beta = g.input(&n.beta);
-        g.layer_norm(x, &gamma, &beta, eps)
+        n.forward(g, x, eps)
+    }
+}
+
+impl AdaptedEncoder for Bert {
+    fn target_module(&self, t: Target) -> &'static str {
+        t.module()
+    }
+
+    fn projections(&self) -> Vec<&[Proj; 6]> {
+        self.layers.iter().map(|l| &l.proj).collect()
+    }
+
+    fn projections_mut(&mut self) -> Vec<&mut [Proj; 6]> {
+        self.layers.iter_mut().map(|l| &mut l.proj).collect()
+    }
+
+    fn hf_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (name, t) in [
+            ("word_embeddings.weight", &self.word),
+            ("position_embeddings.weight", &self.position),
+            ("token_type_embeddings.weight", &self.token_type),
+            ("LayerNorm.weight", &self.emb_norm.gamma),
+            ("LayerNorm.bias", &self.emb_norm.beta),
+        ] {
+            out.push((format!("embeddings.{name}"), t.clone()));
+        }
+        out.extend(projection_tensors(self));
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (n, norm) in [
+                ("attention.output.LayerNorm", &layer.attn_norm),
+                ("output.LayerNorm", &layer.out_norm),
+            ] {
+                let name = format!("encoder.layer.{i}.{n}");
+                out.push((format!("{name}.weight"), norm.gamma.clone()));
+                out.push((format!("{name}.bias"), norm.beta.clone()));
+            }
+        }
+        out
+    }
+
+    fn checkpoint_prefix(&self) -> &'static str {
+        "bert."
+    }
+
+    fn head_prefix(&self) -> &'static str {
+        "cls."
     }
 }
 

@@ -6,6 +6,7 @@
 use rand::{SeedableRng, rngs::StdRng};
 
 use crate::models::bert::{Batch, Bert};
+use crate::models::common::AdaptedEncoder;
 use crate::nn::modules::Linear;
 use crate::nn::{Graph, Var};
 use crate::runtime::error::Result;
@@ -92,11 +93,15 @@ impl Model for SpanModel {
         Ok(self.bert.used_params()? + head)
     }
 
-    fn encoder(&self) -> &Bert {
+    fn encoder(&self) -> &dyn AdaptedEncoder {
         &self.bert
     }
 
-    fn encoder_mut(&mut self) -> &mut Bert {
+    fn encoder_mut(&mut self) -> &mut dyn AdaptedEncoder {
         &mut self.bert
+    }
+
+    fn masks(&self) -> Result<Vec<crate::tasks::task::NamedMask>> {
+        self.bert.masks()
     }
 }

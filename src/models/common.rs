@@ -1,0 +1,208 @@
+//! Parts the encoders share: a projection that is frozen or adapted ([`Proj`]), a layer
+//! norm's parameters ([`Norm`]), putting LoRA / CapaBoost on a layer's projections, the
+//! checkpoint reader with messages naming the tensor, and [`AdaptedEncoder`], what export
+//! and merge read from any encoder.
+
+use rand::Rng;
+
+use crate::models::bert::Target;
+use crate::nn::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
+use crate::nn::{Graph, Var};
+use crate::runtime::error::{Error, Result};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::io::TensorFile;
+use crate::runtime::tensor::Tensor;
+
+/// A projection that is either the frozen base layer or the base plus an adapter.
+#[derive(Clone, Debug)]
+pub enum Proj {
+    /// Frozen base layer.
+    Base(Linear),
+    /// Base layer with LoRA / CapaBoost (boxed: much larger than a bare layer).
+    Adapted(Box<CapaBoostLinear>),
+}
+
+impl Proj {
+    /// The projection's output on the graph.
+    pub fn forward(&self, g: &mut Graph, x: &Var) -> Result<Var> {
+        match self {
+            Proj::Base(l) => l.forward(g, x),
+            Proj::Adapted(l) => l.forward(g, x),
+        }
+    }
+
+    /// The base layer.
+    pub fn base(&self) -> &Linear {
+        match self {
+            Proj::Base(l) => l,
+            Proj::Adapted(l) => &l.base,
+        }
+    }
+}
+
+/// A layer norm's affine parameters (frozen).
+#[derive(Clone, Debug)]
+pub struct Norm {
+    /// Scale.
+    pub gamma: Tensor,
+    /// Shift.
+    pub beta: Tensor,
+}
+
+impl Norm {
+    /// `LayerNorm(x)` on the graph (no gradient into gamma and beta).
+    pub fn forward(&self, g: &mut Graph, x: &Var, eps: f32) -> Result<Var> {
+        let gamma = g.input(&self.gamma);
+        let beta = g.input(&self.beta);
+        g.layer_norm(x, &gamma, &beta, eps)
+    }
+}
+
+/// Puts LoRA / CapaBoost on the `targets` of layer `layer`'s projections (in
+/// [`Target::ALL`] order); module ids are `6 * layer + target`.
+pub fn adapt_projections(
+    gpu: &Gpu,
+    proj: &mut [Proj; 6],
+    layer: usize,
+    (targets, config): (&[Target], &CapaBoostConfig),
+    rng: &mut impl Rng,
+) -> Result<()> {
+    for (k, t) in Target::ALL.iter().enumerate() {
+        if !targets.contains(t) {
+            continue;
+        }
+        let base = proj[k].base().clone();
+        let module = (6 * layer + k) as u32;
+        let l = CapaBoostLinear::new(gpu, base, config.clone(), module, rng)?;
+        proj[k] = Proj::Adapted(Box::new(l));
+    }
+    Ok(())
+}
+
+/// What export and merge read from an encoder with adapters, whatever its architecture.
+pub trait AdaptedEncoder {
+    /// The module path of target `t` inside a layer (`attention.self.query`), as PEFT's
+    /// `target_modules` names it.
+    fn target_module(&self, t: Target) -> &'static str;
+    /// The HF module path of projection `k` ([`Target::ALL`] order) of layer `layer`.
+    fn module_name(&self, layer: usize, k: usize) -> String {
+        format!(
+            "encoder.layer.{layer}.{}",
+            self.target_module(Target::ALL[k])
+        )
+    }
+    /// Every layer's projections.
+    fn projections(&self) -> Vec<&[Proj; 6]>;
+    /// Every layer's projections, to merge adapters into them.
+    fn projections_mut(&mut self) -> Vec<&mut [Proj; 6]>;
+    /// The encoder's own tensors under HF names (the projections with their current,
+    /// possibly merged, base weights); a merged folder copies the base checkpoint's other
+    /// tensors beside them.
+    fn hf_tensors(&self) -> Vec<(String, Tensor)>;
+    /// The prefix of the encoder inside a task model's checkpoint (`bert.`, `vit.`), dropped
+    /// when copying the base checkpoint's tensors.
+    fn checkpoint_prefix(&self) -> &'static str;
+    /// Checkpoint tensors of pretraining or task heads that a merged encoder leaves out
+    /// (`cls.`, `classifier.`).
+    fn head_prefix(&self) -> &'static str;
+}
+
+/// The tensors of every projection of an encoder under their HF names.
+pub fn projection_tensors(e: &dyn AdaptedEncoder) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    for (i, proj) in e.projections().into_iter().enumerate() {
+        for (k, p) in proj.iter().enumerate() {
+            let base = p.base();
+            let name = e.module_name(i, k);
+            out.push((format!("{name}.weight"), base.weight.clone()));
+            if let Some(b) = &base.bias {
+                out.push((format!("{name}.bias"), b.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Reads named tensors with the checks and messages a user needs.
+pub(crate) struct Weights<'a> {
+    pub file: &'a TensorFile,
+    pub prefix: &'a str,
+    pub gpu: &'a Gpu,
+}
+
+impl Weights<'_> {
+    /// The tensor `name` as f32 on the host, checked against `shape`.
+    pub fn host(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let full = format!("{}{name}", self.prefix);
+        let (s, data) = self.file.f32(&full)?;
+        if s != shape {
+            return Err(Error::shape(format!(
+                "tensor '{full}' has shape {s:?}, the config implies {shape:?}"
+            )));
+        }
+        Ok(data)
+    }
+
+    /// The tensor `name` on the GPU, checked against `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_slice(self.gpu, &self.host(name, shape)?, shape)
+    }
+
+    /// `name.weight` `[out, in]` and `name.bias` `[out]` (absent when `!bias`), frozen.
+    pub fn linear_with(&self, name: &str, out_f: usize, in_f: usize, bias: bool) -> Result<Linear> {
+        let b = if bias {
+            Some(self.get(&format!("{name}.bias"), &[out_f])?)
+        } else {
+            None
+        };
+        Linear::new(
+            self.get(&format!("{name}.weight"), &[out_f, in_f])?,
+            b,
+            false,
+        )
+    }
+
+    /// `name.weight` `[out, in]` and `name.bias` `[out]`, frozen.
+    pub fn linear(&self, name: &str, out_f: usize, in_f: usize) -> Result<Linear> {
+        self.linear_with(name, out_f, in_f, true)
+    }
+
+    /// A layer norm `name` of width `n`.
+    pub fn norm(&self, name: &str, n: usize) -> Result<Norm> {
+        Ok(Norm {
+            gamma: self.get(&format!("{name}.weight"), &[n])?,
+            beta: self.get(&format!("{name}.bias"), &[n])?,
+        })
+    }
+}
+
+/// Multi-head self-attention of `x` `[B * S, H]` through a layer's projections
+/// (`[Target::ALL]` order): `softmax(q k^T / sqrt(dh) + mask) v`, heads merged, then the
+/// attention output projection. `mask` is additive `[B, S]`.
+pub fn self_attention(
+    g: &mut Graph,
+    proj: &[Proj; 6],
+    x: &Var,
+    (b, s, heads): (usize, usize, usize),
+    mask: Option<&Tensor>,
+) -> Result<Var> {
+    let h = x.shape()[1];
+    let dh = h / heads;
+    let split = |g: &mut Graph, t: &Var| -> Result<Var> {
+        let t = g.reshape(t, &[b, s, heads, dh])?;
+        let t = g.swap_middle(&t)?;
+        g.reshape(&t, &[b * heads, s, dh])
+    };
+    let q = proj[0].forward(g, x)?;
+    let k = proj[1].forward(g, x)?;
+    let v = proj[2].forward(g, x)?;
+    let (q, k, v) = (split(g, &q)?, split(g, &k)?, split(g, &v)?);
+    let scores = g.matmul(&q, false, &k, true)?;
+    let scores = g.scale(&scores, 1.0 / (dh as f32).sqrt())?;
+    let probs = g.softmax(&scores, mask, heads * s)?;
+    let ctx = g.matmul(&probs, false, &v, false)?;
+    let ctx = g.reshape(&ctx, &[b, heads, s, dh])?;
+    let ctx = g.swap_middle(&ctx)?;
+    let ctx = g.reshape(&ctx, &[b * s, h])?;
+    proj[3].forward(g, &ctx)
+}

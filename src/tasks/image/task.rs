@@ -1,0 +1,210 @@
+//! Image classification as a [`Task`]: preprocessed images, batches of unfolded patches,
+//! cross-entropy on the head's logits, accuracy and per-class accuracy.
+
+use std::path::Path;
+
+use crate::models::vit::{PixelBatch, VitConfig};
+use crate::nn::{Graph, Var};
+use crate::runtime::error::{Error, Result};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::tensor::Indices;
+use crate::tasks::config::TrainConfig;
+use crate::tasks::image::images::Images;
+use crate::tasks::image::model::ImageModel;
+use crate::tasks::image::preprocess::Preprocessor;
+use crate::tasks::task::{Metrics, Task};
+
+/// How a model folder's images are prepared: the preprocessor, the side n and the patch
+/// side.
+#[derive(Clone, Debug)]
+pub struct Prep {
+    /// Resize, crop, rescale, normalize.
+    pub pre: Preprocessor,
+    /// Side of the model's input.
+    pub size: u32,
+    /// Patch side.
+    pub patch: usize,
+}
+
+impl Prep {
+    /// From the model folder of `cfg` (`config.json`, `preprocessor_config.json`) and
+    /// `--image-size`: the preprocessor's own output side, else the model's image_size.
+    pub fn of(cfg: &TrainConfig) -> Result<Prep> {
+        let dir = &cfg.model.model;
+        let model = VitConfig::read(dir)?;
+        let pre = Preprocessor::read(dir, model.image_size)?;
+        let (pre, size) = match (cfg.image.image_size, pre.output_size()) {
+            (Some(n), _) => (pre.with_size(n as u32), n as u32),
+            (None, Some(n)) => (pre, n),
+            (None, None) => {
+                let n = model.image_size as u32;
+                (pre.with_size(n), n)
+            }
+        };
+        if (size as usize) < model.patch_size {
+            return Err(Error::InvalidArgument(format!(
+                "--image-size {size} is smaller than the model's {}-pixel patches",
+                model.patch_size
+            )));
+        }
+        Ok(Prep {
+            pre,
+            size,
+            patch: model.patch_size,
+        })
+    }
+
+    /// The model inputs of `images` at `idx` as one batch.
+    pub fn batch(&self, gpu: &Gpu, images: &Images, idx: &[usize]) -> Result<PixelBatch> {
+        let n = self.size as usize;
+        let mut pixels = Vec::with_capacity(idx.len() * 3 * n * n);
+        for &i in idx {
+            self.pre.normalize(&images.bytes[i], &mut pixels);
+        }
+        PixelBatch::new(gpu, &pixels, (3, n), self.patch)
+    }
+}
+
+/// Labelled images for training and evaluation, with the class names.
+pub struct ImageTask {
+    classes: Vec<String>,
+    /// `accuracy_<class>` per class (metric names outlive the task: leaked once).
+    class_keys: Vec<&'static str>,
+    train: Images,
+    eval: Images,
+    prep: Prep,
+    eval_batch: usize,
+}
+
+/// A training batch: images and their class indices.
+pub struct ImageBatch {
+    input: PixelBatch,
+    labels: Indices,
+}
+
+impl ImageTask {
+    /// The task over preprocessed splits (either may be empty: a task used only to build
+    /// and export a model, or only to evaluate).
+    pub fn new(classes: Vec<String>, (train, eval): (Images, Images), prep: Prep) -> Self {
+        let class_keys = classes
+            .iter()
+            .map(|c| &*Box::leak(format!("accuracy_{c}").into_boxed_str()))
+            .collect();
+        Self {
+            classes,
+            class_keys,
+            train,
+            eval,
+            prep,
+            eval_batch: 32,
+        }
+    }
+
+    /// The class names (the head's outputs in order).
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// The evaluation images.
+    pub fn eval_images(&self) -> &Images {
+        &self.eval
+    }
+
+    /// The predicted class of each row of [`Task::predictions`].
+    pub fn argmax(&self, predictions: &[f32]) -> Vec<usize> {
+        let c = self.classes.len().max(1);
+        predictions
+            .chunks(c)
+            .map(|row| {
+                let mut best = 0;
+                for (k, v) in row.iter().enumerate() {
+                    if *v > row[best] {
+                        best = k;
+                    }
+                }
+                best
+            })
+            .collect()
+    }
+}
+
+impl Task for ImageTask {
+    type Model = ImageModel;
+    type Batch = ImageBatch;
+
+    fn name(&self) -> &str {
+        "image"
+    }
+
+    fn build_model(&self, gpu: &Gpu, cfg: &TrainConfig) -> Result<ImageModel> {
+        ImageModel::build(gpu, cfg, self.classes.len())
+    }
+
+    fn train_lengths(&self) -> Vec<usize> {
+        let n = (self.prep.size as usize / self.prep.patch).pow(2) + 1;
+        vec![n; self.train.len()]
+    }
+
+    fn eval_len(&self) -> usize {
+        self.eval.len()
+    }
+
+    fn make_batch(&self, gpu: &Gpu, _model: &ImageModel, idx: &[usize]) -> Result<ImageBatch> {
+        let labels: Vec<u32> = idx.iter().map(|&i| self.train.labels[i] as u32).collect();
+        Ok(ImageBatch {
+            input: self.prep.batch(gpu, &self.train, idx)?,
+            labels: Indices::from_slice(gpu, &labels, &[idx.len()])?,
+        })
+    }
+
+    fn loss(&self, g: &mut Graph, model: &ImageModel, batch: &ImageBatch) -> Result<Var> {
+        let logits = model.forward(g, &batch.input)?;
+        g.cross_entropy(&logits, &batch.labels)
+    }
+
+    /// The logits of every evaluation image, `classes` values per image.
+    fn predictions(&self, gpu: &Gpu, model: &ImageModel) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(self.eval.len() * self.classes.len());
+        let all: Vec<usize> = (0..self.eval.len()).collect();
+        for chunk in all.chunks(self.eval_batch) {
+            let batch = self.prep.batch(gpu, &self.eval, chunk)?;
+            let mut g = Graph::no_grad(gpu);
+            let logits = model.forward(&mut g, &batch)?;
+            g.submit()?;
+            out.extend(logits.value().to_vec()?);
+        }
+        Ok(out)
+    }
+
+    /// `accuracy`, then `accuracy_<class>` for every class the evaluation split holds.
+    fn metrics(&self, predictions: &[f32]) -> Result<Metrics> {
+        let pred = self.argmax(predictions);
+        if pred.len() != self.eval.len() {
+            return Err(Error::shape(format!(
+                "{} predictions for {} images",
+                pred.len(),
+                self.eval.len()
+            )));
+        }
+        let c = self.classes.len();
+        let (mut hits, mut counts) = (vec![0usize; c], vec![0usize; c]);
+        for (&p, &l) in pred.iter().zip(&self.eval.labels) {
+            counts[l] += 1;
+            hits[l] += usize::from(p == l);
+        }
+        let total = pred.len().max(1) as f64;
+        let mut m = vec![("accuracy", hits.iter().sum::<usize>() as f64 / total)];
+        for k in (0..c).filter(|&k| counts[k] > 0) {
+            m.push((self.class_keys[k], hits[k] as f64 / counts[k] as f64));
+        }
+        Ok(m)
+    }
+
+    fn export_head(&self, model: &ImageModel, dir: &Path) -> Result<()> {
+        let (w, b) = model.head_values()?;
+        let hidden = model.vit.config.hidden_size;
+        let c = self.classes.len();
+        let pooling = model.pooling.name();
+        crate::tasks::export::write_head(dir, &w, &b, c, hidden, &self.classes, pooling)
+    }
+}

@@ -1,0 +1,265 @@
+//! `--task image` through the command line on the tiny random DINOv2 and ViT models of
+//! tests/data and a few CIFAR-10 images: finetune (stopped and resumed), eval with a
+//! predictions TSV that reproduces the run's accuracy, PEFT export under the ViT / DINOv2
+//! module names, merge into a folder the encoder loads, and flags of other tasks refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use capaboost::models::vit::Vit;
+use capaboost::runtime::io::TensorFile;
+use serde_json::Value;
+
+fn manifest(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("capaboost-imgcli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `train/` with 4 and `dev/` with 2 CIFAR-10 images of each of two classes.
+fn tiny_data(dir: &Path) -> PathBuf {
+    let src = manifest("../shared/data/cifar10-test-half");
+    let data = dir.join("data");
+    for class in ["cat", "ship"] {
+        for i in 0..6 {
+            let split = if i < 4 { "train" } else { "dev" };
+            let to = data.join(split).join(class);
+            std::fs::create_dir_all(&to).unwrap();
+            let name = format!("{i:04}.jpg");
+            std::fs::copy(src.join(class).join(&name), to.join(&name)).unwrap();
+        }
+    }
+    data
+}
+
+fn p(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn run(args: &[String]) -> (bool, String, String) {
+    let out = common::capaboost_cmd().args(args).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+fn ok(args: &[String]) -> String {
+    let (good, out, err) = run(args);
+    assert!(good, "capaboost {args:?} failed:\n{out}{err}");
+    out
+}
+
+fn args(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn finetune(model: &str, data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = args(&["finetune", "--task", "image", "--data"]);
+    a.extend([
+        p(data),
+        "--model".into(),
+        p(&manifest(model)),
+        "--out".into(),
+        p(out),
+    ]);
+    a.extend(args(&[
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "3",
+        "--no-progress",
+        "--lr",
+        "1e-2",
+    ]));
+    a.extend(args(extra));
+    a
+}
+
+fn last_record(run: &Path) -> Value {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn dinov2_capaboost_run_resume_eval_export_merge() {
+    let Some(gpu) = common::gpu() else { return };
+    let dir = tmpdir("dino");
+    let data = tiny_data(&dir);
+    let run_dir = dir.join("run");
+    let extra = [
+        "--method",
+        "capaboost",
+        "--r",
+        "4",
+        "--d",
+        "2",
+        "--pooling",
+        "mean",
+    ];
+    let mut first = finetune("tests/data/tiny-dinov2", &data, &run_dir, &extra);
+    first.extend(args(&["--stop-after", "2"]));
+    ok(&first);
+    ok(&args(&[
+        "finetune",
+        "--resume",
+        &p(&run_dir),
+        "--no-progress",
+    ]));
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["task"], "image");
+    assert_eq!(cfg["classes"], serde_json::json!(["cat", "ship"]));
+    let rec = last_record(&run_dir);
+    assert_eq!(rec["step"], 3, "{rec}");
+    for k in ["accuracy", "accuracy_cat", "accuracy_ship"] {
+        assert!(rec[k].is_number(), "{k} missing from {rec}");
+    }
+    // eval on the run's own folder scores its dev split, as training did.
+    let preds = dir.join("preds.tsv");
+    let out = ok(&args(&[
+        "eval",
+        "--run",
+        &p(&run_dir),
+        "--data",
+        &p(&data),
+        "--predictions",
+        &p(&preds),
+    ]));
+    let m: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        (m["accuracy"].as_f64().unwrap() - rec["accuracy"].as_f64().unwrap()).abs() < 1e-9,
+        "{m} vs {rec}"
+    );
+    let tsv = std::fs::read_to_string(&preds).unwrap();
+    let mut lines = tsv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "path\tlabel\tprediction\tlogit_cat\tlogit_ship"
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 4);
+    let right = rows
+        .iter()
+        .filter(|r| {
+            let f: Vec<&str> = r.split('\t').collect();
+            f[1] == f[2]
+        })
+        .count();
+    assert!((right as f64 / 4.0 - m["accuracy"].as_f64().unwrap()).abs() < 1e-9);
+    // PEFT export under Dinov2Model's module names, head beside it.
+    let peft = dir.join("peft");
+    ok(&args(&[
+        "export",
+        "--run",
+        &p(&run_dir),
+        "--format",
+        "peft",
+        "--out",
+        &p(&peft),
+    ]));
+    let acfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(peft.join("adapter_config.json")).unwrap())
+            .unwrap();
+    let targets = acfg["target_modules"].to_string();
+    assert!(targets.contains("attention.attention.query"), "{acfg}");
+    let t = TensorFile::read(&peft.join("adapter_model.safetensors")).unwrap();
+    let (shape, _) = t
+        .f32("base_model.model.encoder.layer.1.attention.attention.value.lora_A.weight")
+        .unwrap();
+    assert_eq!(shape, vec![8, 32], "rank d r = 8");
+    let head: Value =
+        serde_json::from_str(&std::fs::read_to_string(peft.join("head_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(head["pooling"], "mean");
+    assert_eq!(head["labels"], serde_json::json!(["cat", "ship"]));
+    // The merged folder loads as a Dinov2 encoder, with the query weights changed.
+    let merged = dir.join("merged");
+    ok(&args(&[
+        "merge",
+        "--run",
+        &p(&run_dir),
+        "--out",
+        &p(&merged),
+    ]));
+    assert!(merged.join("preprocessor_config.json").exists());
+    let vit = Vit::load(&gpu, &merged).unwrap();
+    let base = Vit::load(&gpu, &manifest("tests/data/tiny-dinov2")).unwrap();
+    let (a, b) = (
+        vit.layers[0].proj[0].base().weight.to_vec().unwrap(),
+        base.layers[0].proj[0].base().weight.to_vec().unwrap(),
+    );
+    assert!(
+        a.iter().zip(&b).any(|(x, y)| x != y),
+        "merged query equals the base"
+    );
+    let (a, b) = (
+        vit.layers[0].proj[1].base().weight.to_vec().unwrap(),
+        base.layers[0].proj[1].base().weight.to_vec().unwrap(),
+    );
+    assert_eq!(a, b, "the key projection is not adapted");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn vit_lora_cls_and_flags_of_other_tasks() {
+    let Some(_gpu) = common::gpu() else { return };
+    let dir = tmpdir("vit");
+    let data = tiny_data(&dir);
+    let run_dir = dir.join("run");
+    ok(&finetune(
+        "tests/data/tiny-vit",
+        &data,
+        &run_dir,
+        &["--method", "lora", "--r", "2", "--image-size", "16"],
+    ));
+    assert!(last_record(&run_dir)["accuracy"].is_number());
+    let peft = dir.join("peft");
+    ok(&args(&[
+        "export",
+        "--run",
+        &p(&run_dir),
+        "--format",
+        "peft",
+        "--out",
+        &p(&peft),
+    ]));
+    let t = TensorFile::read(&peft.join("adapter_model.safetensors")).unwrap();
+    assert!(t.contains("base_model.model.encoder.layer.0.attention.attention.query.lora_B.weight"));
+    // Image flags with a text task, QA flags with the image task: refused by name.
+    let (good, _, err) = run(&args(&[
+        "finetune",
+        "--task",
+        "sst2",
+        "--data",
+        &p(&data),
+        "--image-size",
+        "16",
+    ]));
+    assert!(!good && err.contains("--image-size"), "{err}");
+    let (good, _, err) = run(&finetune(
+        "tests/data/tiny-vit",
+        &data,
+        &dir.join("r2"),
+        &["--doc-stride", "64"],
+    ));
+    assert!(!good && err.contains("--doc-stride"), "{err}");
+    // A text model folder is refused naming its config.
+    let text_model = std::env::var("CAPABOOST_MODEL_DIR").unwrap_or_default();
+    if !text_model.is_empty() {
+        let mut a = finetune("tests/data/tiny-vit", &data, &dir.join("r3"), &[]);
+        let i = a.iter().position(|x| x == "--model").unwrap();
+        a[i + 1] = text_model;
+        let (good, _, err) = run(&a);
+        assert!(
+            !good && err.contains("config.json") && err.contains("bert"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,157 @@
+//! Image data: folders and TSV files read as torchvision's ImageFolder does (classes
+//! sorted, labels indexing the training classes), the ratio split, bad input named or
+//! skipped and counted, and preprocessing against transformers' image processors on two
+//! CIFAR-10 JPEGs (tests/data/preprocess-golden.json, scripts/make_preprocess_golden.py).
+
+use std::path::{Path, PathBuf};
+
+use capaboost::tasks::image::data::{read_data, read_eval, read_tsv};
+use capaboost::tasks::image::images::Images;
+use capaboost::tasks::image::preprocess::Preprocessor;
+use image::{GrayImage, Luma, Rgb, RgbImage};
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("capaboost-imgdata-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rgb(path: &Path, (w, h): (u32, u32), c: [u8; 3]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    RgbImage::from_pixel(w, h, Rgb(c)).save(path).unwrap();
+}
+
+fn manifest(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn vit_pre() -> Preprocessor {
+    Preprocessor::read(&manifest("tests/data/tiny-vit"), 32).unwrap()
+}
+
+#[test]
+fn folders_sorted_interleaved_and_bad_files_counted() {
+    let d = tmpdir("folders");
+    rgb(&d.join("train/dog/b.png"), (10, 12), [200, 0, 0]);
+    rgb(&d.join("train/dog/a.jpg"), (40, 30), [0, 200, 0]);
+    rgb(&d.join("train/cat/z.png"), (8, 8), [0, 0, 200]);
+    GrayImage::from_pixel(9, 9, Luma([128]))
+        .save(d.join("train/cat/grey.png"))
+        .unwrap();
+    std::fs::write(d.join("train/cat/broken.png"), b"not a png at all").unwrap();
+    std::fs::write(d.join("train/cat/notes.txt"), b"ignored").unwrap();
+    rgb(&d.join("dev/dog/c.png"), (16, 16), [1, 2, 3]);
+    let (train, dev) = read_data(&d, 0.2).unwrap();
+    assert_eq!(train.classes, ["cat", "dog"]);
+    let names: Vec<String> = train
+        .items
+        .iter()
+        .map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    // Class by class in turn, files in name order within a class; .txt ignored.
+    assert_eq!(names, ["broken.png", "a.jpg", "grey.png", "b.png", "z.png"]);
+    assert_eq!(dev.items.len(), 1);
+    assert_eq!(
+        dev.items[0].label, 1,
+        "dev labels index the training classes"
+    );
+    let images = Images::load(&train, &vit_pre(), 32, None).unwrap();
+    assert_eq!(
+        images.len(),
+        4,
+        "mixed sizes and a grey image are all resized to 32x32 RGB"
+    );
+    assert_eq!(images.skipped, 1);
+    assert!(
+        images.samples[0].contains("broken.png"),
+        "{:?}",
+        images.samples
+    );
+    // The grey image expands to three equal channels.
+    let grey = &images.bytes[images
+        .paths
+        .iter()
+        .position(|p| p.ends_with("grey.png"))
+        .unwrap()];
+    assert_eq!(grey.len(), 3 * 32 * 32);
+    assert!(grey.iter().all(|&v| v == 128));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn ratio_split_and_bad_layouts_are_named() {
+    let d = tmpdir("ratio");
+    for c in ["b", "a"] {
+        for i in 0..5 {
+            rgb(&d.join(format!("{c}/{i}.png")), (4, 4), [i * 40, 0, 0]);
+        }
+    }
+    let (train, dev) = read_data(&d, 0.2).unwrap();
+    assert_eq!((train.items.len(), dev.items.len()), (8, 2));
+    assert!(
+        dev.items.iter().all(|i| i.path.ends_with("4.png")),
+        "each class's last file is held out"
+    );
+    // An empty class folder is an error naming it.
+    std::fs::create_dir_all(d.join("c")).unwrap();
+    let e = read_data(&d, 0.2).unwrap_err().to_string();
+    assert!(e.contains("/c") && e.contains("no image"), "{e}");
+    std::fs::remove_dir_all(d.join("c")).unwrap();
+    // A dev class the training classes lack is an error naming its folder.
+    let e = read_eval(&d, &["a".to_string()]).unwrap_err().to_string();
+    assert!(
+        e.contains("/b") && e.contains("not one of the training classes"),
+        "{e}"
+    );
+    // TSV: paths relative to the file, an unknown label names file and line.
+    std::fs::write(d.join("list.tsv"), "path\tlabel\na/0.png\tx\nb/1.png\ty\n").unwrap();
+    let l = read_tsv(&d.join("list.tsv"), None).unwrap();
+    assert_eq!(l.classes, ["x", "y"]);
+    assert!(l.items[1].path.ends_with("b/1.png"));
+    let e = read_tsv(&d.join("list.tsv"), Some(&["x".to_string()]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("list.tsv:3") && e.contains("\"y\""), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn preprocessing_matches_transformers_on_cifar() {
+    let gold: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(manifest("tests/data/preprocess-golden.json")).unwrap(),
+    )
+    .unwrap();
+    for case in gold.as_array().unwrap() {
+        let model = case["model"].as_str().unwrap();
+        let file =
+            manifest("../shared/data/cifar10-test-half").join(case["file"].as_str().unwrap());
+        let pre = Preprocessor::read(&manifest(&format!("tests/data/{model}")), 32).unwrap();
+        let n = pre.output_size().unwrap();
+        assert_eq!(case["shape"][1].as_u64().unwrap() as u32, n);
+        let img = image::open(&file).unwrap();
+        let mut got = Vec::new();
+        pre.normalize(&pre.pixels(&img, n).unwrap(), &mut got);
+        let want: Vec<f32> = case["pixel_values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got.len(), want.len());
+        let diffs: Vec<f32> = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).collect();
+        let max = diffs.iter().copied().fold(0f32, f32::max);
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        eprintln!(
+            "{model} {}: max |diff| {max:.4}, mean {mean:.5}",
+            case["file"]
+        );
+        // One step of 8-bit rounding is 1/255/std: 0.0078 (std 0.5) to 0.0174 (std 0.225).
+        // PIL rounds to 8 bits between its two resize passes, the image crate does not.
+        assert!(
+            mean < 0.01 && max < 0.2,
+            "{model} {}: max {max}, mean {mean}",
+            case["file"]
+        );
+    }
+}
