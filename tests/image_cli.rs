@@ -122,6 +122,7 @@ fn dinov2_capaboost_run_resume_eval_export_merge() {
     }
     // eval on the run's own folder scores its dev split, as training did.
     let preds = dir.join("preds.tsv");
+    let conf = dir.join("confusion.png");
     let out = ok(&args(&[
         "eval",
         "--run",
@@ -130,7 +131,11 @@ fn dinov2_capaboost_run_resume_eval_export_merge() {
         &p(&data),
         "--predictions",
         &p(&preds),
+        "--confusion",
+        &p(&conf),
     ]));
+    let png = image::open(&conf).unwrap();
+    assert!(png.width() > 100 && png.height() > 100);
     let m: Value = serde_json::from_str(out.trim()).unwrap();
     assert!(
         (m["accuracy"].as_f64().unwrap() - rec["accuracy"].as_f64().unwrap()).abs() < 1e-9,
@@ -167,10 +172,10 @@ fn dinov2_capaboost_run_resume_eval_export_merge() {
         serde_json::from_str(&std::fs::read_to_string(peft.join("adapter_config.json")).unwrap())
             .unwrap();
     let targets = acfg["target_modules"].to_string();
-    assert!(targets.contains("attention.attention.query"), "{acfg}");
+    assert!(targets.contains("attention.q_proj"), "{acfg}");
     let t = TensorFile::read(&peft.join("adapter_model.safetensors")).unwrap();
     let (shape, _) = t
-        .f32("base_model.model.encoder.layer.1.attention.attention.value.lora_A.weight")
+        .f32("base_model.model.encoder.layer.1.attention.v_proj.lora_A.weight")
         .unwrap();
     assert_eq!(shape, vec![8, 32], "rank d r = 8");
     let head: Value =
@@ -230,7 +235,7 @@ fn vit_lora_cls_and_flags_of_other_tasks() {
         &p(&peft),
     ]));
     let t = TensorFile::read(&peft.join("adapter_model.safetensors")).unwrap();
-    assert!(t.contains("base_model.model.encoder.layer.0.attention.attention.query.lora_B.weight"));
+    assert!(t.contains("base_model.model.layers.0.attention.q_proj.lora_B.weight"));
     // Image flags with a text task, QA flags with the image task: refused by name.
     let (good, _, err) = run(&args(&[
         "finetune",

@@ -27,11 +27,19 @@ pub struct EvalArgs {
     /// comparison with another stack, e.g. scripts/check_hf_qa.py).
     #[arg(long)]
     logits: Option<PathBuf>,
+    /// Image: also draw the confusion matrix (true class by prediction) as a PNG.
+    #[arg(long)]
+    confusion: Option<PathBuf>,
 }
 
 /// Scores the run and prints its metrics as JSON.
 pub fn run(args: EvalArgs) -> crate::Result<()> {
     let (_, cfg) = crate::tasks::train::read_run(&args.run)?;
+    if args.confusion.is_some() && cfg.kind()? != crate::tasks::kind::TaskKind::Image {
+        return Err(crate::Error::InvalidArgument(
+            "--confusion is for image runs".into(),
+        ));
+    }
     if cfg.kind()? == crate::tasks::kind::TaskKind::Image {
         if args.split.is_some() || args.logits.is_some() {
             return Err(crate::Error::InvalidArgument(
@@ -41,8 +49,11 @@ pub fn run(args: EvalArgs) -> crate::Result<()> {
             ));
         }
         let gpu = crate::Gpu::new()?;
-        let p = args.predictions.as_deref();
-        let m = crate::tasks::image::run::eval_run(&gpu, &args.run, &args.data, p)?;
+        let out = crate::tasks::image::run::EvalOutputs {
+            predictions: args.predictions.as_deref(),
+            confusion: args.confusion.as_deref(),
+        };
+        let m = crate::tasks::image::run::eval_run(&gpu, &args.run, &args.data, out)?;
         println!("{}", crate::tasks::train::metrics_json(&m));
         return Ok(());
     }

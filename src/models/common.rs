@@ -91,6 +91,16 @@ pub trait AdaptedEncoder {
             self.target_module(Target::ALL[k])
         )
     }
+    /// PEFT's name for target `t` (`target_modules`): the module's name in the
+    /// transformers model at run time, which transformers 5 changed for ViT and Dinov2
+    /// (`attention.q_proj`) while their checkpoints keep the old names.
+    fn peft_target_module(&self, t: Target) -> &'static str {
+        self.target_module(t)
+    }
+    /// PEFT's path of projection `k` of layer `layer` (see [`Self::peft_target_module`]).
+    fn peft_module_name(&self, layer: usize, k: usize) -> String {
+        self.module_name(layer, k)
+    }
     /// Every layer's projections.
     fn projections(&self) -> Vec<&[Proj; 6]>;
     /// Every layer's projections, to merge adapters into them.

@@ -9,13 +9,14 @@ use crate::runtime::gpu::Gpu;
 use crate::runtime::tensor::Tensor;
 use crate::tasks::export::{PeftLora, capaboost_as_lora};
 
-/// Every adapted projection of the encoder with its HF module path, in layer order.
+/// Every adapted projection of the encoder with its module path as PEFT names it, in
+/// layer order.
 pub fn adapted_layers(encoder: &dyn AdaptedEncoder) -> Vec<(String, &CapaBoostLinear)> {
     let mut out = Vec::new();
     for (i, proj) in encoder.projections().into_iter().enumerate() {
         for (k, p) in proj.iter().enumerate() {
             if let Proj::Adapted(l) = p {
-                out.push((encoder.module_name(i, k), l.as_ref()));
+                out.push((encoder.peft_module_name(i, k), l.as_ref()));
             }
         }
     }

@@ -105,7 +105,7 @@ fn export_peft(
         .targets
         .0
         .iter()
-        .map(|&t| model.encoder().target_module(t).to_string())
+        .map(|&t| model.encoder().peft_target_module(t).to_string())
         .collect();
     let base = cfg.model.model.display().to_string();
     write_peft_with_head(out, &loras, scale, &base, &targets, head.as_ref())

@@ -34,6 +34,28 @@ impl VitLayout {
         }
     }
 
+    /// The module of `t` in transformers 5's runtime model (and so in PEFT's adapter
+    /// files): `attention.q_proj`, ..., `mlp.fc1`, `mlp.fc2`.
+    pub fn peft_module(self, t: Target) -> &'static str {
+        match t {
+            Target::Query => "attention.q_proj",
+            Target::Key => "attention.k_proj",
+            Target::Value => "attention.v_proj",
+            Target::AttentionOutput => "attention.o_proj",
+            Target::Intermediate => "mlp.fc1",
+            Target::Output => "mlp.fc2",
+        }
+    }
+
+    /// The path of layer `i` in transformers 5's runtime model: `layers.{i}` (ViT),
+    /// `encoder.layer.{i}` (Dinov2).
+    pub fn peft_layer(self, i: usize) -> String {
+        match self {
+            VitLayout::Vit => format!("layers.{i}"),
+            VitLayout::Dinov2 => format!("encoder.layer.{i}"),
+        }
+    }
+
     /// The two norms of a layer: before attention, before the MLP.
     pub fn norms(self) -> [&'static str; 2] {
         match self {

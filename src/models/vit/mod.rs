@@ -231,6 +231,19 @@ impl AdaptedEncoder for Vit {
         self.config.layout.module(t)
     }
 
+    fn peft_target_module(&self, t: Target) -> &'static str {
+        self.config.layout.peft_module(t)
+    }
+
+    fn peft_module_name(&self, layer: usize, k: usize) -> String {
+        let layout = self.config.layout;
+        format!(
+            "{}.{}",
+            layout.peft_layer(layer),
+            layout.peft_module(Target::ALL[k])
+        )
+    }
+
     fn projections(&self) -> Vec<&[Proj; 6]> {
         self.layers.iter().map(|l| &l.proj).collect()
     }

@@ -4,6 +4,7 @@
 //! the run / eval entry points ([`run`]); the flags are [`config::ImageConfig`].
 
 pub mod config;
+pub mod confusion;
 pub mod data;
 pub mod images;
 pub mod model;

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
 use crate::tasks::config::TrainConfig;
+use crate::tasks::image::confusion::{confusion, confusion_png};
 use crate::tasks::image::data::{Listing, read_data, read_eval};
 use crate::tasks::image::images::Images;
 use crate::tasks::image::task::{ImageTask, Prep};
@@ -52,44 +53,63 @@ pub fn without_data(cfg: &TrainConfig) -> Result<ImageTask> {
     Ok(ImageTask::new(cfg.image.classes.clone(), empty, prep))
 }
 
-/// Scores a saved run on `data`: the run's own data folder → its evaluation split;
-/// another folder → its `dev/` (or `dev.tsv`), else every image of its class folders; a
-/// TSV file → its rows. Writes the predictions TSV when asked.
-pub fn eval_run(
-    gpu: &Gpu,
-    run_path: &Path,
-    data: &Path,
-    predictions: Option<&Path>,
-) -> Result<Metrics> {
+/// What `eval` writes besides the metrics.
+#[derive(Clone, Copy, Default)]
+pub struct EvalOutputs<'a> {
+    /// One row per image: path, label, prediction, logits (TSV).
+    pub predictions: Option<&'a Path>,
+    /// The confusion matrix (PNG).
+    pub confusion: Option<&'a Path>,
+}
+
+/// The images `eval` scores: the run's own data folder → its evaluation split; another
+/// folder → its `dev/` (or `dev.tsv`), else every image of its class folders; a TSV file
+/// → its rows.
+fn eval_listing(cfg: &TrainConfig, data: &Path) -> Result<Listing> {
+    let classes = &cfg.image.classes;
+    let own = cfg.data.data.as_deref().map(crate::tasks::run::resolve);
+    if own.as_deref() != Some(crate::tasks::run::resolve(data).as_path()) {
+        return read_eval(data, classes);
+    }
+    let (train, dev) = read_data(data, cfg.image.dev_ratio)?;
+    if train.classes != *classes {
+        return Err(Error::InvalidArgument(format!(
+            "{} now has the classes {}, the run was trained on {}",
+            data.display(),
+            train.classes.join(", "),
+            classes.join(", ")
+        )));
+    }
+    Ok(dev)
+}
+
+/// Scores a saved run on `data` (see [`eval_listing`]), writing the predictions TSV and
+/// the confusion matrix PNG when asked.
+pub fn eval_run(gpu: &Gpu, run_path: &Path, data: &Path, out: EvalOutputs<'_>) -> Result<Metrics> {
     let (run, cfg) = crate::tasks::train::read_run(run_path)?;
-    if let Some(p) = predictions {
-        let mut inputs = cfg.input_paths(run_path);
-        inputs.push(("--data folder", data));
-        crate::tasks::run::refuse_overwriting_inputs("--predictions", p, &inputs)?;
+    let mut inputs = cfg.input_paths(run_path);
+    inputs.push(("--data folder", data));
+    for (flag, path) in [
+        ("--predictions", out.predictions),
+        ("--confusion", out.confusion),
+    ] {
+        if let Some(p) = path {
+            crate::tasks::run::refuse_overwriting_inputs(flag, p, &inputs)?;
+        }
     }
     let prep = Prep::of(&cfg)?;
-    let classes = cfg.image.classes.clone();
-    let own = cfg.data.data.as_deref().map(crate::tasks::run::resolve);
-    let listing = if own.as_deref() == Some(crate::tasks::run::resolve(data).as_path()) {
-        let (train, dev) = read_data(data, cfg.image.dev_ratio)?;
-        if train.classes != classes {
-            return Err(Error::InvalidArgument(format!(
-                "{} now has the classes {}, the run was trained on {}",
-                data.display(),
-                train.classes.join(", "),
-                classes.join(", ")
-            )));
-        }
-        dev
-    } else {
-        read_eval(data, &classes)?
-    };
+    let listing = eval_listing(&cfg, data)?;
     let images = decode(&listing, &prep, None, "evaluation images")?;
-    let task = ImageTask::new(classes, (Images::default(), images), prep);
+    let task = ImageTask::new(cfg.image.classes.clone(), (Images::default(), images), prep);
     let model = crate::tasks::train::load_model(gpu, &run, &cfg, &task)?;
     let logits = task.predictions(gpu, &model)?;
-    if let Some(path) = predictions {
+    if let Some(path) = out.predictions {
         crate::runtime::io::write_atomic(path, predictions_tsv(&task, &logits).as_bytes())?;
+    }
+    if let Some(path) = out.confusion {
+        let labels = &task.eval_images().labels;
+        let m = confusion(labels, &task.argmax(&logits), task.classes().len());
+        crate::runtime::io::write_atomic(path, &confusion_png(&m, task.classes())?)?;
     }
     task.metrics(&logits)
 }

@@ -25,7 +25,7 @@ mod interrupt;
 mod lock;
 mod overwrite;
 mod paths;
-mod plot;
+pub(crate) mod plot;
 mod progress;
 
 use std::path::{Path, PathBuf};

@@ -114,7 +114,7 @@ static FONT: &[u8] = include_bytes!("../../../assets/DejaVuSans.ttf");
 
 /// Registers the embedded DejaVu Sans as plotters' `sans-serif`, once: the bitmap backend
 /// has no system fonts without fontconfig, so text would fail to render otherwise.
-fn register_font() -> Result<()> {
+pub(crate) fn register_font() -> Result<()> {
     static DONE: OnceLock<bool> = OnceLock::new();
     let ok = *DONE.get_or_init(|| {
         plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, FONT)
@@ -158,7 +158,7 @@ fn step_label(x: &f64) -> String {
     }
 }
 
-fn plot_err(e: impl std::fmt::Display) -> Error {
+pub(crate) fn plot_err(e: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("drawing curves.png: {e}"))
 }
 
@@ -271,7 +271,7 @@ fn draw_metrics(area: &Area<'_>, metrics: &BTreeMap<String, Vec<(f64, f64)>>) ->
         .map_err(plot_err)
 }
 
-fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
+pub(crate) fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
     let mut png_bytes = Vec::new();
     let mut enc = png::Encoder::new(&mut png_bytes, w, h);
     enc.set_color(png::ColorType::Rgb);
