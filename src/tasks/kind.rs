@@ -18,7 +18,7 @@ pub enum TaskKind {
     /// Extractive QA (data: one SQuAD v1.1 or v2.0 JSON file, split by article).
     Squad,
     /// Image classification (data: a folder of train/ and dev/ class folders, or one
-    /// folder of classes split by ratio, or train.tsv + dev.tsv of path<TAB>label).
+    /// folder of classes split by ratio, or `train.tsv` + `dev.tsv` of `path<TAB>label`).
     Image,
 }
 

@@ -83,7 +83,8 @@ fn eval_listing(cfg: &TrainConfig, data: &Path) -> Result<Listing> {
     Ok(dev)
 }
 
-/// Scores a saved run on `data` (see [`eval_listing`]), writing the predictions TSV and
+/// Scores a saved run on `data` (the run's evaluation split, another folder's `dev/` or
+/// class folders, or a TSV file), writing the predictions TSV and
 /// the confusion matrix PNG when asked.
 pub fn eval_run(gpu: &Gpu, run_path: &Path, data: &Path, out: EvalOutputs<'_>) -> Result<Metrics> {
     let (run, cfg) = crate::tasks::train::read_run(run_path)?;
