@@ -5,8 +5,11 @@
 
 use rand::Rng;
 
+use crate::kernels::masks::MaskConfig;
 use crate::models::bert::Target;
-use crate::nn::modules::{CapaBoostConfig, CapaBoostLinear, Linear};
+use crate::nn::modules::{
+    Activation, CapaBoostAdapter, CapaBoostConfig, CapaBoostLinear, Linear, NamedTensor, Placement,
+};
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
@@ -215,4 +218,65 @@ pub fn self_attention(
     let ctx = g.swap_middle(&ctx)?;
     let ctx = g.reshape(&ctx, &[b * s, h])?;
     proj[3].forward(g, &ctx)
+}
+
+/// A layer's bottleneck adapter slots: after attention, after the feed-forward block.
+pub type AdapterSlots<'a> = [&'a Option<CapaBoostAdapter>; 2];
+
+/// Bottleneck adapters of width `m` with `masks.d` branches in `placement` on every layer
+/// (`slots`: each layer's attention and feed-forward slot); module ids are
+/// `1000 + 2 * layer` (+1 for the attention adapter). Shared by BERT and ViT.
+pub fn add_bottlenecks(
+    gpu: &Gpu,
+    slots: Vec<[&mut Option<CapaBoostAdapter>; 2]>,
+    (hidden, m): (usize, usize),
+    (placement, masks): (Placement, &MaskConfig),
+    rng: &mut impl Rng,
+) -> Result<()> {
+    let act = Activation::Relu;
+    for (i, [attn, ffn]) in slots.into_iter().enumerate() {
+        let module = 1000 + 2 * i as u32;
+        *ffn = Some(CapaBoostAdapter::new(
+            gpu, hidden, m, masks, module, act, rng,
+        )?);
+        if placement == Placement::Houlsby {
+            *attn = Some(CapaBoostAdapter::new(
+                gpu,
+                hidden,
+                m,
+                masks,
+                module + 1,
+                act,
+                rng,
+            )?);
+        }
+    }
+    Ok(())
+}
+
+/// The trainable tensors of an encoder's adapters under their HF module names: every
+/// adapted projection (`{module_name}.lora_A` ...) and every bottleneck adapter
+/// (`encoder.layer.{i}.{attention,output}_adapter.*`), layer by layer.
+pub fn adapter_params(e: &dyn AdaptedEncoder, slots: Vec<AdapterSlots<'_>>) -> Vec<NamedTensor> {
+    let mut out = Vec::new();
+    for (i, (proj, [attn, ffn])) in e.projections().into_iter().zip(slots).enumerate() {
+        for (k, p) in proj.iter().enumerate() {
+            if let Proj::Adapted(l) = p {
+                let module = e.module_name(i, k);
+                out.extend(
+                    l.params()
+                        .into_iter()
+                        .map(|(n, t)| (format!("{module}.{n}"), t)),
+                );
+            }
+        }
+        for (name, a) in [("attention_adapter", attn), ("output_adapter", ffn)] {
+            if let Some(a) = a {
+                for (n, t) in a.params() {
+                    out.push((format!("encoder.layer.{i}.{name}.{n}"), t));
+                }
+            }
+        }
+    }
+    out
 }

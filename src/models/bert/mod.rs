@@ -21,11 +21,10 @@ use rand::Rng;
 
 use crate::kernels::masks::MaskConfig;
 use crate::models::common::{
-    AdaptedEncoder, adapt_projections, projection_tensors, self_attention,
+    AdaptedEncoder, adapt_projections, adapter_params, add_bottlenecks, projection_tensors,
+    self_attention,
 };
-use crate::nn::modules::{
-    Activation, CapaBoostAdapter, CapaBoostConfig, NamedMask, NamedTensor, Placement,
-};
+use crate::nn::modules::{CapaBoostConfig, NamedMask, NamedTensor, Placement};
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
@@ -74,45 +73,23 @@ impl Bert {
         masks: &MaskConfig,
         rng: &mut impl Rng,
     ) -> Result<()> {
-        let h = self.config.hidden_size;
-        let act = Activation::Relu;
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            let module = 1000 + 2 * i as u32;
-            layer.ffn_adapter = Some(CapaBoostAdapter::new(gpu, h, m, masks, module, act, rng)?);
-            if placement == Placement::Houlsby {
-                let attn = CapaBoostAdapter::new(gpu, h, m, masks, module + 1, act, rng)?;
-                layer.attn_adapter = Some(attn);
-            }
-        }
-        Ok(())
+        let slots = self
+            .layers
+            .iter_mut()
+            .map(|l| [&mut l.attn_adapter, &mut l.ffn_adapter])
+            .collect();
+        let sizes = (self.config.hidden_size, m);
+        add_bottlenecks(gpu, slots, sizes, (placement, masks), rng)
     }
 
     /// Trainable tensors with their HF module names.
     pub fn params(&self) -> Vec<NamedTensor> {
-        let mut out = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
-            for (k, p) in layer.proj.iter().enumerate() {
-                if let Proj::Adapted(l) = p {
-                    for (n, t) in l.params() {
-                        out.push((
-                            format!("encoder.layer.{i}.{}.{n}", Target::ALL[k].module()),
-                            t,
-                        ));
-                    }
-                }
-            }
-            for (name, a) in [
-                ("attention_adapter", &layer.attn_adapter),
-                ("output_adapter", &layer.ffn_adapter),
-            ] {
-                if let Some(a) = a {
-                    for (n, t) in a.params() {
-                        out.push((format!("encoder.layer.{i}.{name}.{n}"), t));
-                    }
-                }
-            }
-        }
-        out
+        let slots = self
+            .layers
+            .iter()
+            .map(|l| [&l.attn_adapter, &l.ffn_adapter])
+            .collect();
+        adapter_params(self, slots)
     }
 
     /// Every adapter's masks as 0/1 bytes, named after the module they belong to:

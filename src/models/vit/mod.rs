@@ -22,11 +22,10 @@ use rand::Rng;
 use crate::kernels::masks::MaskConfig;
 use crate::models::bert::Target;
 use crate::models::common::{
-    AdaptedEncoder, Norm, Proj, adapt_projections, projection_tensors, self_attention,
+    AdaptedEncoder, Norm, Proj, adapt_projections, adapter_params, add_bottlenecks,
+    projection_tensors, self_attention,
 };
-use crate::nn::modules::{
-    Activation, CapaBoostAdapter, CapaBoostConfig, Linear, NamedTensor, Placement,
-};
+use crate::nn::modules::{CapaBoostAdapter, CapaBoostConfig, Linear, NamedTensor, Placement};
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
@@ -165,45 +164,23 @@ impl Vit {
         masks: &MaskConfig,
         rng: &mut impl Rng,
     ) -> Result<()> {
-        let h = self.config.hidden_size;
-        let act = Activation::Relu;
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            let module = 1000 + 2 * i as u32;
-            layer.ffn_adapter = Some(CapaBoostAdapter::new(gpu, h, m, masks, module, act, rng)?);
-            if placement == Placement::Houlsby {
-                let attn = CapaBoostAdapter::new(gpu, h, m, masks, module + 1, act, rng)?;
-                layer.attn_adapter = Some(attn);
-            }
-        }
-        Ok(())
+        let slots = self
+            .layers
+            .iter_mut()
+            .map(|l| [&mut l.attn_adapter, &mut l.ffn_adapter])
+            .collect();
+        let sizes = (self.config.hidden_size, m);
+        add_bottlenecks(gpu, slots, sizes, (placement, masks), rng)
     }
 
     /// Trainable tensors with their HF module names.
     pub fn params(&self) -> Vec<NamedTensor> {
-        let mut out = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
-            for (k, p) in layer.proj.iter().enumerate() {
-                if let Proj::Adapted(l) = p {
-                    let module = self.module_name(i, k);
-                    out.extend(
-                        l.params()
-                            .into_iter()
-                            .map(|(n, t)| (format!("{module}.{n}"), t)),
-                    );
-                }
-            }
-            for (name, a) in [
-                ("attention_adapter", &layer.attn_adapter),
-                ("output_adapter", &layer.ffn_adapter),
-            ] {
-                if let Some(a) = a {
-                    for (n, t) in a.params() {
-                        out.push((format!("encoder.layer.{i}.{name}.{n}"), t));
-                    }
-                }
-            }
-        }
-        out
+        let slots = self
+            .layers
+            .iter()
+            .map(|l| [&l.attn_adapter, &l.ffn_adapter])
+            .collect();
+        adapter_params(self, slots)
     }
 
     /// Entries some mask lets through, over all adapters.

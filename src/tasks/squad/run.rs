@@ -156,15 +156,15 @@ pub fn eval_run(gpu: &Gpu, run_path: &Path, data: &Path, out: EvalOutputs) -> Re
     if let Some(path) = out.logits {
         crate::runtime::io::write_atomic(path, logits_jsonl(&task, &preds).as_bytes())?;
     }
+    let answers = task.answers(&preds)?;
     if let Some(path) = out.predictions {
-        let answers: serde_json::Map<String, serde_json::Value> = task
-            .answers(&preds)?
-            .into_iter()
-            .map(|(id, a)| (id, serde_json::Value::String(a)))
+        let json: serde_json::Map<String, serde_json::Value> = answers
+            .iter()
+            .map(|(id, a)| (id.clone(), serde_json::Value::String(a.clone())))
             .collect();
-        let text = serde_json::to_string_pretty(&answers)
+        let text = serde_json::to_string_pretty(&json)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         crate::runtime::io::write_atomic(path, format!("{text}\n").as_bytes())?;
     }
-    task.metrics(&preds)
+    Ok(task.score(&answers))
 }

@@ -142,6 +142,16 @@ impl SquadTask {
         self.max_len
     }
 
+    /// Exact match and F1 of [`SquadTask::answers`]' output against the references.
+    pub fn score(&self, answers: &[(String, String)]) -> Metrics {
+        let items = self.eval.iter().zip(answers).map(|(q, (_, a))| {
+            let refs: Vec<&str> = q.references.iter().map(String::as_str).collect();
+            (Some(a.as_str()), refs)
+        });
+        let (em, f1) = evaluate(items, self.rules);
+        vec![("exact_match", em), ("f1", f1)]
+    }
+
     /// Each evaluation question's id and predicted answer, from [`Task::predictions`].
     pub fn answers(&self, predictions: &[f32]) -> Result<Vec<(String, String)>> {
         let width = 2 * self.max_len;
@@ -243,13 +253,7 @@ impl Task for SquadTask {
     }
 
     fn metrics(&self, predictions: &[f32]) -> Result<Metrics> {
-        let answers = self.answers(predictions)?;
-        let items = self.eval.iter().zip(&answers).map(|(q, (_, a))| {
-            let refs: Vec<&str> = q.references.iter().map(String::as_str).collect();
-            (Some(a.as_str()), refs)
-        });
-        let (em, f1) = evaluate(items, self.rules);
-        Ok(vec![("exact_match", em), ("f1", f1)])
+        Ok(self.score(&self.answers(predictions)?))
     }
 
     fn export_head(&self, model: &SpanModel, dir: &Path) -> Result<()> {
