@@ -222,3 +222,91 @@ fn capabilities_report_the_fallbacks_taken() {
         other => panic!("expected TooLarge for {too_many} floats, got {other:?}"),
     }
 }
+
+#[test]
+fn many_dispatches_share_one_pass_and_few_parameter_writes() {
+    let Some(gpu) = common::gpu() else { return };
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let mut rng = StdRng::seed_from_u64(rand::random());
+    let n = 301;
+    let x0: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+    // More parameter blocks than one 64 KiB arena chunk holds (256 B each where the
+    // device asks for 256-byte offsets), with a clear in the middle that ends the pass.
+    let factors: Vec<f32> = (0..700).map(|_| rng.random_range(0.9..1.1)).collect();
+    let mut rec = gpu.recorder();
+    let mut x = Tensor::from_slice(&gpu, &x0, &[n]).unwrap();
+    let scratch = Tensor::full(&gpu, &[n], 7.0).unwrap();
+    for (i, &f) in factors.iter().enumerate() {
+        x = elementwise::scale(&mut rec, &x, f).unwrap();
+        if i == 350 {
+            rec.clear(&scratch);
+        }
+    }
+    assert_eq!(rec.dispatch_count(), 700);
+    assert_eq!(rec.pass_count(), 2, "one pass before the clear, one after");
+    assert_eq!(rec.uniform_count(), 700);
+    let writes = rec.uniform_write_count();
+    assert!((1..=12).contains(&writes), "{writes} parameter writes");
+    rec.submit().unwrap();
+    let got = x.to_vec().unwrap();
+    for (i, (&g, &x)) in got.iter().zip(&x0).enumerate() {
+        let want = factors.iter().fold(x as f64, |acc, &f| acc * f as f64);
+        assert!(
+            (g as f64 - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "element {i}: {g} vs {want}"
+        );
+    }
+    assert!(scratch.to_vec().unwrap().iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn a_repeated_training_step_creates_no_bind_groups() {
+    // A device of its own: other tests' work must not touch its pool or caches.
+    let Some(gpu) = common::fresh_gpu() else {
+        return;
+    };
+    use capaboost::nn::Graph;
+    use capaboost::nn::modules::Linear;
+    use capaboost::nn::optim::{AdamW, AdamWConfig};
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let mut rng = StdRng::seed_from_u64(rand::random());
+    let (t, i, o) = (37, 19, 11);
+    let l1 = Linear::init(&gpu, i, o, true, &mut rng).unwrap();
+    let l2 = Linear::init(&gpu, o, 3, true, &mut rng).unwrap();
+    let xs: Vec<f32> = (0..t * i).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let ys: Vec<f32> = (0..t * 3).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let x = Tensor::from_slice(&gpu, &xs, &[t, i]).unwrap();
+    let y = Tensor::from_slice(&gpu, &ys, &[t, 3]).unwrap();
+    let params: Vec<Tensor> = l1
+        .params()
+        .into_iter()
+        .chain(l2.params())
+        .map(|(_, p)| p)
+        .collect();
+    let mut opt = AdamW::new(&gpu, AdamWConfig::default(), &params).unwrap();
+    let mut step = || {
+        let mut g = Graph::new(&gpu);
+        let (xv, yv) = (g.input(&x), g.input(&y));
+        let h = l1.forward(&mut g, &xv).unwrap();
+        let h = g.gelu(&h).unwrap();
+        let out = l2.forward(&mut g, &h).unwrap();
+        let loss = g.mse(&out, &yv).unwrap();
+        let grads = g.backward(&loss).unwrap();
+        opt.step(g.recorder(), &grads).unwrap();
+        g.submit().unwrap();
+        loss.value().to_vec().unwrap()[0]
+    };
+    let first = step();
+    // The free lists settle within a few steps (the first ones create the buffers).
+    step();
+    step();
+    let created = gpu.pipelines().bind_groups_created();
+    let mut last = first;
+    for _ in 0..10 {
+        last = step();
+    }
+    // Buffers are handed out by lowest free id, so the same requests get the same buffers
+    // and every bind group of a step comes from the cache.
+    assert_eq!(gpu.pipelines().bind_groups_created(), created);
+    assert!(last < first, "loss {first} -> {last}");
+}

@@ -3,6 +3,7 @@
 
 pub mod bench;
 mod bench_cmd;
+mod bench_step;
 mod eval;
 mod export;
 mod finetune;
@@ -41,6 +42,9 @@ enum Command {
     /// Benchmark one CapaBoost layer (fwd + bwd with dx) per shape and d against the copy
     /// and GEMM ceilings measured in the same run.
     Bench(bench_cmd::BenchArgs),
+    /// Measure the host side of one MiniLM training step (CPU time to record and submit,
+    /// dispatches, passes, bind groups) apart from the GPU's execution.
+    BenchStep(bench_step::BenchStepArgs),
     /// Score a saved run on a GLUE-format folder.
     Eval(eval::EvalArgs),
     /// Export a run's adapters: native (weights + mask keys) or HF PEFT.
@@ -72,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Layer(args) => layer::command(args),
         Command::Finetune(args) => finetune::run(*args, &given_flags(&matches, "finetune")),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::BenchStep(args) => bench_step::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::export(args),
         Command::Merge(args) => export::merge(args),

@@ -21,8 +21,8 @@ pub struct Pipeline {
 
 type Key = (&'static str, &'static str, Vec<(&'static str, u64)>);
 
-/// Bind-group cache key: pipeline id and (binding, buffer id, bound size) triples.
-type BindKey = (u64, Vec<(u32, u64, u64)>);
+/// Bind-group cache key: pipeline id and (binding, buffer id, offset, bound size).
+type BindKey = (u64, Vec<(u32, u64, u64, u64)>);
 
 /// Bind groups kept at most; past this the cache starts over, so it cannot grow without
 /// bound when buffers churn.
@@ -38,6 +38,7 @@ pub struct PipelineCache {
     bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
     next_id: AtomicU64,
     compiled: AtomicU64,
+    bind_groups_created: AtomicU64,
 }
 
 impl PipelineCache {
@@ -50,12 +51,18 @@ impl PipelineCache {
             bind_groups: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             compiled: AtomicU64::new(0),
+            bind_groups_created: AtomicU64::new(0),
         }
     }
 
     /// Number of pipelines compiled so far (cache misses).
     pub fn compiled_count(&self) -> u64 {
         self.compiled.load(Ordering::Relaxed)
+    }
+
+    /// Number of bind groups created so far (cache misses).
+    pub fn bind_groups_created(&self) -> u64 {
+        self.bind_groups_created.load(Ordering::Relaxed)
     }
 
     /// The pipeline for `entry` in `shader` with the given override constants, compiled on
@@ -136,13 +143,13 @@ impl PipelineCache {
     pub(crate) fn bind_group(
         &self,
         pipeline: &Pipeline,
-        entries: &[(u32, u64, &wgpu::Buffer, u64)],
+        entries: &[(u32, u64, &wgpu::Buffer, u64, u64)],
     ) -> Result<wgpu::BindGroup> {
         let key: BindKey = (
             pipeline.id,
             entries
                 .iter()
-                .map(|&(b, id, _, size)| (b, id, size))
+                .map(|&(b, id, _, offset, size)| (b, id, offset, size))
                 .collect(),
         );
         if let Some(bg) = self.bind_groups.lock().unwrap().get(&key) {
@@ -151,11 +158,11 @@ impl PipelineCache {
         let scope = Scope::push(&self.device);
         let wgpu_entries: Vec<_> = entries
             .iter()
-            .map(|&(binding, _, buffer, size)| wgpu::BindGroupEntry {
+            .map(|&(binding, _, buffer, offset, size)| wgpu::BindGroupEntry {
                 binding,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer,
-                    offset: 0,
+                    offset,
                     size: wgpu::BufferSize::new(size),
                 }),
             })
@@ -171,6 +178,7 @@ impl PipelineCache {
                 message: e,
             });
         }
+        self.bind_groups_created.fetch_add(1, Ordering::Relaxed);
         let mut cache = self.bind_groups.lock().unwrap();
         if cache.len() >= MAX_BIND_GROUPS {
             cache.clear();

@@ -5,7 +5,7 @@
 //! are handed to the next. Sizes are rounded up to quarter steps between powers of two
 //! (at most 25% slack) so nearby sizes share a class.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -73,7 +73,11 @@ pub struct PoolStats {
 
 #[derive(Default)]
 struct PoolState {
-    free: HashMap<(BufferKind, u64), Vec<(wgpu::Buffer, u64)>>,
+    /// Free buffers per kind and class, by id: a request takes the lowest id, so which
+    /// buffer it gets depends only on the set that is free, not on the order buffers came
+    /// back in. A training step that repeats the same requests then binds the same buffers
+    /// every step, and its bind groups come from the cache.
+    free: HashMap<(BufferKind, u64), BTreeMap<u64, wgpu::Buffer>>,
     stats: PoolStats,
 }
 
@@ -118,7 +122,11 @@ impl BufferPool {
         let class = size_class(bytes, self.shared.max_buffer);
         let reused = {
             let mut st = self.state();
-            let reused = st.free.get_mut(&(kind, class)).and_then(|v| v.pop());
+            let reused = st
+                .free
+                .get_mut(&(kind, class))
+                .and_then(BTreeMap::pop_first)
+                .map(|(id, b)| (b, id));
             if reused.is_some() {
                 st.stats.cached_bytes -= class;
                 st.stats.cached_count -= 1;
@@ -171,10 +179,13 @@ impl BufferPool {
             let mut st = self.state();
             st.stats.cached_bytes = 0;
             st.stats.cached_count = 0;
-            st.free.drain().flat_map(|(_, bufs)| bufs).collect()
+            st.free
+                .drain()
+                .flat_map(|(_, bufs)| bufs.into_values())
+                .collect()
         };
         let _gate = self.shared.gate.enter();
-        for (b, _) in freed {
+        for b in freed {
             b.destroy();
         }
     }
@@ -243,7 +254,7 @@ impl Drop for PooledBuffer {
         st.free
             .entry((self.kind, self.class))
             .or_default()
-            .push((self.buffer.clone(), self.id));
+            .insert(self.id, self.buffer.clone());
     }
 }
 

@@ -13,14 +13,29 @@ use crate::runtime::tensor::Tensor;
 #[derive(Clone, Debug)]
 pub struct Binding {
     pub(crate) buffer: Arc<PooledBuffer>,
+    pub(crate) offset: u64,
     pub(crate) bytes: u64,
 }
 
 impl Binding {
     /// Binds the first `bytes` bytes of a pooled buffer.
     pub fn new(buffer: Arc<PooledBuffer>, bytes: u64) -> Self {
-        Self { buffer, bytes }
+        Self {
+            buffer,
+            offset: 0,
+            bytes,
+        }
     }
+}
+
+/// Bytes of one uniform arena chunk: kernel parameters of up to this many / 256 dispatches
+/// share one buffer and one `write_buffer`.
+const ARENA_CHUNK: u64 = 64 * 1024;
+
+/// Kernel parameters staged on the host, written to their buffer once, before the submit.
+struct ArenaChunk {
+    buffer: Arc<PooledBuffer>,
+    bytes: Vec<u8>,
 }
 
 impl From<&Tensor> for Binding {
@@ -45,8 +60,16 @@ struct Timestamps {
 pub struct Recorder {
     gpu: Gpu,
     encoder: Option<wgpu::CommandEncoder>,
+    /// The open compute pass: consecutive dispatches share it (wgpu still orders each
+    /// dispatch after the writes of the previous ones); anything else that needs the
+    /// encoder ends it first.
+    pass: Option<wgpu::ComputePass<'static>>,
+    arena: Vec<ArenaChunk>,
     keep: Vec<Arc<PooledBuffer>>,
     dispatches: usize,
+    passes: usize,
+    uniforms: usize,
+    uniform_writes: usize,
     timestamps: Option<Timestamps>,
     host_owned: bool,
 }
@@ -61,8 +84,13 @@ impl Recorder {
         Self {
             gpu: gpu.clone(),
             encoder: Some(encoder),
+            pass: None,
+            arena: Vec::new(),
             keep: Vec::new(),
             dispatches: 0,
+            passes: 0,
+            uniforms: 0,
+            uniform_writes: 0,
             timestamps: None,
             host_owned: false,
         }
@@ -76,8 +104,13 @@ impl Recorder {
         Self {
             gpu: gpu.clone(),
             encoder: Some(encoder),
+            pass: None,
+            arena: Vec::new(),
             keep: Vec::new(),
             dispatches: 0,
+            passes: 0,
+            uniforms: 0,
+            uniform_writes: 0,
             timestamps: None,
             host_owned: true,
         }
@@ -93,6 +126,8 @@ impl Recorder {
     /// Hands the encoder back without submitting, with the buffers its commands use; keep
     /// the [`KeepAlive`] until you have submitted the encoder's command buffer.
     pub fn into_encoder(mut self) -> (wgpu::CommandEncoder, KeepAlive) {
+        self.end_pass();
+        self.flush_uniforms();
         let encoder = self.encoder.take().expect("recorder used after submit");
         let keep = KeepAlive(std::mem::take(&mut self.keep));
         (encoder, keep)
@@ -108,8 +143,57 @@ impl Recorder {
         self.dispatches
     }
 
+    /// The encoder, with any open compute pass ended.
     fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self.end_pass();
         self.encoder.as_mut().expect("recorder used after submit")
+    }
+
+    fn end_pass(&mut self) {
+        self.pass = None;
+    }
+
+    /// The open compute pass, begun if none is.
+    fn open_pass(&mut self) -> &mut wgpu::ComputePass<'static> {
+        if self.pass.is_none() {
+            let enc = self.encoder.as_mut().expect("recorder used after submit");
+            let pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("capaboost"),
+                timestamp_writes: None,
+            });
+            self.pass = Some(pass.forget_lifetime());
+            self.passes += 1;
+        }
+        self.pass.as_mut().expect("pass just opened")
+    }
+
+    /// Writes the staged kernel parameters: one `write_buffer` per arena chunk, landing
+    /// before the submit that follows.
+    fn flush_uniforms(&mut self) {
+        for chunk in self.arena.drain(..) {
+            if !chunk.bytes.is_empty() {
+                self.gpu
+                    .write_buffer(chunk.buffer.buffer(), 0, &chunk.bytes);
+                self.uniform_writes += 1;
+            }
+            self.keep.push(chunk.buffer);
+        }
+    }
+
+    /// Compute passes recorded so far.
+    pub fn pass_count(&self) -> usize {
+        self.passes
+    }
+
+    /// Kernel parameter blocks (uniforms) recorded so far.
+    pub fn uniform_count(&self) -> usize {
+        self.uniforms
+    }
+
+    /// `write_buffer` calls for kernel parameters so far, made or due (one per arena
+    /// chunk, made when the recording is submitted or handed back).
+    pub fn uniform_write_count(&self) -> usize {
+        self.uniform_writes + self.arena.iter().filter(|c| !c.bytes.is_empty()).count()
     }
 
     /// Keeps a buffer alive (out of the pool) until this recorder is submitted.
@@ -117,15 +201,39 @@ impl Recorder {
         self.keep.push(buffer);
     }
 
-    /// A uniform buffer holding `bytes`, alive until submit.
+    /// A uniform binding holding `bytes`: a slot of this recording's arena (written with
+    /// the others before the submit), alive until submit.
     pub(crate) fn uniform(&mut self, bytes: &[u8]) -> Binding {
-        let buf = Arc::new(
-            self.gpu
-                .pool()
-                .acquire(BufferKind::Uniform, bytes.len() as u64),
-        );
-        self.gpu.write_buffer(buf.buffer(), 0, bytes);
-        Binding::new(buf, bytes.len() as u64)
+        let align = (self.gpu.limits().min_uniform_buffer_offset_alignment as u64).max(16);
+        let size = (bytes.len() as u64).div_ceil(16) * 16;
+        let fits =
+            |c: &ArenaChunk| (c.bytes.len() as u64).div_ceil(align) * align + size <= ARENA_CHUNK;
+        if size > ARENA_CHUNK / 4 {
+            // Not a kernel's parameters: a buffer of its own.
+            let buf = Arc::new(self.gpu.pool().acquire(BufferKind::Uniform, size));
+            self.gpu.write_buffer(buf.buffer(), 0, bytes);
+            self.uniforms += 1;
+            self.uniform_writes += 1;
+            return Binding::new(buf, bytes.len() as u64);
+        }
+        if !self.arena.last().is_some_and(fits) {
+            let buffer = Arc::new(self.gpu.pool().acquire(BufferKind::Uniform, ARENA_CHUNK));
+            self.arena.push(ArenaChunk {
+                buffer,
+                bytes: Vec::with_capacity(ARENA_CHUNK as usize),
+            });
+        }
+        let chunk = self.arena.last_mut().expect("chunk just ensured");
+        let offset = (chunk.bytes.len() as u64).div_ceil(align) * align;
+        chunk.bytes.resize(offset as usize, 0);
+        chunk.bytes.extend_from_slice(bytes);
+        chunk.bytes.resize((offset + size) as usize, 0);
+        self.uniforms += 1;
+        Binding {
+            buffer: chunk.buffer.clone(),
+            offset,
+            bytes: bytes.len() as u64,
+        }
     }
 
     /// Records a compute dispatch of `entry` in `shader`, binding `bindings` as
@@ -158,6 +266,7 @@ impl Recorder {
                     *i,
                     b.buffer.id(),
                     b.buffer.buffer(),
+                    b.offset,
                     b.bytes.max(4).div_ceil(4) * 4,
                 )
             })
@@ -166,37 +275,51 @@ impl Recorder {
         for (_, b) in bindings {
             self.keep.push(b.buffer.clone());
         }
-        let timestamp_writes = match &mut self.timestamps {
-            Some(ts) => {
-                if ts.used + 2 > ts.capacity {
-                    return Err(Error::InvalidArgument(format!(
-                        "timed recording holds at most {} passes",
-                        ts.capacity / 2
-                    )));
-                }
-                ts.used += 2;
-                ts.labels.push(entry);
-                Some((ts.query_set.clone(), ts.used - 2))
-            }
-            None => None,
-        };
+        if self.timestamps.is_some() {
+            return self.timed_pass(entry, &pipeline.pipeline, &bind_group, workgroups);
+        }
+        let pass = self.open_pass();
+        pass.set_pipeline(&pipeline.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        self.dispatches += 1;
+        Ok(())
+    }
+
+    /// One dispatch in a pass of its own, with timestamps written around it.
+    fn timed_pass(
+        &mut self,
+        entry: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        bind_group: &wgpu::BindGroup,
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        let ts = self.timestamps.as_mut().expect("timed recording");
+        if ts.used + 2 > ts.capacity {
+            return Err(Error::InvalidArgument(format!(
+                "timed recording holds at most {} passes",
+                ts.capacity / 2
+            )));
+        }
+        ts.used += 2;
+        ts.labels.push(entry);
+        let (query_set, i) = (ts.query_set.clone(), ts.used - 2);
         let mut pass = self
             .encoder()
             .begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(entry),
-                timestamp_writes: timestamp_writes.as_ref().map(|(qs, i)| {
-                    wgpu::ComputePassTimestampWrites {
-                        query_set: qs,
-                        beginning_of_pass_write_index: Some(*i),
-                        end_of_pass_write_index: Some(*i + 1),
-                    }
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &query_set,
+                    beginning_of_pass_write_index: Some(i),
+                    end_of_pass_write_index: Some(i + 1),
                 }),
             });
-        pass.set_pipeline(&pipeline.pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
         drop(pass);
         self.dispatches += 1;
+        self.passes += 1;
         Ok(())
     }
 
@@ -249,6 +372,8 @@ impl Recorder {
     }
 
     fn submit_inner(&mut self) -> Result<Option<wgpu::SubmissionIndex>> {
+        self.end_pass();
+        self.flush_uniforms();
         let Some(encoder) = self.encoder.take() else {
             return Ok(None);
         };
@@ -343,7 +468,7 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        if self.dispatches > 0 || !self.keep.is_empty() {
+        if self.dispatches > 0 || !self.keep.is_empty() || !self.arena.is_empty() {
             // Work recorded but never submitted would silently vanish; submit it.
             let _ = self.submit_inner();
         }

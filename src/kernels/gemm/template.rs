@@ -475,14 +475,18 @@ pub fn spec_for(shape: usize, a_view: u32, b_view: u32, [m, k, n]: [usize; 3]) -
 
 /// FNV-1a of the reference GEMM and every generated source: part of the tuning key, so a
 /// changed kernel set is tuned again.
+/// Computed once per process (it reads every source: far too slow for each GEMM call).
 pub fn set_hash() -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let reference = crate::runtime::shaders::GEMM.source;
-    for src in std::iter::once(reference).chain(generated().iter().map(|s| s.source)) {
-        for byte in src.bytes() {
-            h ^= byte as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    static HASH: OnceLock<u64> = OnceLock::new();
+    *HASH.get_or_init(|| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let reference = crate::runtime::shaders::GEMM.source;
+        for src in std::iter::once(reference).chain(generated().iter().map(|s| s.source)) {
+            for byte in src.bytes() {
+                h ^= byte as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
         }
-    }
-    h
+        h
+    })
 }
