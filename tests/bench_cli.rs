@@ -61,3 +61,37 @@ fn bench_runs_small_and_writes_json() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("TOKENSxWIDTHxR"));
 }
+
+#[test]
+fn bench_step_reports_host_cost_and_reuses_bind_groups() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let Some(model) = common::model_dir() else {
+        return;
+    };
+    let out = common::capaboost_cmd()
+        .args(["bench-step", "--model", model.to_str().unwrap()])
+        .args(["--batch-size", "2", "--max-len", "7", "--steps", "2"])
+        .args(["--warmup", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("host recording"), "{text}");
+    // Every dispatch in one pass, and a repeated step takes its bind groups from the cache.
+    assert!(text.contains("in 1 compute passes"), "{text}");
+    assert!(text.contains(" 0 bind groups created"), "{text}");
+    assert!(text.contains("gemm "), "{text}");
+    let missing = std::env::temp_dir().join("capaboost-no-model-here");
+    let out = common::capaboost_cmd()
+        .args(["bench-step", "--model", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--model"), "{err}");
+}

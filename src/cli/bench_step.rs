@@ -46,7 +46,7 @@ pub struct BenchStepArgs {
 }
 
 /// What one step cost on the host and what it recorded.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct StepCost {
     record: Duration,
     submit: Duration,
@@ -57,6 +57,7 @@ struct StepCost {
     uniform_writes: usize,
     bind_groups_created: u64,
     pipelines_compiled: u64,
+    entries: Vec<(&'static str, usize)>,
 }
 
 /// The model, optimizer and batch of the measured step.
@@ -132,6 +133,7 @@ fn step(gpu: &Gpu, s: &mut Setup) -> Result<StepCost> {
     let (bg0, pc0) = (pipes.bind_groups_created(), pipes.compiled_count());
     let t0 = Instant::now();
     let mut g = Graph::new(gpu);
+    g.recorder().count_entries();
     let (last, _) = s.bert.forward(&mut g, &s.batch, false)?;
     let pooled = g.mean_pool(&last, &s.batch.mask)?;
     let logits = s.head.forward(&mut g, &pooled)?;
@@ -141,6 +143,7 @@ fn step(gpu: &Gpu, s: &mut Setup) -> Result<StepCost> {
     let rec = g.recorder();
     let (dispatches, passes) = (rec.dispatch_count(), rec.pass_count());
     let (uniforms, uniform_writes) = (rec.uniform_count(), rec.uniform_write_count());
+    let entries = rec.entry_counts();
     let t1 = Instant::now();
     g.submit()?;
     let t2 = Instant::now();
@@ -156,6 +159,7 @@ fn step(gpu: &Gpu, s: &mut Setup) -> Result<StepCost> {
         uniform_writes,
         bind_groups_created: pipes.bind_groups_created() - bg0,
         pipelines_compiled: pipes.compiled_count() - pc0,
+        entries,
     })
 }
 
@@ -189,7 +193,7 @@ pub fn run(args: BenchStepArgs) -> Result<()> {
         .map(|_| step(&gpu, &mut s))
         .collect::<Result<Vec<_>>>()?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let last = costs[costs.len() - 1];
+    let last = &costs[costs.len() - 1];
     println!(
         "host recording {:.3} ms, finish + submit {:.3} ms, GPU (wait after submit) {:.1} ms \
          (medians of {})",
@@ -209,5 +213,9 @@ pub fn run(args: BenchStepArgs) -> Result<()> {
         gpu.pipelines().bind_group_count(),
         last.pipelines_compiled
     );
+    let mut entries = last.entries.clone();
+    entries.sort_by_key(|&(name, n)| (std::cmp::Reverse(n), name));
+    let list: Vec<String> = entries.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!("dispatches per kernel: {}", list.join(", "));
     Ok(())
 }

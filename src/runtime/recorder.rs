@@ -70,6 +70,8 @@ pub struct Recorder {
     passes: usize,
     uniforms: usize,
     uniform_writes: usize,
+    /// Dispatches per entry point, kept once [`Recorder::count_entries`] asks for it.
+    entries: Option<std::collections::BTreeMap<&'static str, usize>>,
     timestamps: Option<Timestamps>,
     host_owned: bool,
 }
@@ -91,6 +93,7 @@ impl Recorder {
             passes: 0,
             uniforms: 0,
             uniform_writes: 0,
+            entries: None,
             timestamps: None,
             host_owned: false,
         }
@@ -111,6 +114,7 @@ impl Recorder {
             passes: 0,
             uniforms: 0,
             uniform_writes: 0,
+            entries: None,
             timestamps: None,
             host_owned: true,
         }
@@ -183,6 +187,20 @@ impl Recorder {
     /// Compute passes recorded so far.
     pub fn pass_count(&self) -> usize {
         self.passes
+    }
+
+    /// From now on, counts dispatches per entry point (see [`Recorder::entry_counts`]).
+    pub fn count_entries(&mut self) {
+        self.entries.get_or_insert_with(Default::default);
+    }
+
+    /// Dispatches per entry point since [`Recorder::count_entries`] (empty before).
+    pub fn entry_counts(&self) -> Vec<(&'static str, usize)> {
+        self.entries
+            .iter()
+            .flatten()
+            .map(|(k, v)| (*k, *v))
+            .collect()
     }
 
     /// Kernel parameter blocks (uniforms) recorded so far.
@@ -274,6 +292,9 @@ impl Recorder {
         let bind_group = self.gpu.pipelines().bind_group(&pipeline, &entries)?;
         for (_, b) in bindings {
             self.keep.push(b.buffer.clone());
+        }
+        if let Some(counts) = &mut self.entries {
+            *counts.entry(entry).or_default() += 1;
         }
         if self.timestamps.is_some() {
             return self.timed_pass(entry, &pipeline.pipeline, &bind_group, workgroups);
