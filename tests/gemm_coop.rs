@@ -10,7 +10,7 @@ mod common;
 use capaboost::kernels::gemm::coop::{self, CONFIGS, F16_CHECK_TOL, Spec, per_subgroup};
 use capaboost::kernels::gemm::coop_twin::{self, Problem, round_f16};
 use capaboost::kernels::gemm::tune::{self, CHECK_TOL, Mode};
-use capaboost::kernels::gemm::{Kernel, Operand};
+use capaboost::kernels::gemm::{self, Kernel, Operand, View};
 use capaboost::runtime::coopmat::{CoopInput, CoopPolicy, CoopShape, usable};
 use capaboost::runtime::tensor::Tensor;
 
@@ -60,19 +60,13 @@ fn reference(p: &Problem, c0: &[f32]) -> (Vec<f64>, Vec<f64>) {
     (want, mag)
 }
 
-/// Runs the twin and checks it elementwise against the rounding-error bound of its
-/// arithmetic: rounding both inputs to f16 moves a product by at most `(2u + u^2)` of its
-/// magnitude (`u = 2^-11`; 0 for f32 inputs), the f32 sum of K products by at most
-/// `(K + 2) 2^-24` of the sum of magnitudes, and the epilogue adds three f32 roundings.
-/// Returns the relative Frobenius error.
-fn check(shape: CoopShape, (pk, ns): (u32, u32), p: &Problem, c0: &[f32]) -> f64 {
-    let mut got = c0.to_vec();
-    coop_twin::gemm(shape, pk, ns, p, &mut got).unwrap_or_else(|e| panic!("{shape:?}: {e}"));
+/// Checks `got` elementwise against the rounding-error bound of the kernel's arithmetic:
+/// rounding both inputs moves a product by at most `(2u + u^2)` of its magnitude (`u`: the
+/// input rounding's relative error, 0 for f32 inputs), the f32 sum of K products by at
+/// most `(K + 2) 2^-24` of the sum of magnitudes, and the epilogue adds three f32
+/// roundings. Returns the relative Frobenius error.
+fn within_bound(p: &Problem, c0: &[f32], got: &[f32], u: f64) -> f64 {
     let (want, mag) = reference(p, c0);
-    let u = match shape.input {
-        CoopInput::F16 => f64::powi(2.0, -11),
-        CoopInput::F32 => 0.0,
-    };
     let eps = f64::powi(2.0, -24);
     let k = p.mkn[1] as f64;
     let alpha = p.alpha.abs() as f64;
@@ -90,11 +84,22 @@ fn check(shape: CoopShape, (pk, ns): (u32, u32), p: &Problem, c0: &[f32]) -> f64
         let err = (g as f64 - w).abs();
         assert!(
             err <= bound,
-            "{shape:?} {:?} at {i}: got {g}, want {w}, error {err:e} over the bound {bound:e}",
+            "{:?} at {i}: got {g}, want {w}, error {err:e} over the bound {bound:e}",
             p.mkn
         );
     }
-    common::rel_frobenius(&got, &want)
+    common::rel_frobenius(got, &want)
+}
+
+/// Runs the twin and checks it against the bound (f16: round to nearest, `u = 2^-11`).
+fn check(shape: CoopShape, (pk, ns): (u32, u32), p: &Problem, c0: &[f32]) -> f64 {
+    let mut got = c0.to_vec();
+    coop_twin::gemm(shape, pk, ns, p, &mut got).unwrap_or_else(|e| panic!("{shape:?}: {e}"));
+    let u = match shape.input {
+        CoopInput::F16 => f64::powi(2.0, -11),
+        CoopInput::F32 => 0.0,
+    };
+    within_bound(p, c0, &got, u)
 }
 
 const SHAPES: [[usize; 3]; 7] = [
@@ -249,6 +254,7 @@ fn workgroup_memory_and_labels_match_the_sources() {
         let source = Spec {
             config: i,
             per_subgroup: 4,
+            emulated: 0,
         }
         .source();
         let module = naga::front::wgsl::parse_str(source.source).unwrap();
@@ -306,4 +312,99 @@ fn without_the_feature_the_autotuner_never_lists_a_coop_candidate() {
         assert!(!matches!(kernel, Kernel::Coop(_)), "{}", kernel.label());
     }
     assert!(!matches!(report.chosen, Kernel::Coop(_)));
+}
+
+/// Stored shape of a dense view of logical `[rows, cols]`, batched.
+fn stored(view: View, batch: usize, [r, c]: [usize; 2]) -> Vec<usize> {
+    let s = if view == View::Trans { [c, r] } else { [r, c] };
+    if batch > 1 {
+        vec![batch, s[0], s[1]]
+    } else {
+        s.to_vec()
+    }
+}
+
+/// The generated kernel itself, run on this device through the GEMM's own dispatch as its
+/// emulation (`coop::set_emulation`: the same source, each cooperative operation a loop
+/// over the tile elements a lane of a "subgroup" holds, f16 rounding through `pack2x16float`),
+/// against the f64 reference on odd shapes, transposed views, a batch, beta and the bias.
+/// The emulation compiles the accumulators of a device with subgroups of up to 64 and runs
+/// subgroups of 32, so half of them idle behind the guards.
+#[test]
+fn the_emulated_kernel_matches_the_f64_reference_on_odd_shapes_and_views() {
+    let Some(gpu) = common::gpu() else { return };
+    coop::set_emulation(Some((64, 32)));
+    let mut rng = common::rng("coop emulated");
+    let cases = [
+        ([37, 45, 70], View::Plain, View::Plain, 1),
+        ([65, 33, 9], View::Trans, View::Trans, 1),
+        ([20, 70, 67], View::Plain, View::Trans, 2),
+        ([64, 64, 64], View::Trans, View::Plain, 1),
+    ];
+    // Every case on the tensor-core shape (16x16 f16), one each on the others (llvmpipe
+    // compiles a pipeline per configuration and view pair).
+    let runs = (0..cases.len())
+        .map(|c| (0, c))
+        .chain((1..CONFIGS.len()).map(|i| (i, i % cases.len())));
+    for (config, case) in runs {
+        let shape = &CONFIGS[config];
+        {
+            let ([m, k, n], va, vb, batch) = cases[case];
+            let a = common::random_vec(&mut rng, batch * m * k, 1.0);
+            let b = common::random_vec(&mut rng, batch * k * n, 1.0);
+            let c0 = common::random_vec(&mut rng, batch * m * n, 1.0);
+            let bias = common::random_vec(&mut rng, n, 1.0);
+            let ga = Tensor::from_slice(&gpu, &a, &stored(va, batch, [m, k])).unwrap();
+            let gb = Tensor::from_slice(&gpu, &b, &stored(vb, batch, [k, n])).unwrap();
+            let gc = Tensor::from_slice(&gpu, &c0, &stored(View::Plain, batch, [m, n])).unwrap();
+            let gbias = Tensor::from_slice(&gpu, &bias, &[n]).unwrap();
+            let oa = Operand {
+                tensor: &ga,
+                view: va,
+                masks: None,
+            };
+            let ob = Operand {
+                tensor: &gb,
+                view: vb,
+                masks: None,
+            };
+            let kernel = Kernel::Coop(config);
+            gpu.run(|rec| {
+                gemm::gemm_into_with(rec, kernel, oa, ob, &gc, 0.75, -1.25, Some(&gbias))
+            })
+            .unwrap();
+            let got = gc.to_vec().unwrap();
+            // pack2x16float may round to either neighbour: twice round-to-nearest's error.
+            let u = match shape.input {
+                CoopInput::F16 => f64::powi(2.0, -10),
+                CoopInput::F32 => 0.0,
+            };
+            for i in 0..batch {
+                let (sa, sb) = (stored(va, 1, [m, k]), stored(vb, 1, [k, n]));
+                let la = gemm::cpu::view(&a[i * m * k..][..m * k], [sa[0], sa[1]], va, &[]).0;
+                let lb = gemm::cpu::view(&b[i * k * n..][..k * n], [sb[0], sb[1]], vb, &[]).0;
+                let (la, lb): (Vec<f32>, Vec<f32>) = (
+                    la.iter().map(|&v| v as f32).collect(),
+                    lb.iter().map(|&v| v as f32).collect(),
+                );
+                let p = Problem {
+                    mkn: [m, k, n],
+                    a: &la,
+                    b: &lb,
+                    a_transposed: va == View::Trans,
+                    b_transposed: vb == View::Trans,
+                    alpha: 0.75,
+                    beta: -1.25,
+                    bias: Some(&bias),
+                };
+                let range = i * m * n..(i + 1) * m * n;
+                let err = within_bound(&p, &c0[range.clone()], &got[range], u);
+                assert!(
+                    err <= coop::check_tol(*shape),
+                    "{shape:?} {m}x{k}x{n}: {err:e}"
+                );
+            }
+        }
+    }
+    coop::set_emulation(None);
 }

@@ -238,6 +238,7 @@ fn a_coop_source_is_rejected_without_the_capability() {
     let source = Spec {
         config: f32_config,
         per_subgroup: 4,
+        emulated: 0,
     }
     .source();
     let module = naga::front::wgsl::parse_str(source.source).unwrap();

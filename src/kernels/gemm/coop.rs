@@ -117,23 +117,88 @@ pub struct Spec {
     pub config: usize,
     /// Accumulators per subgroup ([`per_subgroup`]).
     pub per_subgroup: u32,
+    /// 0: the real kernel. Else the emulation ([`set_emulation`]): the same source with
+    /// "subgroups" of this many consecutive invocations (at most `S * S`) sharing each tile
+    /// element by element, each cooperative operation a loop over a lane's elements, f16
+    /// inputs rounded through `pack2x16float`; no feature needed.
+    pub emulated: u32,
+}
+
+static EMULATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Test support: with `Some((subgroup_max, width))`, [`super::Kernel::Coop`] runs the
+/// emulation of its configuration (see [`Spec::emulated`]) with the accumulators of a
+/// device whose subgroups hold up to `subgroup_max` invocations, in subgroups of `width`
+/// (at most `subgroup_max`). It lets a device without cooperative matrices run the
+/// generated kernel's staging, padding, tile ownership, guards and epilogue.
+#[doc(hidden)]
+pub fn set_emulation(emulation: Option<(u32, u32)>) {
+    let v = emulation.map_or(0, |(max, width)| ((max as u64) << 32) | width.max(1) as u64);
+    EMULATION.store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl Spec {
     /// The spec of configuration `config` on `gpu`.
     pub fn on(gpu: &crate::Gpu, config: usize) -> Self {
+        let emulation = EMULATION.load(std::sync::atomic::Ordering::Relaxed);
+        if emulation != 0 {
+            let (max, width) = ((emulation >> 32) as u32, emulation as u32);
+            return Self {
+                config,
+                per_subgroup: per_subgroup(max.max(width)),
+                emulated: width,
+            };
+        }
         Self {
             config,
             per_subgroup: per_subgroup(gpu.adapter_info().subgroup_max_size),
+            emulated: 0,
         }
     }
 
     fn name(&self) -> String {
+        let emu = match self.emulated {
+            0 => String::new(),
+            w => format!("_emu{w}"),
+        };
         format!(
-            "gemm_{}_p{}",
+            "gemm_{}_p{}{emu}",
             CONFIGS[self.config].label(),
             self.per_subgroup
         )
+    }
+
+    /// A cooperative load of `role` (`A`, `B` or `C`) from `array[index]` with `stride`.
+    fn load(&self, role: &str, array: &str, index: &str, stride: &str) -> String {
+        if self.emulated != 0 {
+            return format!("emu_load_{array}({index}, {stride})");
+        }
+        let shape = CONFIGS[self.config];
+        let ty = match (role, shape.input) {
+            ("C", _) | (_, CoopInput::F32) => "f32",
+            _ => "f16",
+        };
+        let s = shape.size;
+        format!("coopLoadT<coop_mat{s}x{s}<{ty}, {role}>>(&{array}[{index}], {stride})")
+    }
+
+    /// `acc{j} = a b + acc{j}`.
+    fn multiply_add(&self, j: u32, a: &str, b: &str) -> String {
+        let f = if self.emulated != 0 {
+            "emu_mma"
+        } else {
+            "coopMultiplyAdd"
+        };
+        format!("acc{j} = {f}({a}, {b}, acc{j});")
+    }
+
+    /// A store of `acc{j}` to `Cs[index]`, row stride `BLK`.
+    fn store(&self, j: u32, index: &str) -> String {
+        if self.emulated != 0 {
+            format!("emu_store_Cs(acc{j}, {index}, BLK);")
+        } else {
+            format!("coopStoreT(acc{j}, &Cs[{index}], BLK);")
+        }
     }
 
     /// The source of this spec, generated and registered once per process.
@@ -161,6 +226,7 @@ pub fn all_specs() -> Vec<Spec> {
             let spec = Spec {
                 config,
                 per_subgroup: per_subgroup(sg),
+                emulated: 0,
             };
             if !out.contains(&spec) {
                 out.push(spec);
@@ -194,6 +260,7 @@ pub fn set_hash() -> u64 {
         let spec = Spec {
             config,
             per_subgroup: per_subgroup(32),
+            emulated: 0,
         };
         for byte in wgsl(&spec).bytes() {
             h ^= byte as u64;
@@ -206,13 +273,13 @@ pub fn set_hash() -> u64 {
 /// Directives, parameters, bindings and the operand views.
 fn header(spec: &Spec) -> String {
     let shape = CONFIGS[spec.config];
-    let f16 = if shape.input == CoopInput::F16 {
-        "enable f16;\n"
-    } else {
-        ""
+    let enables = match (spec.emulated, shape.input) {
+        (0, CoopInput::F16) => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+        (0, CoopInput::F32) => "enable wgpu_cooperative_matrix;\n",
+        _ => "// Emulated: no cooperative matrices (see Spec::emulated).\n",
     };
     format!(
-        "{f16}enable wgpu_cooperative_matrix;
+        "{enables}
 // The tile guards below depend on subgroup_id and num_subgroups, uniform within a subgroup
 // (all a cooperative operation needs), which naga's uniformity analysis takes for
 // per-invocation values.
@@ -251,11 +318,12 @@ fn b_bit(e: u32) -> bool {{ return ((b_bits[e >> 5u] >> (e & 31u)) & 1u) == 1u; 
 fn staging(spec: &Spec) -> String {
     let shape = CONFIGS[spec.config];
     let (b, bk) = (shape.block(), shape.bk());
-    let ty = match shape.input {
-        CoopInput::F16 => "f16",
-        CoopInput::F32 => "f32",
+    let (ty, conv) = match (spec.emulated, shape.input) {
+        (0, CoopInput::F16) => ("f16", "f16(v)"),
+        (_, CoopInput::F16) => ("f32", "unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x"),
+        _ => ("f32", "v"),
     };
-    format!(
+    let mut out = format!(
         "
 const S: u32 = {s}u;
 const BLK: u32 = {b}u;
@@ -272,7 +340,7 @@ fn stage(m0: u32, n0: u32, k0: u32, lid: u32, off_a: u32, off_b: u32) {{
         if ((A_MODE & 1u) == 1u) {{ r = i % BLK; kk = i / BLK; }}
         var v = 0.0;
         if (m0 + r < p.m && k0 + kk < p.k) {{ v = load_a(m0 + r, k0 + kk, off_a); }}
-        As[r * BK + kk] = {ty}(v);
+        As[r * BK + kk] = {conv};
     }}
     for (var i = lid; i < BK * BLK; i += WG) {{
         var kk = i / BLK;
@@ -280,7 +348,7 @@ fn stage(m0: u32, n0: u32, k0: u32, lid: u32, off_a: u32, off_b: u32) {{
         if ((B_MODE & 1u) == 1u) {{ kk = i % BK; cl = i / BK; }}
         var v = 0.0;
         if (k0 + kk < p.k && n0 + cl < p.n) {{ v = load_b(k0 + kk, n0 + cl, off_b); }}
-        Bs[kk * BLK + cl] = {ty}(v);
+        Bs[kk * BLK + cl] = {conv};
     }}
 }}
 ",
@@ -288,18 +356,62 @@ fn stage(m0: u32, n0: u32, k0: u32, lid: u32, off_a: u32, off_b: u32) {{
         wg = WORKGROUP,
         ab = b * bk,
         cc = b * b,
-    )
+    );
+    if spec.emulated != 0 {
+        out.push_str(&EMULATION_FNS.replace("WIDTH", &spec.emulated.to_string()));
+    }
+    out
 }
+
+/// The emulation's cooperative types and operations ([`Spec::emulated`]): lane `l` of a
+/// subgroup of `EW` holds elements `l, l + EW, ...` of each `S x S` tile (`E = S S / EW` of
+/// them, row-major within the tile); a loaded A or B operand stays in workgroup memory, as
+/// its index (the strides are the kernel's `BK` and `BLK`).
+const EMULATION_FNS: &str = "
+const EW: u32 = WIDTHu;
+const E: u32 = S * S / EW;
+alias Acc = array<f32, E>;
+var<private> emu_lane: u32;
+fn emu_load_As(base: u32, stride: u32) -> u32 { return base; }
+fn emu_load_Bs(base: u32, stride: u32) -> u32 { return base; }
+fn emu_load_Cs(base: u32, stride: u32) -> Acc {
+    var m: Acc;
+    for (var e = 0u; e < E; e++) {
+        let t = emu_lane + e * EW;
+        m[e] = Cs[base + (t / S) * stride + t % S];
+    }
+    return m;
+}
+fn emu_store_Cs(m: Acc, base: u32, stride: u32) {
+    var mm = m;
+    for (var e = 0u; e < E; e++) {
+        let t = emu_lane + e * EW;
+        Cs[base + (t / S) * stride + t % S] = mm[e];
+    }
+}
+fn emu_mma(a: u32, b: u32, c: Acc) -> Acc {
+    var d = c;
+    for (var e = 0u; e < E; e++) {
+        let t = emu_lane + e * EW;
+        var v = d[e];
+        for (var x = 0u; x < S; x++) { v += As[a + (t / S) * BK + x] * Bs[b + x * BLK + t % S]; }
+        d[e] = v;
+    }
+    return d;
+}
+";
 
 /// The WGSL of one spec.
 pub fn wgsl(spec: &Spec) -> String {
-    let shape = CONFIGS[spec.config];
-    let (s, tiles, pk) = (shape.size, TILES * TILES, spec.per_subgroup);
-    let acc = format!("coop_mat{s}x{s}<f32, C>");
+    let (tiles, pk) = (TILES * TILES, spec.per_subgroup);
     let mut w = header(spec);
     w.push_str(&staging(spec));
     let _ = writeln!(w, "\n@compute @workgroup_size({WORKGROUP})");
-    w.push_str(ENTRY);
+    if spec.emulated == 0 {
+        w.push_str(ENTRY);
+    } else {
+        w.push_str(&ENTRY_EMULATED.replace("WIDTH", &spec.emulated.to_string()));
+    }
     // Accumulators start as zeros loaded from workgroup memory, not as the WGSL zero value
     // `coop_mat..()`: naga writes that for Metal as `simdgroup_float8x8 {}`, which the
     // Metal spec does not document as a zero matrix.
@@ -308,16 +420,18 @@ pub fn wgsl(spec: &Spec) -> String {
     );
     for j in 0..pk {
         let _ = writeln!(w, "    let t{j} = sg + {j}u * ns;");
-        let _ = writeln!(w, "    var acc{j} = coopLoadT<{acc}>(&Cs[0], BLK);");
+        let _ = writeln!(w, "    var acc{j} = {};", spec.load("C", "Cs", "0u", "BLK"));
     }
     w.push_str(K_STEP);
     multiply_adds(&mut w, spec);
     // Every subgroup has read the zeros before any tile lands in `Cs`.
     w.push_str("    }\n    workgroupBarrier();\n");
     for j in 0..pk {
+        let index = format!("(t{j} / {TILES}u) * S * BLK + (t{j} % {TILES}u) * S");
         let _ = writeln!(
             w,
-            "    if (t{j} < {tiles}u) {{ coopStoreT(acc{j}, &Cs[(t{j} / {TILES}u) * S * BLK + (t{j} % {TILES}u) * S], BLK); }}"
+            "    if (t{j} < {tiles}u) {{ {} }}",
+            spec.store(j, &index)
         );
     }
     w.push_str(EPILOGUE);
@@ -328,6 +442,19 @@ pub fn wgsl(spec: &Spec) -> String {
 const ENTRY: &str =
     "fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
         @builtin(subgroup_id) sg: u32, @builtin(num_subgroups) ns: u32) {
+    let m0 = wg.y * BLK;
+    let n0 = wg.x * BLK;
+    let off_a = wg.z * p.stride_a;
+    let off_b = wg.z * p.stride_b;
+    let off_c = wg.z * p.stride_c;
+";
+
+/// [`ENTRY`] for the emulation: subgroups of `WIDTH` consecutive invocations.
+const ENTRY_EMULATED: &str =
+    "fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let sg = lid / WIDTHu;
+    let ns = WG / WIDTHu;
+    emu_lane = lid % WIDTHu;
     let m0 = wg.y * BLK;
     let n0 = wg.x * BLK;
     let off_a = wg.z * p.stride_a;
@@ -346,11 +473,6 @@ const K_STEP: &str = "    for (var k0 = 0u; k0 < p.k; k0 += BK) {
 fn multiply_adds(w: &mut String, spec: &Spec) {
     let shape = CONFIGS[spec.config];
     let s = shape.size;
-    let ty = match shape.input {
-        CoopInput::F16 => "f16",
-        CoopInput::F32 => "f32",
-    };
-    let mat = |role: &str| format!("coop_mat{s}x{s}<{ty}, {role}>");
     for j in 0..spec.per_subgroup {
         let _ = writeln!(w, "        if (t{j} < {}u) {{", TILES * TILES);
         let _ = writeln!(
@@ -358,14 +480,9 @@ fn multiply_adds(w: &mut String, spec: &Spec) {
             "            let ar = (t{j} / {TILES}u) * S * BK;\n            let bc = (t{j} % {TILES}u) * S;"
         );
         for q in 0..shape.bk() / s {
-            let _ = writeln!(
-                w,
-                "            acc{j} = coopMultiplyAdd(coopLoadT<{}>(&As[ar + {}u], BK), coopLoadT<{}>(&Bs[{}u * BLK + bc], BLK), acc{j});",
-                mat("A"),
-                q * s,
-                mat("B"),
-                q * s,
-            );
+            let a = spec.load("A", "As", &format!("ar + {}u", q * s), "BK");
+            let b = spec.load("B", "Bs", &format!("{}u * BLK + bc", q * s), "BLK");
+            let _ = writeln!(w, "            {}", spec.multiply_add(j, &a, &b));
         }
         w.push_str("        }\n");
     }
