@@ -333,6 +333,12 @@ fn stored(view: View, batch: usize, [r, c]: [usize; 2]) -> Vec<usize> {
 #[test]
 fn the_emulated_kernel_matches_the_f64_reference_on_odd_shapes_and_views() {
     let Some(gpu) = common::gpu() else { return };
+    if gpu.adapter_info().backend == wgpu::Backend::Gl {
+        // wgpu has cooperative matrices on Vulkan and Metal only, and llvmpipe's GL driver
+        // did not finish the emulated kernel in 5 minutes (Vulkan: seconds).
+        eprintln!("skipping on GL: no cooperative matrices there; the Vulkan pass runs this");
+        return;
+    }
     coop::set_emulation(Some((64, 32)));
     let mut rng = common::rng("coop emulated");
     let cases = [
