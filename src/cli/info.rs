@@ -74,13 +74,17 @@ fn print_capabilities(gpu: &crate::Gpu) {
         .map(|k| k.label())
         .collect();
     println!(
-        "  cooperative-matrix GEMM           {} (CAPABOOST_COOP={:?})",
+        "  cooperative-matrix GEMM           {} (CAPABOOST_COOP={})",
         if coop.is_empty() {
             "not used".to_string()
         } else {
             coop.join(", ")
         },
-        crate::runtime::coopmat::policy()
+        match crate::runtime::coopmat::policy() {
+            crate::runtime::coopmat::CoopPolicy::Off => "off",
+            crate::runtime::coopmat::CoopPolicy::F32 => "f32",
+            crate::runtime::coopmat::CoopPolicy::F16 => "f16",
+        }
     );
 }
 
@@ -90,8 +94,7 @@ fn print_coop(a: &wgpu::Adapter) {
         .features()
         .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
     println!(
-        "  {:<30}{}",
-        "EXPERIMENTAL_COOPERATIVE_MATRIX",
+        "  EXPERIMENTAL_COOPERATIVE_MATRIX {}",
         if has { "yes" } else { "no" }
     );
     if has {
