@@ -19,7 +19,9 @@
 //! that applies alpha, beta (C unread when 0) and the bias.
 //!
 //! The arithmetic is mirrored on the CPU by [`super::coop_twin`], which the tests check
-//! against the f64 reference on odd shapes.
+//! against the f64 reference on odd shapes; and the generated source itself runs on devices
+//! without the feature as its emulation ([`set_emulation`]: each cooperative operation a
+//! loop over the tile elements a lane holds), which the tests run on lavapipe.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -253,21 +255,24 @@ pub fn candidates(gpu: &crate::Gpu) -> Vec<super::Kernel> {
         .collect()
 }
 
-/// FNV-1a of the sources for 32-wide subgroups: part of the tuning key.
+/// FNV-1a of the sources for 32-wide subgroups: part of the tuning key (computed once).
 pub fn set_hash() -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for config in 0..CONFIGS.len() {
-        let spec = Spec {
-            config,
-            per_subgroup: per_subgroup(32),
-            emulated: 0,
-        };
-        for byte in wgsl(&spec).bytes() {
-            h ^= byte as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    static HASH: OnceLock<u64> = OnceLock::new();
+    *HASH.get_or_init(|| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for config in 0..CONFIGS.len() {
+            let spec = Spec {
+                config,
+                per_subgroup: per_subgroup(32),
+                emulated: 0,
+            };
+            for byte in wgsl(&spec).bytes() {
+                h ^= byte as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
         }
-    }
-    h
+        h
+    })
 }
 
 /// Directives, parameters, bindings and the operand views.
