@@ -143,3 +143,116 @@ fn a_broken_shader_fails_translation() {
     };
     assert!(translate_everywhere(&bad).is_err());
 }
+
+/// Parses and validates a cooperative-matrix GEMM source with the capabilities its device
+/// needs, and translates it to SPIR-V; to MSL 2.3 where `msl` (the 8x8 configurations:
+/// Metal's simdgroup matrices are 8x8 only, and naga would write `simdgroup_half16x16`,
+/// a type Metal lacks, for a 16x16 one).
+fn translate_coop(shader: &ShaderSource, msl: bool) -> Result<(String, String), String> {
+    let module = naga::front::wgsl::parse_str(shader.source)
+        .map_err(|e| format!("parse: {}", e.emit_to_string(shader.source)))?;
+    let caps =
+        Capabilities::COOPERATIVE_MATRIX | Capabilities::SHADER_FLOAT16 | Capabilities::SUBGROUP;
+    let info = Validator::new(ValidationFlags::all(), caps)
+        .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+        .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+        .validate(&module)
+        .map_err(|e| format!("validate: {}", e.emit_to_string(shader.source)))?;
+    // Each view pair the kernel is compiled for (odd codes are transposed views), and the
+    // bias on.
+    let mut out = (String::new(), String::new());
+    for (a_mode, b_mode) in [(0.0, 0.0), (1.0, 1.0), (2.0, 5.0)] {
+        let constants = naga::back::PipelineConstants::from_iter([
+            ("A_MODE".to_string(), a_mode),
+            ("B_MODE".to_string(), b_mode),
+            ("HAS_BIAS".to_string(), 1.0),
+        ]);
+        let (module, info) =
+            naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+                .map_err(|e| format!("overrides: {e}"))?;
+        let opts = spv::Options {
+            lang_version: (1, 3),
+            ..Default::default()
+        };
+        let words =
+            spv::write_vec(&module, &info, &opts, None).map_err(|e| format!("SPIR-V: {e}"))?;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        out.0 = String::from_utf8_lossy(&bytes).into_owned();
+        if msl {
+            let msl_opts = msl::Options {
+                lang_version: (2, 3),
+                ..Default::default()
+            };
+            let (src, _) =
+                msl::write_string(&module, &info, &msl_opts, &msl::PipelineOptions::default())
+                    .map_err(|e| format!("MSL: {e}"))?;
+            out.1 = src;
+        }
+    }
+    Ok(out)
+}
+
+/// The cooperative-matrix GEMM (`kernels::gemm::coop`): its sources are modules of their own,
+/// in neither `ALL` nor the generated register family above (a device without
+/// `EXPERIMENTAL_COOPERATIVE_MATRIX` rejects a module that enables it, and lavapipe has no
+/// cooperative matrices), so they are not in the every-backend tests. wgpu 30 exposes the
+/// feature on Vulkan and Metal only, so they go to SPIR-V (every configuration) and MSL (the
+/// 8x8 ones Metal lists), for every accumulator count a subgroup size of 4 to 128 gives.
+#[test]
+fn every_coop_gemm_source_translates_to_spirv_and_msl() {
+    use capaboost::kernels::gemm::coop::{self, CONFIGS};
+    let specs = coop::all_specs();
+    assert!(specs.len() >= CONFIGS.len() * 3, "{specs:?}");
+    let mut failures = Vec::new();
+    for spec in &specs {
+        let shape = CONFIGS[spec.config];
+        let source = spec.source();
+        match translate_coop(source, shape.size == 8) {
+            Ok((spirv, msl_src)) => {
+                assert!(
+                    spirv.contains("SPV_KHR_cooperative_matrix"),
+                    "{}",
+                    source.name
+                );
+                if shape.size == 8 {
+                    assert!(
+                        msl_src.contains("simdgroup_multiply_accumulate"),
+                        "{}",
+                        source.name
+                    );
+                    assert!(msl_src.contains("simdgroup_store"), "{}", source.name);
+                }
+            }
+            Err(e) => failures.push(format!("{}: {e}", source.name)),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_coop_source_is_rejected_without_the_capability() {
+    // What a device without the feature does with the module: naga refuses it, so the
+    // sources must never be compiled there (and the translation test above can fail).
+    use capaboost::kernels::gemm::coop::{CONFIGS, Spec};
+    let f32_config = CONFIGS.iter().position(|c| c.size == 8).unwrap();
+    let source = Spec {
+        config: f32_config,
+        per_subgroup: 4,
+        emulated: 0,
+    }
+    .source();
+    let module = naga::front::wgsl::parse_str(source.source).unwrap();
+    let without = Validator::new(
+        ValidationFlags::all(),
+        Capabilities::SUBGROUP | Capabilities::SHADER_FLOAT16,
+    )
+    .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+    .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+    .validate(&module);
+    assert!(
+        without.is_err(),
+        "{} validated without COOPERATIVE_MATRIX",
+        source.name
+    );
+    assert!(translate_coop(source, true).is_ok());
+}

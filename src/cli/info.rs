@@ -37,6 +37,7 @@ pub fn run() -> crate::Result<()> {
     );
     print_limits(&a.limits());
     print_features(a.features());
+    print_coop(a);
     let i = &infos[idx];
     if i.subgroup_max_size > 0 {
         println!(
@@ -68,6 +69,52 @@ fn print_capabilities(gpu: &crate::Gpu) {
         c.max_tensor_bytes / (1024 * 1024)
     );
     println!("  f16, subgroups                    not used (f32 kernels)");
+    let coop: Vec<String> = crate::kernels::gemm::coop::candidates(gpu)
+        .iter()
+        .map(|k| k.label())
+        .collect();
+    println!(
+        "  cooperative-matrix GEMM           {} (CAPABOOST_COOP={})",
+        if coop.is_empty() {
+            "not used".to_string()
+        } else {
+            coop.join(", ")
+        },
+        match crate::runtime::coopmat::policy() {
+            crate::runtime::coopmat::CoopPolicy::Off => "off",
+            crate::runtime::coopmat::CoopPolicy::F32 => "f32",
+            crate::runtime::coopmat::CoopPolicy::F16 => "f16",
+        }
+    );
+}
+
+/// Whether the adapter has cooperative matrices, and the configurations it lists.
+fn print_coop(a: &wgpu::Adapter) {
+    let has = a
+        .features()
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+    println!(
+        "  EXPERIMENTAL_COOPERATIVE_MATRIX {}",
+        if has { "yes" } else { "no" }
+    );
+    if has {
+        for p in a.cooperative_matrix_properties() {
+            println!(
+                "    {}x{}x{} {:?} x {:?} -> {:?}{}",
+                p.m_size,
+                p.n_size,
+                p.k_size,
+                p.ab_type,
+                p.ab_type,
+                p.cr_type,
+                if p.saturating_accumulation {
+                    " (saturating)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
 }
 
 fn print_limits(l: &wgpu::Limits) {

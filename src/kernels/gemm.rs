@@ -8,6 +8,8 @@ use crate::runtime::shaders::GEMM;
 use crate::runtime::tensor::Tensor;
 
 mod cache;
+pub mod coop;
+pub mod coop_twin;
 pub mod template;
 pub mod tune;
 
@@ -21,6 +23,9 @@ pub enum Kernel {
     Reference,
     /// A generated register-only variant: the index of its shape in [`template::SHAPES`].
     Register(usize),
+    /// The cooperative-matrix GEMM: the index of its configuration in [`coop::CONFIGS`];
+    /// only on a device that lists it ([`coop::candidates`]).
+    Coop(usize),
 }
 
 impl Kernel {
@@ -29,6 +34,17 @@ impl Kernel {
         match self {
             Kernel::Reference => "tiled64".into(),
             Kernel::Register(s) => template::SHAPES[*s].label(),
+            Kernel::Coop(c) => coop::CONFIGS[*c].label(),
+        }
+    }
+
+    /// Largest relative Frobenius difference from [`Kernel::Reference`] the autotuner's
+    /// check accepts: [`tune::CHECK_TOL`] for f32 arithmetic, looser for f16 inputs
+    /// ([`coop::F16_CHECK_TOL`]).
+    pub fn check_tol(&self) -> f64 {
+        match self {
+            Kernel::Coop(c) => coop::check_tol(coop::CONFIGS[*c]),
+            _ => tune::CHECK_TOL,
         }
     }
 
@@ -41,6 +57,12 @@ impl Kernel {
             .iter()
             .position(|s| s.label() == label)
             .map(Kernel::Register)
+            .or_else(|| {
+                coop::CONFIGS
+                    .iter()
+                    .position(|c| c.label() == label)
+                    .map(Kernel::Coop)
+            })
     }
 }
 
@@ -286,6 +308,7 @@ pub fn gemm_into_with(
 
 /// The grid and the shader of `kernel` on this problem.
 fn plan(
+    gpu: &crate::Gpu,
     kernel: Kernel,
     a: &Operand,
     b: &Operand,
@@ -297,6 +320,10 @@ fn plan(
             let spec = template::spec_for(s, a.view.code(), b.view.code(), [d.m, d.k, d.n]);
             let shape = template::SHAPES[s];
             (shape.rows(), shape.cols(), spec.source())
+        }
+        Kernel::Coop(c) => {
+            let block = coop::CONFIGS[c].block();
+            (block, block, coop::Spec::on(gpu, c).source())
         }
     };
     let grid = [
@@ -311,7 +338,7 @@ fn plan(
 /// the kernel, not the compiler).
 fn prepare(gpu: &crate::Gpu, kernel: Kernel, a: &Operand, b: &Operand, c: &Tensor) -> Result<()> {
     let d = check_dims(a, b, c, None)?;
-    let (_, shader) = plan(kernel, a, b, &d)?;
+    let (_, shader) = plan(gpu, kernel, a, b, &d)?;
     let constants = [
         ("A_MODE", a.view.code() as f64),
         ("B_MODE", b.view.code() as f64),
@@ -332,7 +359,7 @@ fn dispatch(
     d: &Dims,
 ) -> Result<()> {
     let gpu = rec.gpu().clone();
-    let (grid, shader) = plan(kernel, a, b, d)?;
+    let (grid, shader) = plan(&gpu, kernel, a, b, d)?;
     if d.m == 0 || d.n == 0 {
         return Ok(());
     }

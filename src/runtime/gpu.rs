@@ -178,6 +178,7 @@ struct GpuInner {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     features: wgpu::Features,
+    coop: Vec<wgpu::CooperativeMatrixProperties>,
     pool: BufferPool,
     pipelines: PipelineCache,
     gate: Gate,
@@ -251,29 +252,39 @@ impl Gpu {
         })?;
         let adapter = &adapters[idx];
         let info = infos[idx].clone();
-        let features = adapter.features() & WANTED_FEATURES;
+        let (coop, experimental, coop_props) =
+            crate::runtime::coopmat::request(adapter, WANTED_FEATURES);
+        let features = (adapter.features() & WANTED_FEATURES) | coop;
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("capaboost"),
             required_features: features,
             required_limits: limits.clone(),
+            experimental_features: experimental,
             ..Default::default()
         }))
         .map_err(|e| Error::RequestDevice {
             adapter: info.name.clone(),
             message: e.to_string(),
         })?;
-        Ok(Self::build(device, queue, info))
+        Ok(Self::build(device, queue, info, coop_props))
     }
 
     /// Adopts a device and queue another program created (for trainers that embed this
-    /// crate). Requests nothing: the device's own features and limits are used as they are.
+    /// crate). Requests nothing: the device's own features and limits are used as they are
+    /// (a device has no list of cooperative-matrix configurations, so those kernels are
+    /// not used on an adopted one).
     pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self::build(device, queue, info)
+        Self::build(device, queue, info, Vec::new())
     }
 
-    fn build(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        coop: Vec<wgpu::CooperativeMatrixProperties>,
+    ) -> Self {
         let limits = device.limits();
         let features = device.features();
         let gate = Gate::for_backend(info.backend);
@@ -286,6 +297,7 @@ impl Gpu {
                 info,
                 limits,
                 features,
+                coop,
                 pool,
                 pipelines,
                 gate,
@@ -318,6 +330,13 @@ impl Gpu {
     /// The device's enabled features.
     pub fn features(&self) -> wgpu::Features {
         self.inner.features
+    }
+
+    /// The cooperative-matrix configurations the adapter lists, where the device was
+    /// created with `EXPERIMENTAL_COOPERATIVE_MATRIX` (see [`crate::runtime::coopmat`]);
+    /// empty elsewhere.
+    pub fn cooperative_matrix_properties(&self) -> &[wgpu::CooperativeMatrixProperties] {
+        &self.inner.coop
     }
 
     /// Whether GPU timestamps can be written around compute passes.

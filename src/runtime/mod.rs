@@ -1,6 +1,7 @@
 //! The runtime layer: the device, buffers, pipelines, recording and tensors. It knows the
 //! WGSL sources only as data ([`shaders`]) and imports nothing from the layers above.
 
+pub mod coopmat;
 pub mod error;
 pub mod failpoint;
 pub mod gate;

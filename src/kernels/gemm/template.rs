@@ -228,8 +228,9 @@ fn b_bit(e: u32) -> bool {{ return ((b_bits[e >> 5u] >> (e & 31u)) & 1u) == 1u; 
     )
 }
 
-/// The operand views of `shaders/gemm.wgsl` over the accessors `ae` / `be`.
-const VIEWS: &str = "
+/// The operand views of `shaders/gemm.wgsl` over the accessors `ae` / `be` (also used by
+/// the cooperative-matrix GEMM, [`super::coop`]).
+pub(crate) const VIEWS: &str = "
 fn load_a(row: u32, col: u32, off: u32) -> f32 {
     let R = p.m;
     let C = p.k;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use super::{Kernel, Operand, cache, check_dims, gemm_into_with, prepare, template};
+use super::{Kernel, Operand, cache, check_dims, coop, gemm_into_with, prepare, template};
 use crate::kernels::masks::MaskBits;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
@@ -34,7 +34,8 @@ pub const ON_SAMPLES: usize = 3;
 pub const EXHAUSTIVE_SAMPLES: usize = 7;
 /// `2 M N K` below which the reference runs without tuning.
 pub const TINY_FLOP: f64 = 2.0 * 64.0 * 64.0 * 64.0;
-/// Largest relative Frobenius difference from the reference a winner may show.
+/// Largest relative Frobenius difference from the reference a winner with f32 arithmetic may
+/// show ([`Kernel::check_tol`]: the cooperative-matrix kernels with f16 inputs have their own).
 pub const CHECK_TOL: f64 = 1e-4;
 
 /// What `CAPABOOST_AUTOTUNE` asks for.
@@ -111,7 +112,7 @@ pub fn key(gpu: &Gpu, a: &Operand, b: &Operand, [m, k, n]: [usize; 3]) -> String
         info.driver,
         info.driver_info,
         env!("CARGO_PKG_VERSION"),
-        template::set_hash(),
+        template::set_hash() ^ coop::set_hash(),
         a.view.code(),
         if batched(a) { "B" } else { "" },
         b.view.code(),
@@ -424,7 +425,10 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
     };
     let mut times: Vec<(Kernel, Vec<f64>)> = Vec::new();
     let mut best = f64::INFINITY;
-    for kernel in candidates(mkn, mode) {
+    for kernel in candidates(mkn, mode)
+        .into_iter()
+        .chain(coop::candidates(gpu))
+    {
         let t = full.first(gpu, kernel, best)?;
         best = best.min(t);
         times.push((kernel, vec![t]));
@@ -478,7 +482,7 @@ fn candidates([m, _, n]: [usize; 3], mode: Mode) -> Vec<Kernel> {
 }
 
 /// The fastest of `ranked` whose output on the check problem matches the reference's
-/// (`want`) within [`CHECK_TOL`].
+/// (`want`) within the kernel's tolerance ([`Kernel::check_tol`]).
 fn first_correct(
     gpu: &Gpu,
     small: &Problem,
@@ -497,7 +501,7 @@ fn first_correct(
             den += (*w as f64).powi(2);
         }
         let err = (num / den.max(1e-30)).sqrt();
-        if err.is_finite() && err <= CHECK_TOL {
+        if err.is_finite() && err <= kernel.check_tol() {
             return Ok(kernel);
         }
         eprintln!(
