@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use super::{Kernel, Operand, cache, check_dims, gemm_into_with, prepare, template};
+use super::{Kernel, Operand, cache, check_dims, gemm_into_with, prepare, template, tiled};
 use crate::kernels::masks::MaskBits;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
@@ -424,7 +424,7 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
     };
     let mut times: Vec<(Kernel, Vec<f64>)> = Vec::new();
     let mut best = f64::INFINITY;
-    for kernel in candidates(mkn, mode) {
+    for kernel in candidates(gpu, a, b, mkn, mode) {
         let t = full.first(gpu, kernel, best)?;
         best = best.min(t);
         times.push((kernel, vec![t]));
@@ -461,20 +461,41 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
     })
 }
 
-/// The register variants measured: in `on` mode the square 8x8 and 4x4 blocks, and the
-/// narrow-N (narrow-M) workgroup only where N (M) is at most 32, since compiling each
-/// candidate costs about a quarter of a second on llvmpipe; in `exhaustive` mode all.
-fn candidates([m, _, n]: [usize; 3], mode: Mode) -> Vec<Kernel> {
-    (0..template::SHAPES.len())
-        .filter(|&s| {
-            let shape = template::SHAPES[s];
-            mode == Mode::Exhaustive
-                || (shape.tm == shape.tn && shape.wx == shape.wy)
-                || (shape.wx < shape.wy && n <= 32)
-                || (shape.wx > shape.wy && m <= 32)
-        })
-        .map(Kernel::Register)
-        .collect()
+/// The variants measured. Register-only: in `on` mode the square 8x8 and 4x4 blocks, and
+/// the narrow-N (narrow-M) workgroup only where N (M) is at most 32, since compiling each
+/// candidate costs about a quarter of a second on llvmpipe. Workgroup-memory: in `on` mode
+/// the 64x64 tile, the 128x128 one where M and N reach 128 and the 128x64 one where only M
+/// does, each only where its workgroup storage and size fit the device. Each also in its
+/// trusted form where the host proves the problem in range (aligned; [`Kernel::trusted`]).
+/// In `exhaustive` mode every variant that fits.
+fn candidates(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) -> Vec<Kernel> {
+    let [m, _, n] = mkn;
+    let all = mode == Mode::Exhaustive;
+    let (av, bv) = (a.view.code(), b.view.code());
+    let mut out = Vec::new();
+    for (s, shape) in template::SHAPES.iter().enumerate() {
+        if all
+            || (shape.tm == shape.tn && shape.wx == shape.wy)
+            || (shape.wx < shape.wy && n <= 32)
+            || (shape.wx > shape.wy && m <= 32)
+        {
+            out.push(Kernel::Register(s));
+            if template::spec_for(s, av, bv, mkn).aligned {
+                out.push(Kernel::RegisterTrusted(s));
+            }
+        }
+    }
+    for (t, tile) in tiled::TILES.iter().enumerate() {
+        let wide = tile.bn >= 128;
+        let worth = tile.bm == 64 || (m >= 128 && (n >= 128) == wide);
+        if (all || worth) && tiled::fits(tile, gpu).is_ok() {
+            out.push(Kernel::Tiled(t));
+            if tiled::spec_for(t, av, bv, mkn).aligned {
+                out.push(Kernel::TiledTrusted(t));
+            }
+        }
+    }
+    out
 }
 
 /// The fastest of `ranked` whose output on the check problem matches the reference's
