@@ -232,7 +232,12 @@ fn workgroup_and_trusted_variants_match_reference_on_stacked_views() {
     let mut rng = common::rng("workgroup_and_trusted_variants_match_reference_on_stacked_views");
     check_stacked(&gpu, &mut rng, &tiled_kernels(), &[(3, 3, 67, 53, 37)]);
     // Stacked operands [128, 128] against 128 tokens: aligned, so trusted.
-    check_stacked(&gpu, &mut rng, &trusted_kernels(), &[(2, 64, 128, 128, 128)]);
+    check_stacked(
+        &gpu,
+        &mut rng,
+        &trusted_kernels(),
+        &[(2, 64, 128, 128, 128)],
+    );
 }
 
 #[test]
@@ -244,7 +249,11 @@ fn trusted_modules_run_only_where_proven() {
     };
     let (a, b, c) = (t(&[128, 16]), t(&[16, 128]), t(&[128, 128]));
     for k in new_kernels() {
-        assert_eq!(runs(k, &a, &b, &c), k.trusted(), "{k:?} on an aligned problem");
+        assert_eq!(
+            runs(k, &a, &b, &c),
+            k.trusted(),
+            "{k:?} on an aligned problem"
+        );
         assert!(!runs(k.checked(), &a, &b, &c), "{k:?} checked");
     }
     // Odd M, K and N: every form keeps its checks.
@@ -261,7 +270,11 @@ fn trusted_modules_run_only_where_proven() {
 fn tiles_fit_the_device_and_an_oversized_one_is_refused() {
     let Some(gpu) = common::gpu() else { return };
     for tile in TILES {
-        assert!(tile.storage_bytes() <= 16384, "{} within WebGPU's default", tile.label());
+        assert!(
+            tile.storage_bytes() <= 16384,
+            "{} within WebGPU's default",
+            tile.label()
+        );
         tiled::fits(&tile, &gpu).unwrap();
     }
     let huge = tiled::Tile {

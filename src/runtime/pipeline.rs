@@ -33,12 +33,7 @@ pub enum Checks {
 
 /// Pipeline cache key: shader, entry point, override constants and the module's checks (a
 /// trusted and a checked module of the same source are two entries).
-type Key = (
-    &'static str,
-    &'static str,
-    Vec<(&'static str, u64)>,
-    Checks,
-);
+type Key = (&'static str, &'static str, Vec<(&'static str, u64)>, Checks);
 
 /// Bind-group cache key: pipeline id and (binding, buffer id, bound size) triples.
 type BindKey = (u64, Vec<(u32, u64, u64)>);
@@ -121,30 +116,7 @@ impl PipelineCache {
         // Compiling runs inside the device's gate (GL; see `runtime::gate`).
         let _gate = self.gate.enter();
         let scope = Scope::push(&self.device);
-        let shader_module = {
-            let mut modules = self.modules.lock().unwrap();
-            modules
-                .entry((shader.name, checks))
-                .or_insert_with(|| {
-                    let desc = wgpu::ShaderModuleDescriptor {
-                        label: Some(shader.name),
-                        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-                    };
-                    match checks {
-                        Checks::Checked => self.device.create_shader_module(desc),
-                        // SAFETY: `get_with` is crate-private and its one caller with
-                        // `Trusted` (`kernels::gemm`) dispatches the module only on problems
-                        // whose every index it has proven in range (`kernels::gemm::trusted`).
-                        Checks::Trusted => unsafe {
-                            self.device.create_shader_module_trusted(
-                                desc,
-                                wgpu::ShaderRuntimeChecks::unchecked(),
-                            )
-                        },
-                    }
-                })
-                .clone()
-        };
+        let shader_module = self.module(shader, checks);
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -172,6 +144,32 @@ impl PipelineCache {
         });
         self.pipelines.lock().unwrap().insert(key, p.clone());
         Ok(p)
+    }
+
+    /// The shader module of `shader` with `checks`, created on first use.
+    fn module(&self, shader: &'static ShaderSource, checks: Checks) -> wgpu::ShaderModule {
+        let mut modules = self.modules.lock().unwrap();
+        modules
+            .entry((shader.name, checks))
+            .or_insert_with(|| {
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name),
+                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                };
+                match checks {
+                    Checks::Checked => self.device.create_shader_module(desc),
+                    // SAFETY: `get_with` is crate-private and its one caller with `Trusted`
+                    // (`kernels::gemm`) dispatches the module only on problems whose every
+                    // index it has proven in range (`kernels::gemm::trusted`).
+                    Checks::Trusted => unsafe {
+                        self.device.create_shader_module_trusted(
+                            desc,
+                            wgpu::ShaderRuntimeChecks::unchecked(),
+                        )
+                    },
+                }
+            })
+            .clone()
     }
 
     /// A bind group for `pipeline` over the given buffers, reused while the same buffers

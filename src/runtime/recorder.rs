@@ -139,7 +139,13 @@ impl Recorder {
         bindings: &[(u32, &Binding)],
         workgroups: [u32; 3],
     ) -> Result<()> {
-        self.dispatch_with(shader, (entry, Checks::Checked), constants, bindings, workgroups)
+        self.dispatch_with(
+            shader,
+            (entry, Checks::Checked),
+            constants,
+            bindings,
+            workgroups,
+        )
     }
 
     /// [`Recorder::dispatch`] of a module with the given runtime checks (crate-private:

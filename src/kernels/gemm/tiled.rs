@@ -249,11 +249,7 @@ pub fn wgsl(spec: &Spec) -> String {
         2 * sb
     );
     let _ = writeln!(w, "\n@compute @workgroup_size({}, {})", t.wx, t.wy);
-    w.push_str(
-        "fn gemm(\n    @builtin(workgroup_id) wid: vec3<u32>,\n    \
-         @builtin(local_invocation_id) lid: vec3<u32>,\n    \
-         @builtin(local_invocation_index) tid: u32,\n) {\n",
-    );
+    w.push_str(ENTRY);
     let _ = writeln!(
         w,
         "    let m0 = wid.y * {}u;\n    let n0 = wid.x * {}u;",
@@ -330,6 +326,14 @@ fn past_k(spec: &Spec, value: &str, k: &str, zero: &str) -> String {
 
 const LANES: [&str; 4] = ["x", "y", "z", "w"];
 
+/// The entry point's signature and opening brace.
+const ENTRY: &str = "fn gemm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+";
+
 /// The registers `sa{v}` / `sb{v}` get the slabs at `k0` from global memory.
 fn fetch(w: &mut String, spec: &Spec, k0: &str) {
     let t = TILES[spec.tile];
@@ -356,12 +360,20 @@ fn fetch(w: &mut String, spec: &Spec, k0: &str) {
         };
         let line = match spec.a {
             ALoad::VecK => rows(&|r, k| {
-                let idx = format!("a[(off_a + {r} * p.k + {}) >> 2u]", clamp(spec, k, "p.k - 4u"));
+                let idx = format!(
+                    "a[(off_a + {r} * p.k + {}) >> 2u]",
+                    clamp(spec, k, "p.k - 4u")
+                );
                 past_k(spec, &idx, k, z4)
             }),
             ALoad::VecM => cols(&|m, k| {
                 let (mc, kc) = (clamp(spec, m, "p.m - 4u"), clamp(spec, k, "p.k - 1u"));
-                past_k(spec, &format!("a[(off_a + {kc} * p.m + {mc}) >> 2u]"), k, z4)
+                past_k(
+                    spec,
+                    &format!("a[(off_a + {kc} * p.m + {mc}) >> 2u]"),
+                    k,
+                    z4,
+                )
             }),
             ALoad::Scalar => {
                 let one = |r: &str, k: &str| {
@@ -412,10 +424,18 @@ fn fetch_b(w: &mut String, spec: &Spec, k0: &str, kq: u32, bn4: u32) {
         let line = match spec.b {
             BLoad::VecN => cols(&|n, k| {
                 let (nc, kc) = (clamp(spec, n, "p.n - 4u"), clamp(spec, k, "p.k - 1u"));
-                past_k(spec, &format!("b[(off_b + {kc} * p.n + {nc}) >> 2u]"), k, z4)
+                past_k(
+                    spec,
+                    &format!("b[(off_b + {kc} * p.n + {nc}) >> 2u]"),
+                    k,
+                    z4,
+                )
             }),
             BLoad::VecK => rows(&|n, k| {
-                let idx = format!("b[(off_b + {n} * p.k + {}) >> 2u]", clamp(spec, k, "p.k - 4u"));
+                let idx = format!(
+                    "b[(off_b + {n} * p.k + {}) >> 2u]",
+                    clamp(spec, k, "p.k - 4u")
+                );
                 past_k(spec, &idx, k, z4)
             }),
             BLoad::Scalar => {

@@ -464,14 +464,22 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
 /// The variants measured. Register-only: in `on` mode the square 8x8 and 4x4 blocks, and
 /// the narrow-N (narrow-M) workgroup only where N (M) is at most 32, since compiling each
 /// candidate costs about a quarter of a second on llvmpipe. Workgroup-memory: in `on` mode
-/// the 64x64 tile, the 128x128 one where M and N reach 128 and the 128x64 one where only M
-/// does, each only where its workgroup storage and size fit the device. Each also in its
-/// trusted form where the host proves the problem in range (aligned; [`Kernel::trusted`]).
-/// In `exhaustive` mode every variant that fits.
+/// only on adapters that are not CPUs (on llvmpipe they lost every shape by 1.3-100x and
+/// cost seconds to compile; BENCHMARKS.md), there the 64x64 tile, the 128x128 one where M
+/// and N reach 128 and the 128x64 one where only M does; only tiles whose workgroup
+/// storage and size fit the device. Where the host proves the problem in range (aligned),
+/// `on` mode takes each variant's trusted form instead of its checked one (the same code
+/// without runtime checks, falling back to it where unproven); `exhaustive` mode measures
+/// every variant that fits in both forms.
 fn candidates(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) -> Vec<Kernel> {
     let [m, _, n] = mkn;
     let all = mode == Mode::Exhaustive;
     let (av, bv) = (a.view.code(), b.view.code());
+    let forms = |k: Kernel, aligned: bool| match (aligned, all) {
+        (false, _) => vec![k],
+        (true, false) => vec![k.trusted_form()],
+        (true, true) => vec![k, k.trusted_form()],
+    };
     let mut out = Vec::new();
     for (s, shape) in template::SHAPES.iter().enumerate() {
         if all
@@ -479,20 +487,17 @@ fn candidates(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) 
             || (shape.wx < shape.wy && n <= 32)
             || (shape.wx > shape.wy && m <= 32)
         {
-            out.push(Kernel::Register(s));
-            if template::spec_for(s, av, bv, mkn).aligned {
-                out.push(Kernel::RegisterTrusted(s));
-            }
+            let aligned = template::spec_for(s, av, bv, mkn).aligned;
+            out.extend(forms(Kernel::Register(s), aligned));
         }
     }
+    let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
     for (t, tile) in tiled::TILES.iter().enumerate() {
         let wide = tile.bn >= 128;
-        let worth = tile.bm == 64 || (m >= 128 && (n >= 128) == wide);
+        let worth = !cpu && (tile.bm == 64 || (m >= 128 && (n >= 128) == wide));
         if (all || worth) && tiled::fits(tile, gpu).is_ok() {
-            out.push(Kernel::Tiled(t));
-            if tiled::spec_for(t, av, bv, mkn).aligned {
-                out.push(Kernel::TiledTrusted(t));
-            }
+            let aligned = tiled::spec_for(t, av, bv, mkn).aligned;
+            out.extend(forms(Kernel::Tiled(t), aligned));
         }
     }
     out
