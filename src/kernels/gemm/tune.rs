@@ -464,13 +464,14 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
 /// The variants measured. Register-only: in `on` mode the square 8x8 and 4x4 blocks, and
 /// the narrow-N (narrow-M) workgroup only where N (M) is at most 32, since compiling each
 /// candidate costs about a quarter of a second on llvmpipe. Workgroup-memory: in `on` mode
-/// only on adapters that are not CPUs (on llvmpipe they lost every shape by 1.3-100x and
-/// cost seconds to compile; BENCHMARKS.md), there the 64x64 tile, the 128x128 one where M
-/// and N reach 128 and the 128x64 one where only M does; only tiles whose workgroup
-/// storage and size fit the device. Where the host proves the problem in range (aligned),
-/// `on` mode takes each variant's trusted form instead of its checked one (the same code
-/// without runtime checks, falling back to it where unproven); `exhaustive` mode measures
-/// every variant that fits in both forms.
+/// only on adapters that are not CPUs (on llvmpipe compiling and first running each took
+/// 0.7-4.3 s, which alone breaks the 2 s first-use budget, and they lost the square
+/// GEMMs; they won some adapter shapes in `exhaustive` mode: BENCHMARKS.md); there the
+/// 64x64 tile, the 128x128 one where M and N reach 128 and the 128x64 one where only M
+/// does, only tiles whose workgroup storage and size fit the device. Where the host proves
+/// the problem in range (aligned), `on` mode takes each variant's trusted form instead of
+/// its checked one (the same code without runtime checks, falling back to it where
+/// unproven); `exhaustive` mode measures every variant that fits in both forms.
 fn candidates(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) -> Vec<Kernel> {
     let [m, _, n] = mkn;
     let all = mode == Mode::Exhaustive;
