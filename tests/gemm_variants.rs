@@ -6,6 +6,7 @@ mod common;
 
 use capaboost::Tensor;
 use capaboost::kernels::gemm::template::SHAPES;
+use capaboost::kernels::gemm::tiled::{self, TILES};
 use capaboost::kernels::gemm::tune::{self, Mode};
 use capaboost::kernels::gemm::{self, Kernel, Operand, View};
 use capaboost::kernels::masks::{Factor, MaskBits, MaskKind, MaskSpec, unpack};
@@ -107,14 +108,22 @@ fn every_variant_matches_reference_on_dense_views() {
 fn every_variant_matches_reference_on_stacked_views() {
     let Some(gpu) = common::gpu() else { return };
     let mut rng = common::rng("every_variant_matches_reference_on_stacked_views");
-    for (d, r, in_f, out_f, t) in [
-        (3usize, 3usize, 67usize, 53usize, 37usize),
-        (2, 8, 64, 36, 130),
-    ] {
-        let a = random_vec(&mut rng, r * in_f, 1.0);
-        let b = random_vec(&mut rng, out_f * r, 1.0);
-        let ga = Tensor::from_slice(&gpu, &a, &[r, in_f]).unwrap();
-        let gb = Tensor::from_slice(&gpu, &b, &[out_f, r]).unwrap();
+    let problems = [(3, 3, 67, 53, 37), (2, 8, 64, 36, 130)];
+    check_stacked(&gpu, &mut rng, &kernels(), &problems);
+}
+
+/// Every stacked view of a `(d, r, in, out, tokens)` adapter, as A and as B, against f64.
+fn check_stacked(
+    gpu: &capaboost::Gpu,
+    rng: &mut rand::rngs::StdRng,
+    kernels: &[Kernel],
+    problems: &[(usize, usize, usize, usize, usize)],
+) {
+    for &(d, r, in_f, out_f, t) in problems {
+        let a = random_vec(rng, r * in_f, 1.0);
+        let b = random_vec(rng, out_f * r, 1.0);
+        let ga = Tensor::from_slice(gpu, &a, &[r, in_f]).unwrap();
+        let gb = Tensor::from_slice(gpu, &b, &[out_f, r]).unwrap();
         let spec = |factor, rows, cols| MaskSpec {
             kind: MaskKind::Exact,
             density: 0.5,
@@ -127,8 +136,8 @@ fn every_variant_matches_reference_on_stacked_views() {
         };
         let wa = spec(Factor::A, r, in_f).generate_cpu().unwrap();
         let wb = spec(Factor::B, out_f, r).generate_cpu().unwrap();
-        let ma = MaskBits::from_words(&gpu, &wa, d as u32, r, in_f).unwrap();
-        let mb = MaskBits::from_words(&gpu, &wb, d as u32, out_f, r).unwrap();
+        let ma = MaskBits::from_words(gpu, &wa, d as u32, r, in_f).unwrap();
+        let mb = MaskBits::from_words(gpu, &wb, d as u32, out_f, r).unwrap();
         let (ua, ub) = (unpack(&wa, d, r * in_f), unpack(&wb, d, out_f * r));
         for view in [
             View::AStacked,
@@ -142,17 +151,17 @@ fn every_variant_matches_reference_on_stacked_views() {
             };
             let (logical, rows, cols) = gemm::cpu::view(data, shape, view, masks.1);
             let sv = Operand::stacked(stored, view, masks.0);
-            let left = random_vec(&mut rng, t * rows, 1.0);
-            let right = random_vec(&mut rng, cols * t, 1.0);
-            let gl = Tensor::from_slice(&gpu, &left, &[t, rows]).unwrap();
-            let gr = Tensor::from_slice(&gpu, &right, &[cols, t]).unwrap();
+            let left = random_vec(rng, t * rows, 1.0);
+            let right = random_vec(rng, cols * t, 1.0);
+            let gl = Tensor::from_slice(gpu, &left, &[t, rows]).unwrap();
+            let gr = Tensor::from_slice(gpu, &right, &[cols, t]).unwrap();
             let l64: Vec<f64> = left.iter().map(|&v| v as f64).collect();
             let r64: Vec<f64> = right.iter().map(|&v| v as f64).collect();
             let want_b = gemm::cpu::matmul(&l64, &logical, t, rows, cols);
             let want_a = gemm::cpu::matmul(&logical, &r64, rows, cols, t);
-            for kernel in kernels() {
-                let ca = Tensor::empty(&gpu, &[rows, t]).unwrap();
-                let cb = Tensor::empty(&gpu, &[t, cols]).unwrap();
+            for &kernel in kernels {
+                let ca = Tensor::empty(gpu, &[rows, t]).unwrap();
+                let cb = Tensor::empty(gpu, &[t, cols]).unwrap();
                 gpu.run(|rec| {
                     gemm::gemm_into_with(
                         rec,
@@ -176,6 +185,121 @@ fn every_variant_matches_reference_on_stacked_views() {
             }
         }
     }
+}
+
+/// The workgroup-memory family (checked).
+fn tiled_kernels() -> Vec<Kernel> {
+    (0..TILES.len()).map(Kernel::Tiled).collect()
+}
+
+/// The trusted forms of both generated families.
+fn trusted_kernels() -> Vec<Kernel> {
+    let tiled = (0..TILES.len()).map(Kernel::TiledTrusted);
+    tiled
+        .chain((0..SHAPES.len()).map(Kernel::RegisterTrusted))
+        .collect()
+}
+
+fn new_kernels() -> Vec<Kernel> {
+    let mut k = tiled_kernels();
+    k.extend(trusted_kernels());
+    k
+}
+
+/// The workgroup-memory tiles on odd shapes (edge-guarded, scalar loads; K below one step
+/// and M, N across several tiles), vec4-able unaligned ones and batches; the trusted
+/// forms on shapes the tiles cover exactly (elsewhere they are the checked forms, tested
+/// above and here). Few shapes: each new pipeline costs a compile on llvmpipe.
+#[test]
+fn workgroup_and_trusted_variants_match_reference_on_dense_views() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("workgroup_and_trusted_variants_match_reference_on_dense_views");
+    for kernel in tiled_kernels() {
+        for mkn in [(3, 5, 7), (67, 9, 130), (36, 68, 52)] {
+            check_dense(&gpu, &mut rng, Some(kernel), mkn, 1);
+        }
+        check_dense(&gpu, &mut rng, Some(kernel), (17, 12, 70), 3);
+    }
+    for kernel in trusted_kernels() {
+        check_dense(&gpu, &mut rng, Some(kernel), (128, 16, 128), 1);
+        check_dense(&gpu, &mut rng, Some(kernel), (128, 8, 64), 2);
+    }
+}
+
+#[test]
+fn workgroup_and_trusted_variants_match_reference_on_stacked_views() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("workgroup_and_trusted_variants_match_reference_on_stacked_views");
+    check_stacked(&gpu, &mut rng, &tiled_kernels(), &[(3, 3, 67, 53, 37)]);
+    // Stacked operands [128, 128] against 128 tokens: aligned, so trusted.
+    check_stacked(
+        &gpu,
+        &mut rng,
+        &trusted_kernels(),
+        &[(2, 64, 128, 128, 128)],
+    );
+}
+
+#[test]
+fn trusted_modules_run_only_where_proven() {
+    let Some(gpu) = common::gpu() else { return };
+    let t = |s: &[usize]| Tensor::from_slice(&gpu, &vec![0.5; s.iter().product()], s).unwrap();
+    let runs = |k, a: &Tensor, b: &Tensor, c: &Tensor| {
+        gemm::runs_trusted(&gpu, k, (Operand::plain(a), Operand::plain(b)), c, None).unwrap()
+    };
+    let (a, b, c) = (t(&[128, 16]), t(&[16, 128]), t(&[128, 128]));
+    for k in new_kernels() {
+        assert_eq!(
+            runs(k, &a, &b, &c),
+            k.trusted(),
+            "{k:?} on an aligned problem"
+        );
+        assert!(!runs(k.checked(), &a, &b, &c), "{k:?} checked");
+    }
+    // Odd M, K and N: every form keeps its checks.
+    let (a, b, c) = (t(&[67, 9]), t(&[9, 130]), t(&[67, 130]));
+    assert!(new_kernels().into_iter().all(|k| !runs(k, &a, &b, &c)));
+    // N = 64: the 128x64 tile is exact, the 128x128 one is not.
+    let (a, b, c) = (t(&[128, 16]), t(&[16, 64]), t(&[128, 64]));
+    assert!(runs(Kernel::TiledTrusted(2), &a, &b, &c));
+    assert!(!runs(Kernel::TiledTrusted(0), &a, &b, &c));
+    assert!(!runs(Kernel::Reference, &a, &b, &c));
+}
+
+#[test]
+fn tiles_fit_the_device_and_an_oversized_one_is_refused() {
+    let Some(gpu) = common::gpu() else { return };
+    for tile in TILES {
+        assert!(
+            tile.storage_bytes() <= 16384,
+            "{} within WebGPU's default",
+            tile.label()
+        );
+        tiled::fits(&tile, &gpu).unwrap();
+    }
+    let huge = tiled::Tile {
+        bk: 1024,
+        ..TILES[0]
+    };
+    let err = tiled::fits(&huge, &gpu).unwrap_err().to_string();
+    assert!(err.contains("max_compute_workgroup_storage_size"), "{err}");
+}
+
+#[test]
+fn kernel_labels_round_trip() {
+    let mut all = kernels();
+    all.extend(new_kernels());
+    let labels: std::collections::BTreeSet<String> = all.iter().map(|k| k.label()).collect();
+    assert_eq!(labels.len(), all.len(), "labels are unique");
+    for k in all {
+        assert_eq!(Kernel::from_label(&k.label()), Some(k), "{}", k.label());
+    }
+    assert_eq!(
+        Kernel::from_label("t128x128k8-trusted"),
+        Some(Kernel::TiledTrusted(0))
+    );
+    assert_eq!(Kernel::from_label("t128x128k9"), None);
+    assert_eq!(Kernel::from_label("tiled64-trusted"), None);
 }
 
 #[test]

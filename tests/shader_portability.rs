@@ -97,13 +97,17 @@ fn wgsl_stems(dir: &str) -> BTreeSet<String> {
 
 #[test]
 fn every_generated_gemm_variant_translates_to_every_backend() {
-    let generated = capaboost::kernels::gemm::template::generated();
+    let register = capaboost::kernels::gemm::template::generated();
+    let tiled = capaboost::kernels::gemm::tiled::generated();
     // 5 register shapes x 3 A loads x 3 B loads x (guarded, aligned).
-    assert_eq!(generated.len(), 90);
+    assert_eq!(register.len(), 90);
+    // 3 workgroup-memory tiles x 3 A loads x 3 B loads x (guarded, aligned).
+    assert_eq!(tiled.len(), 54);
+    let generated: Vec<_> = register.iter().chain(tiled).copied().collect();
     let names: BTreeSet<&str> = generated.iter().map(|s| s.name).collect();
     assert_eq!(names.len(), generated.len(), "generated names are unique");
     let mut failures = Vec::new();
-    for shader in generated {
+    for shader in &generated {
         if let Err(e) = translate_everywhere(shader) {
             failures.push(format!("{}: {e}", shader.name));
         }

@@ -3,14 +3,17 @@
 
 use crate::kernels::masks::MaskBits;
 use crate::runtime::error::{Error, Result};
+use crate::runtime::pipeline::Checks;
 use crate::runtime::recorder::{Binding, Recorder};
-use crate::runtime::shaders::GEMM;
+use crate::runtime::shaders::{GEMM, ShaderSource};
 use crate::runtime::tensor::Tensor;
 
 mod cache;
 pub mod coop;
 pub mod coop_twin;
 pub mod template;
+pub mod tiled;
+mod trusted;
 pub mod tune;
 
 const TILE: u32 = 64;
@@ -26,15 +29,30 @@ pub enum Kernel {
     /// The cooperative-matrix GEMM: the index of its configuration in [`coop::CONFIGS`];
     /// only on a device that lists it ([`coop::candidates`]).
     Coop(usize),
+    /// [`Kernel::Register`] as a trusted module (no runtime checks) on problems whose
+    /// indexing the host proves in range (`trusted`), the checked module elsewhere.
+    RegisterTrusted(usize),
+    /// A generated workgroup-memory variant: the index of its tile in [`tiled::TILES`].
+    Tiled(usize),
+    /// [`Kernel::Tiled`] as a trusted module where proven in range, checked elsewhere.
+    TiledTrusted(usize),
 }
 
+/// What a trusted kernel's label ends with.
+const TRUSTED: &str = "-trusted";
+
 impl Kernel {
-    /// A short name: `tiled64` or the register shape's label.
+    /// A short name: `tiled64` (the reference), a register shape's label (`r8x8w8x8`) or a
+    /// tile's (`t128x128k8`), trusted ones followed by `-trusted`.
     pub fn label(&self) -> String {
         match self {
             Kernel::Reference => "tiled64".into(),
             Kernel::Register(s) => template::SHAPES[*s].label(),
             Kernel::Coop(c) => coop::CONFIGS[*c].label(),
+            Kernel::Tiled(t) => tiled::TILES[*t].label(),
+            Kernel::RegisterTrusted(_) | Kernel::TiledTrusted(_) => {
+                format!("{}{TRUSTED}", self.checked().label())
+            }
         }
     }
 
@@ -53,16 +71,46 @@ impl Kernel {
         if label == "tiled64" {
             return Some(Kernel::Reference);
         }
-        template::SHAPES
-            .iter()
-            .position(|s| s.label() == label)
-            .map(Kernel::Register)
-            .or_else(|| {
-                coop::CONFIGS
-                    .iter()
-                    .position(|c| c.label() == label)
-                    .map(Kernel::Coop)
-            })
+        let (base, trusted) = match label.strip_suffix(TRUSTED) {
+            Some(base) => (base, true),
+            None => (label, false),
+        };
+        let register = template::SHAPES.iter().position(|s| s.label() == base);
+        let tile = tiled::TILES.iter().position(|t| t.label() == base);
+        match (register, tile, trusted) {
+            (Some(s), _, false) => Some(Kernel::Register(s)),
+            (Some(s), _, true) => Some(Kernel::RegisterTrusted(s)),
+            (None, Some(t), false) => Some(Kernel::Tiled(t)),
+            (None, Some(t), true) => Some(Kernel::TiledTrusted(t)),
+            (None, None, false) => coop::CONFIGS
+                .iter()
+                .position(|c| c.label() == base)
+                .map(Kernel::Coop),
+            (None, None, true) => None,
+        }
+    }
+
+    /// Whether this kernel runs as a trusted module where the host proves it in range.
+    pub fn trusted(&self) -> bool {
+        matches!(self, Kernel::RegisterTrusted(_) | Kernel::TiledTrusted(_))
+    }
+
+    /// The same kernel with its runtime checks kept.
+    pub fn checked(self) -> Self {
+        match self {
+            Kernel::RegisterTrusted(s) => Kernel::Register(s),
+            Kernel::TiledTrusted(t) => Kernel::Tiled(t),
+            k => k,
+        }
+    }
+
+    /// The trusted form of a generated kernel (the reference has none: itself).
+    pub fn trusted_form(self) -> Self {
+        match self {
+            Kernel::Register(s) => Kernel::RegisterTrusted(s),
+            Kernel::Tiled(t) => Kernel::TiledTrusted(t),
+            k => k,
+        }
     }
 }
 
@@ -306,45 +354,84 @@ pub fn gemm_into_with(
     dispatch(rec, kernel, &a, &b, c, (alpha, beta), bias, &dims)
 }
 
-/// The grid and the shader of `kernel` on this problem.
+/// How a kernel runs on one problem: its grid, its source and its module's checks.
+struct Plan {
+    grid: [u32; 3],
+    shader: &'static ShaderSource,
+    checks: Checks,
+}
+
+/// The plan of `kernel` on this problem: a trusted kernel gets the trusted module only
+/// where [`trusted::proven`] holds.
 fn plan(
     gpu: &crate::Gpu,
     kernel: Kernel,
-    a: &Operand,
-    b: &Operand,
+    (a, b): (&Operand, &Operand),
+    (c, bias): (&Tensor, Option<&Tensor>),
     d: &Dims,
-) -> Result<([u32; 3], &'static crate::runtime::shaders::ShaderSource)> {
-    let (rows, cols, shader) = match kernel {
-        Kernel::Reference => (TILE, TILE, &GEMM),
+) -> Result<Plan> {
+    let (av, bv, mkn) = (a.view.code(), b.view.code(), [d.m, d.k, d.n]);
+    let (rows, cols, shader, aligned) = match kernel.checked() {
         Kernel::Register(s) => {
-            let spec = template::spec_for(s, a.view.code(), b.view.code(), [d.m, d.k, d.n]);
+            let spec = template::spec_for(s, av, bv, mkn);
             let shape = template::SHAPES[s];
-            (shape.rows(), shape.cols(), spec.source())
+            (shape.rows(), shape.cols(), spec.source(), spec.aligned)
         }
         Kernel::Coop(c) => {
             let block = coop::CONFIGS[c].block();
-            (block, block, coop::Spec::on(gpu, c).source())
+            (block, block, coop::Spec::on(gpu, c).source(), false)
         }
+        Kernel::Tiled(t) => {
+            let tile = tiled::TILES[t];
+            tiled::fits(&tile, gpu)?;
+            let spec = tiled::spec_for(t, av, bv, mkn);
+            (tile.bm, tile.bn, spec.source(), spec.aligned)
+        }
+        _ => (TILE, TILE, &GEMM, false),
+    };
+    let checks = if kernel.trusted() && trusted::proven(aligned, (a, b), c, bias, d) {
+        Checks::Trusted
+    } else {
+        Checks::Checked
     };
     let grid = [
         u32_of(d.n.div_ceil(cols as usize), "gemm column tiles")?,
         u32_of(d.m.div_ceil(rows as usize), "gemm row tiles")?,
         u32_of(d.batch, "gemm batch")?,
     ];
-    Ok((grid, shader))
+    Ok(Plan {
+        grid,
+        shader,
+        checks,
+    })
+}
+
+/// Whether `kernel` would run `c = op(a) op(b) (+ bias)` as a trusted module (no runtime
+/// checks): a trusted kernel on a problem the host proves in range (`trusted`).
+pub fn runs_trusted(
+    gpu: &crate::Gpu,
+    kernel: Kernel,
+    (a, b): (Operand, Operand),
+    c: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<bool> {
+    let d = check_dims(&a, &b, c, bias)?;
+    Ok(plan(gpu, kernel, (&a, &b), (c, bias), &d)?.checks == Checks::Trusted)
 }
 
 /// Compiles the pipeline `kernel` would use on this problem (so that timing it measures
 /// the kernel, not the compiler).
 fn prepare(gpu: &crate::Gpu, kernel: Kernel, a: &Operand, b: &Operand, c: &Tensor) -> Result<()> {
     let d = check_dims(a, b, c, None)?;
-    let (_, shader) = plan(gpu, kernel, a, b, &d)?;
+    let pl = plan(gpu, kernel, (a, b), (c, None), &d)?;
     let constants = [
         ("A_MODE", a.view.code() as f64),
         ("B_MODE", b.view.code() as f64),
         ("HAS_BIAS", 0.0),
     ];
-    gpu.pipelines().get(shader, "gemm", &constants).map(drop)
+    gpu.pipelines()
+        .get_with(pl.shader, "gemm", &constants, pl.checks)
+        .map(drop)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -359,7 +446,7 @@ fn dispatch(
     d: &Dims,
 ) -> Result<()> {
     let gpu = rec.gpu().clone();
-    let (grid, shader) = plan(&gpu, kernel, a, b, d)?;
+    let pl = plan(&gpu, kernel, (a, b), (c, bias), d)?;
     if d.m == 0 || d.n == 0 {
         return Ok(());
     }
@@ -395,9 +482,9 @@ fn dispatch(
         ("B_MODE", b.view.code() as f64),
         ("HAS_BIAS", bias.is_some() as u32 as f64),
     ];
-    rec.dispatch(
-        shader,
-        "gemm",
+    rec.dispatch_with(
+        pl.shader,
+        ("gemm", pl.checks),
         &constants,
         &[
             (0, &uniform),
@@ -408,7 +495,7 @@ fn dispatch(
             (5, &c.binding()),
             (6, &bias_b),
         ],
-        grid,
+        pl.grid,
     )
 }
 

@@ -19,7 +19,21 @@ pub struct Pipeline {
     pub id: u64,
 }
 
-type Key = (&'static str, &'static str, Vec<(&'static str, u64)>);
+/// Whether a shader module keeps wgpu's runtime checks (bounds checks on buffer, array and
+/// vector indexing, loop bounding, integer division checks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Checks {
+    /// `create_shader_module`: every check wgpu inserts.
+    Checked,
+    /// `create_shader_module_trusted` with [`wgpu::ShaderRuntimeChecks::unchecked`]: none.
+    /// Only for a dispatch whose every index the host has proven in range; see
+    /// `kernels::gemm::trusted` for the one proof this crate relies on.
+    Trusted,
+}
+
+/// Pipeline cache key: shader, entry point, override constants and the module's checks (a
+/// trusted and a checked module of the same source are two entries).
+type Key = (&'static str, &'static str, Vec<(&'static str, u64)>, Checks);
 
 /// Bind-group cache key: pipeline id and (binding, buffer id, offset, bound size).
 type BindKey = (u64, Vec<(u32, u64, u64, u64)>);
@@ -33,7 +47,7 @@ const MAX_BIND_GROUPS: usize = 4096;
 pub struct PipelineCache {
     device: wgpu::Device,
     gate: Gate,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(&'static str, Checks), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<Key, Arc<Pipeline>>>,
     bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
     next_id: AtomicU64,
@@ -73,10 +87,23 @@ impl PipelineCache {
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Result<Arc<Pipeline>> {
+        self.get_with(shader, entry, constants, Checks::Checked)
+    }
+
+    /// [`PipelineCache::get`] with the module's runtime checks chosen. Crate-private:
+    /// [`Checks::Trusted`] is sound only for dispatches the caller has proven in range.
+    pub(crate) fn get_with(
+        &self,
+        shader: &'static ShaderSource,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        checks: Checks,
+    ) -> Result<Arc<Pipeline>> {
         let key: Key = (
             shader.name,
             entry,
             constants.iter().map(|&(k, v)| (k, v.to_bits())).collect(),
+            checks,
         );
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
@@ -96,19 +123,7 @@ impl PipelineCache {
         // Compiling runs inside the device's gate (GL; see `runtime::gate`).
         let _gate = self.gate.enter();
         let scope = Scope::push(&self.device);
-        let shader_module = {
-            let mut modules = self.modules.lock().unwrap();
-            modules
-                .entry(shader.name)
-                .or_insert_with(|| {
-                    self.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(shader.name),
-                            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-                        })
-                })
-                .clone()
-        };
+        let shader_module = self.module(shader, checks);
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -125,7 +140,7 @@ impl PipelineCache {
         let layout = pipeline.get_bind_group_layout(0);
         if let Some(e) = scope.pop() {
             // A module that failed once must not be reused.
-            self.modules.lock().unwrap().remove(shader.name);
+            self.modules.lock().unwrap().remove(&(shader.name, checks));
             return Err(err(shader.with_part_lines(e)));
         }
         self.compiled.fetch_add(1, Ordering::Relaxed);
@@ -136,6 +151,32 @@ impl PipelineCache {
         });
         self.pipelines.lock().unwrap().insert(key, p.clone());
         Ok(p)
+    }
+
+    /// The shader module of `shader` with `checks`, created on first use.
+    fn module(&self, shader: &'static ShaderSource, checks: Checks) -> wgpu::ShaderModule {
+        let mut modules = self.modules.lock().unwrap();
+        modules
+            .entry((shader.name, checks))
+            .or_insert_with(|| {
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name),
+                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                };
+                match checks {
+                    Checks::Checked => self.device.create_shader_module(desc),
+                    // SAFETY: `get_with` is crate-private and its one caller with `Trusted`
+                    // (`kernels::gemm`) dispatches the module only on problems whose every
+                    // index it has proven in range (`kernels::gemm::trusted`).
+                    Checks::Trusted => unsafe {
+                        self.device.create_shader_module_trusted(
+                            desc,
+                            wgpu::ShaderRuntimeChecks::unchecked(),
+                        )
+                    },
+                }
+            })
+            .clone()
     }
 
     /// A bind group for `pipeline` over the given buffers, reused while the same buffers

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
+use crate::runtime::pipeline::Checks;
 use crate::runtime::pool::{BufferKind, PooledBuffer};
 use crate::runtime::shaders::ShaderSource;
 use crate::runtime::tensor::Tensor;
@@ -264,6 +265,25 @@ impl Recorder {
         bindings: &[(u32, &Binding)],
         workgroups: [u32; 3],
     ) -> Result<()> {
+        self.dispatch_with(
+            shader,
+            (entry, Checks::Checked),
+            constants,
+            bindings,
+            workgroups,
+        )
+    }
+
+    /// [`Recorder::dispatch`] of a module with the given runtime checks (crate-private:
+    /// see [`Checks::Trusted`]).
+    pub(crate) fn dispatch_with(
+        &mut self,
+        shader: &'static ShaderSource,
+        (entry, checks): (&'static str, Checks),
+        constants: &[(&'static str, f64)],
+        bindings: &[(u32, &Binding)],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
         let max = self.gpu.limits().max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > max) {
             return Err(Error::TooLarge {
@@ -276,7 +296,10 @@ impl Recorder {
         if workgroups.contains(&0) {
             return Ok(());
         }
-        let pipeline = self.gpu.pipelines().get(shader, entry, constants)?;
+        let pipeline = self
+            .gpu
+            .pipelines()
+            .get_with(shader, entry, constants, checks)?;
         let entries: Vec<_> = bindings
             .iter()
             .map(|(i, b)| {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use super::{Kernel, Operand, cache, check_dims, coop, gemm_into_with, prepare, template};
+use super::{Kernel, Operand, cache, check_dims, coop, gemm_into_with, prepare, template, tiled};
 use crate::kernels::masks::MaskBits;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
@@ -425,7 +425,7 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
     };
     let mut times: Vec<(Kernel, Vec<f64>)> = Vec::new();
     let mut best = f64::INFINITY;
-    for kernel in candidates(mkn, mode)
+    for kernel in candidates(gpu, a, b, mkn, mode)
         .into_iter()
         .chain(coop::candidates(gpu))
     {
@@ -465,20 +465,47 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
     })
 }
 
-/// The register variants measured: in `on` mode the square 8x8 and 4x4 blocks, and the
-/// narrow-N (narrow-M) workgroup only where N (M) is at most 32, since compiling each
-/// candidate costs about a quarter of a second on llvmpipe; in `exhaustive` mode all.
-fn candidates([m, _, n]: [usize; 3], mode: Mode) -> Vec<Kernel> {
-    (0..template::SHAPES.len())
-        .filter(|&s| {
-            let shape = template::SHAPES[s];
-            mode == Mode::Exhaustive
-                || (shape.tm == shape.tn && shape.wx == shape.wy)
-                || (shape.wx < shape.wy && n <= 32)
-                || (shape.wx > shape.wy && m <= 32)
-        })
-        .map(Kernel::Register)
-        .collect()
+/// The variants measured. Register-only: in `on` mode the square 8x8 and 4x4 blocks, and
+/// the narrow-N (narrow-M) workgroup only where N (M) is at most 32, since compiling each
+/// candidate costs about a quarter of a second on llvmpipe. Workgroup-memory: in `on` mode
+/// only on adapters that are not CPUs (on llvmpipe compiling and first running each took
+/// 0.7-4.3 s, which alone breaks the 2 s first-use budget, and they lost the square
+/// GEMMs; they won some adapter shapes in `exhaustive` mode: BENCHMARKS.md); there the
+/// 64x64 tile, the 128x128 one where M and N reach 128 and the 128x64 one where only M
+/// does, only tiles whose workgroup storage and size fit the device. Where the host proves
+/// the problem in range (aligned), `on` mode takes each variant's trusted form instead of
+/// its checked one (the same code without runtime checks, falling back to it where
+/// unproven); `exhaustive` mode measures every variant that fits in both forms.
+fn candidates(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) -> Vec<Kernel> {
+    let [m, _, n] = mkn;
+    let all = mode == Mode::Exhaustive;
+    let (av, bv) = (a.view.code(), b.view.code());
+    let forms = |k: Kernel, aligned: bool| match (aligned, all) {
+        (false, _) => vec![k],
+        (true, false) => vec![k.trusted_form()],
+        (true, true) => vec![k, k.trusted_form()],
+    };
+    let mut out = Vec::new();
+    for (s, shape) in template::SHAPES.iter().enumerate() {
+        if all
+            || (shape.tm == shape.tn && shape.wx == shape.wy)
+            || (shape.wx < shape.wy && n <= 32)
+            || (shape.wx > shape.wy && m <= 32)
+        {
+            let aligned = template::spec_for(s, av, bv, mkn).aligned;
+            out.extend(forms(Kernel::Register(s), aligned));
+        }
+    }
+    let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    for (t, tile) in tiled::TILES.iter().enumerate() {
+        let wide = tile.bn >= 128;
+        let worth = !cpu && (tile.bm == 64 || (m >= 128 && (n >= 128) == wide));
+        if (all || worth) && tiled::fits(tile, gpu).is_ok() {
+            let aligned = tiled::spec_for(t, av, bv, mkn).aligned;
+            out.extend(forms(Kernel::Tiled(t), aligned));
+        }
+    }
+    out
 }
 
 /// The fastest of `ranked` whose output on the check problem matches the reference's
