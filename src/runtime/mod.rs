@@ -5,6 +5,7 @@ pub mod error;
 pub mod failpoint;
 pub mod gate;
 pub mod gpu;
+pub mod half;
 pub mod io;
 pub mod pipeline;
 pub mod pool;

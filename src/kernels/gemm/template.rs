@@ -102,10 +102,40 @@ pub enum BLoad {
     VecN,
     /// Transposed (stored `[N, K]`) with `K % 4 == 0`: vec4 along K.
     VecK,
+    /// [`BLoad::Scalar`] over packed f16 (`b: array<u32>`, `unpack2x16float`).
+    F16Scalar,
+    /// [`BLoad::VecN`] over packed f16: two words (4 halves) along N.
+    F16N,
+    /// [`BLoad::VecK`] over packed f16: two words (4 halves) along K.
+    F16K,
+}
+
+impl BLoad {
+    /// The same load over packed f16 storage (the alignment conditions are the same: 4
+    /// halves start on an even word where 4 floats start on a vec4).
+    pub fn f16(self) -> Self {
+        match self {
+            BLoad::Scalar | BLoad::F16Scalar => BLoad::F16Scalar,
+            BLoad::VecN | BLoad::F16N => BLoad::F16N,
+            BLoad::VecK | BLoad::F16K => BLoad::F16K,
+        }
+    }
+
+    /// Whether B is packed f16.
+    pub fn is_f16(self) -> bool {
+        matches!(self, BLoad::F16Scalar | BLoad::F16N | BLoad::F16K)
+    }
 }
 
 const A_LOADS: [ALoad; 3] = [ALoad::Scalar, ALoad::VecK, ALoad::VecM];
-const B_LOADS: [BLoad; 3] = [BLoad::Scalar, BLoad::VecN, BLoad::VecK];
+const B_LOADS: [BLoad; 6] = [
+    BLoad::Scalar,
+    BLoad::VecN,
+    BLoad::VecK,
+    BLoad::F16Scalar,
+    BLoad::F16N,
+    BLoad::F16K,
+];
 
 /// Everything one generated source depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,12 +154,12 @@ impl Spec {
     fn index(&self) -> usize {
         let a = A_LOADS.iter().position(|&x| x == self.a).unwrap_or(0);
         let b = B_LOADS.iter().position(|&x| x == self.b).unwrap_or(0);
-        ((self.shape * 3 + a) * 3 + b) * 2 + self.aligned as usize
+        ((self.shape * A_LOADS.len() + a) * B_LOADS.len() + b) * 2 + self.aligned as usize
     }
 
     fn name(&self) -> String {
         let a = ["s", "k", "m"][A_LOADS.iter().position(|&x| x == self.a).unwrap_or(0)];
-        let b = ["s", "n", "k"][B_LOADS.iter().position(|&x| x == self.b).unwrap_or(0)];
+        let b = ["s", "n", "k", "hs", "hn", "hk"][B_LOADS.iter().position(|&x| x == self.b).unwrap_or(0)];
         let g = if self.aligned { "al" } else { "g" };
         format!("gemm_{}_a{a}_b{b}_{g}", SHAPES[self.shape].label())
     }
@@ -179,10 +209,10 @@ fn header(spec: &Spec) -> String {
     } else {
         "vec4<f32>"
     };
-    let b_ty = if spec.b == BLoad::Scalar {
-        "f32"
-    } else {
-        "vec4<f32>"
+    let b_ty = match spec.b {
+        BLoad::Scalar => "f32",
+        BLoad::VecN | BLoad::VecK => "vec4<f32>",
+        _ => "u32",
     };
     let elem = |v: &str, vec: bool| {
         if vec {
@@ -223,7 +253,11 @@ fn b_bit(e: u32) -> bool {{ return ((b_bits[e >> 5u] >> (e & 31u)) & 1u) == 1u; 
         wx = SHAPES[spec.shape].wx,
         wy = SHAPES[spec.shape].wy,
         ae = elem("a", spec.a != ALoad::Scalar),
-        be = elem("b", spec.b != BLoad::Scalar),
+        be = if spec.b.is_f16() {
+            "return unpack2x16float(b[e >> 1u])[e & 1u];".to_string()
+        } else {
+            elem("b", spec.b != BLoad::Scalar)
+        },
         views = VIEWS,
     )
 }
@@ -384,7 +418,7 @@ fn load_a_fragment(w: &mut String, spec: &Spec, tm: u32) {
 fn load_b_fragment(w: &mut String, spec: &Spec, tn: u32) {
     let lanes = ["x", "y", "z", "w"];
     match spec.b {
-        BLoad::Scalar => {
+        BLoad::Scalar | BLoad::F16Scalar => {
             for kk in 0..4 {
                 for j in 0..tn / 4 {
                     let l: Vec<String> = (0..4)
@@ -394,21 +428,20 @@ fn load_b_fragment(w: &mut String, spec: &Spec, tn: u32) {
                 }
             }
         }
-        BLoad::VecN => {
+        BLoad::VecN | BLoad::F16N => {
             for j in 0..tn / 4 {
                 let cq = clamp(spec, &format!("col0 + {}u", 4 * j), "p.n - 4u");
                 let _ = writeln!(w, "        let cq{j} = {cq};");
                 for kk in 0..4 {
-                    let _ = writeln!(
-                        w,
-                        "        let bf{kk}_{j} = b[(off_b + (k + {kk}u) * p.n + cq{j}) >> 2u];"
-                    );
+                    let e = format!("off_b + (k + {kk}u) * p.n + cq{j}");
+                    let _ = writeln!(w, "        let bf{kk}_{j} = {};", four(spec.b, &e));
                 }
             }
         }
-        BLoad::VecK => {
+        BLoad::VecK | BLoad::F16K => {
             for j in 0..tn {
-                let _ = writeln!(w, "        let u{j} = b[(off_b + cj{j} * p.k + k) >> 2u];");
+                let e = format!("off_b + cj{j} * p.k + k");
+                let _ = writeln!(w, "        let u{j} = {};", four(spec.b, &e));
             }
             for (kk, lane) in lanes.iter().enumerate() {
                 for j in 0..tn / 4 {
@@ -417,6 +450,18 @@ fn load_b_fragment(w: &mut String, spec: &Spec, tn: u32) {
                 }
             }
         }
+    }
+}
+
+/// Four consecutive elements of B from element `e` (a multiple of 4): one vec4, or two
+/// packed words decoded.
+fn four(load: BLoad, e: &str) -> String {
+    if load.is_f16() {
+        format!(
+            "vec4<f32>(unpack2x16float(b[({e}) >> 1u]), unpack2x16float(b[(({e}) >> 1u) + 1u]))"
+        )
+    } else {
+        format!("b[({e}) >> 2u]")
     }
 }
 
