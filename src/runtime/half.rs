@@ -42,6 +42,12 @@ impl BaseDType {
     }
 }
 
+impl std::fmt::Display for BaseDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for BaseDType {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
