@@ -14,8 +14,10 @@
 // Mask bits of branch i follow those of branch i - 1 (see masks.wgsl).
 //
 // B_HALF: op(B) is a dense (plain or trans) f16 tensor packed two halves per u32 in
-// b_half (element 2i in the low half), decoded with unpack2x16float; accumulation stays
-// f32. `b` is then not read (a dummy is bound), as b_half is not otherwise.
+// b_half (element 2i in the low half), decoded exactly with integer ops (half_to_f32) so
+// that this module needs no capability (unpack2x16float needs SHADER_F16_IN_F32, which
+// llvmpipe lacks without SHADER_F16); accumulation stays f32. `b` is then not read (a
+// dummy is bound), as b_half is not otherwise.
 
 override A_MODE: u32 = 0u;
 override B_MODE: u32 = 0u;
@@ -63,10 +65,26 @@ fn b_bit(e: u32) -> bool {
     return ((b_bits[e >> 5u] >> (e & 31u)) & 1u) == 1u;
 }
 
+// The f32 value of f16 bits h (exact): zero and subnormals m 2^-24, infinities and NaNs
+// kept, normals rebiased.
+fn half_to_f32(h: u32) -> f32 {
+    let s = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0u) {
+        let v = f32(m) * 5.9604645e-8;
+        return select(v, -v, s != 0u);
+    }
+    if (e == 31u) {
+        return bitcast<f32>(s | 0x7f800000u | (m << 13u));
+    }
+    return bitcast<f32>(s | ((e + 112u) << 23u) | (m << 13u));
+}
+
 // Element e of a dense B as stored: f32, or f16 packed (B_HALF).
 fn b_dense(e: u32) -> f32 {
     if (B_HALF) {
-        return unpack2x16float(b_half[e >> 1u])[e & 1u];
+        return half_to_f32((b_half[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu);
     }
     return b[e];
 }

@@ -16,9 +16,26 @@ use common::{random_vec, rel_frobenius};
 /// hundred terms) differs from f64: relative Frobenius error near 1e-7.
 const TOL: f64 = 1e-5;
 
-fn kernels() -> Vec<Kernel> {
-    let mut k: Vec<Kernel> = (0..SHAPES.len()).map(Kernel::Register).collect();
-    k.push(Kernel::Reference);
+/// The reference, and the generated variants where the device can run their f16 loads
+/// (else each must be a clear error).
+fn kernels(gpu: &capaboost::Gpu) -> Vec<Kernel> {
+    let mut k = vec![Kernel::Reference];
+    if gemm::f16_variants(gpu) {
+        k.extend((0..SHAPES.len()).map(Kernel::Register));
+    } else {
+        eprintln!("no SHADER_F16 on this device: the f16 register variants are not run");
+        let w = HalfTensor::from_f32(gpu, "w", &[1.0; 4], &[2, 2]).unwrap();
+        let x = Tensor::from_slice(gpu, &[1.0; 4], &[2, 2]).unwrap();
+        let c = Tensor::empty(gpu, &[2, 2]).unwrap();
+        let ob = Operand::f16(&w, View::Plain);
+        let err = gpu
+            .run(|rec| {
+                let r0 = Kernel::Register(0);
+                gemm::gemm_into_with(rec, r0, Operand::plain(&x), ob, &c, 1.0, 0.0, None)
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("SHADER_F16"), "{err}");
+    }
     k
 }
 
@@ -65,7 +82,7 @@ fn f16_b_matches_f64_on_rounded_weights_in_every_kernel() {
     // Odd (scalar loads, edge guards), multiple-of-4 (the two-word F16N / F16K loads,
     // guarded) and tile-exact (aligned variants) shapes.
     let shapes = [[37, 45, 29], [5, 3, 7], [52, 68, 36], [64, 96, 64], [128, 32, 64]];
-    for kernel in kernels() {
+    for kernel in kernels(&gpu) {
         for mkn in shapes {
             check(&gpu, &mut rng, kernel, mkn);
         }
@@ -132,4 +149,54 @@ fn half_tensor_round_trips_and_misuse_is_an_error() {
         .run(|rec| gemm::gemm(rec, Operand::plain(&x), Operand::f16(&h, View::AStacked), 1.0, None))
         .unwrap_err();
     assert!(err.to_string().contains("f16"), "{err}");
+}
+
+#[test]
+fn f16_special_values_decode_exactly_in_every_kernel() {
+    let Some(gpu) = common::gpu() else { return };
+    // Subnormals (including the smallest), signed zeros, the normal boundary and the
+    // largest finite values, in a 9 x 9 weight read by I W: C must be the rounded weights,
+    // exactly.
+    let n = 9;
+    let special = [
+        5.960_464_5e-8,
+        -1.0e-6,
+        3.0e-7,
+        6.103_515_6e-5,
+        -6.097_555e-5,
+        0.0,
+        -0.0,
+        65504.0,
+        -65504.0,
+        1.0,
+        -0.333_33,
+        1234.5,
+    ];
+    let w: Vec<f32> = (0..n * n).map(|i| special[i % special.len()]).collect();
+    let eye: Vec<f32> = (0..n * n)
+        .map(|i| if i / n == i % n { 1.0 } else { 0.0 })
+        .collect();
+    let gw = HalfTensor::from_f32(&gpu, "w", &w, &[n, n]).unwrap();
+    let gi = Tensor::from_slice(&gpu, &eye, &[n, n]).unwrap();
+    let want: Vec<f32> = w.iter().map(|&v| round_f16(v)).collect();
+    for kernel in kernels(&gpu) {
+        for view in [View::Plain, View::Trans] {
+            let c = Tensor::empty(&gpu, &[n, n]).unwrap();
+            let ob = Operand::f16(&gw, view);
+            gpu.run(|rec| gemm::gemm_into_with(rec, kernel, Operand::plain(&gi), ob, &c, 1.0, 0.0, None))
+                .unwrap();
+            let got = c.to_vec().unwrap();
+            for r in 0..n {
+                for col in 0..n {
+                    let e = if view == View::Plain { r * n + col } else { col * n + r };
+                    // Exact values (the f32 sum 0 + -0 is +0, so zeros compare as values).
+                    assert_eq!(
+                        got[r * n + col],
+                        want[e],
+                        "{kernel:?} {view:?} ({r}, {col})"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -109,6 +109,13 @@ impl Storage<'_> {
             Storage::F16(h) => h.binding(),
         }
     }
+
+    fn gpu(&self) -> &crate::Gpu {
+        match self {
+            Storage::F32(t) => t.gpu(),
+            Storage::F16(h) => h.gpu(),
+        }
+    }
 }
 
 impl<'a> From<&'a Tensor> for Storage<'a> {
@@ -348,6 +355,13 @@ fn plan(
 ) -> Result<([u32; 3], &'static crate::runtime::shaders::ShaderSource)> {
     let (rows, cols, shader) = match kernel {
         Kernel::Reference => (TILE, TILE, &GEMM),
+        Kernel::Register(_) if b.tensor.is_f16() && !f16_variants(b.tensor.gpu()) => {
+            return Err(Error::InvalidArgument(format!(
+                "gemm: {} reads f16 with unpack2x16float, which this device lacks (no \
+                 SHADER_F16); the reference kernel reads f16 everywhere",
+                kernel.label()
+            )));
+        }
         Kernel::Register(s) => {
             let mut spec = template::spec_for(s, a.view.code(), b.view.code(), [d.m, d.k, d.n]);
             if b.tensor.is_f16() {
@@ -363,6 +377,14 @@ fn plan(
         u32_of(d.batch, "gemm batch")?,
     ];
     Ok((grid, shader))
+}
+
+/// Whether the generated variants may read packed f16 B on `gpu`: their
+/// `unpack2x16float` needs wgpu's `SHADER_F16_IN_F32`, which every backend has where the
+/// device has `SHADER_F16` (llvmpipe has it only then); elsewhere only the reference
+/// kernel (integer decode) runs f16.
+pub fn f16_variants(gpu: &crate::Gpu) -> bool {
+    gpu.features().contains(wgpu::Features::SHADER_F16)
 }
 
 /// Compiles the pipeline `kernel` would use on this problem (so that timing it measures

@@ -243,7 +243,8 @@ pub fn choose_with(
 ) -> Result<Kernel> {
     let mode = mode();
     let [m, k, n] = mkn;
-    if mode == Mode::Off || 2.0 * (m * n * k) as f64 <= TINY_FLOP {
+    let f16_off = b.tensor.is_f16() && !super::f16_variants(gpu);
+    if mode == Mode::Off || 2.0 * (m * n * k) as f64 <= TINY_FLOP || f16_off {
         return Ok(Kernel::Reference);
     }
     if mode == Mode::Fixed {
