@@ -122,15 +122,38 @@ fn finetune_with_f16_base_trains_resumes_consistently_and_exports_f32() {
         out.to_str().unwrap(),
     );
     let (ok, text) = run(&[
-        "finetune", "--task", "sst2", "--data", d, "--model", m, "--method", "capaboost",
-        "--d", "2", "--batch-size", "8", "--max-len", "16", "--max-steps", "3",
-        "--eval-every", "3", "--log-every", "1", "--base-dtype", "f16", "--stop-after", "2",
-        "--no-progress", "--out", o,
+        "finetune",
+        "--task",
+        "sst2",
+        "--data",
+        d,
+        "--model",
+        m,
+        "--method",
+        "capaboost",
+        "--d",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-len",
+        "16",
+        "--max-steps",
+        "3",
+        "--eval-every",
+        "3",
+        "--log-every",
+        "1",
+        "--base-dtype",
+        "f16",
+        "--stop-after",
+        "2",
+        "--no-progress",
+        "--out",
+        o,
     ]);
     assert!(ok, "{text}");
     let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["base_dtype"], "f16", "{config}");
     // The adapters moved from LoRA's zero init of lora_B: the f16 model trained.
     let adapter = TensorFile::read(&out.join("checkpoint/adapter.safetensors")).unwrap();
@@ -141,7 +164,14 @@ fn finetune_with_f16_base_trains_resumes_consistently_and_exports_f32() {
         .unwrap();
     assert!(b.iter().all(|v| v.is_finite()) && b.iter().any(|&v| v != 0.0));
     // Resuming in f32 would change the run: refused, naming the flag.
-    let (ok, text) = run(&["finetune", "--resume", o, "--base-dtype", "f32", "--no-progress"]);
+    let (ok, text) = run(&[
+        "finetune",
+        "--resume",
+        o,
+        "--base-dtype",
+        "f32",
+        "--no-progress",
+    ]);
     assert!(!ok && text.contains("--base-dtype"), "{text}");
     let (ok, text) = run(&["finetune", "--resume", o, "--no-progress"]);
     assert!(ok, "{text}");
@@ -159,7 +189,10 @@ fn finetune_with_f16_base_trains_resumes_consistently_and_exports_f32() {
     // the update).
     let gpu = common::gpu().unwrap();
     let (_, _, clf) = capaboost::tasks::train::load_run(&gpu, &out).unwrap();
-    assert_eq!(clf.bert.base_weight_bytes() * 2, 6 * (4 * 384 * 384 + 2 * 384 * 1536) * 4);
+    assert_eq!(
+        clf.bert.base_weight_bytes() * 2,
+        6 * (4 * 384 * 384 + 2 * 384 * 1536) * 4
+    );
     let plain = Bert::load(&gpu, &merged).unwrap();
     let tok = BertTokenizer::load(&model, 16).unwrap();
     let enc = vec![
@@ -167,7 +200,10 @@ fn finetune_with_f16_base_trains_resumes_consistently_and_exports_f32() {
         tok.encode("dull", None).unwrap(),
     ];
     let batch = Batch::new(&gpu, &enc, 30522).unwrap();
-    let (want, got) = (pooled(&gpu, &clf.bert, &batch), pooled(&gpu, &plain, &batch));
+    let (want, got) = (
+        pooled(&gpu, &clf.bert, &batch),
+        pooled(&gpu, &plain, &batch),
+    );
     let want64: Vec<f64> = want.iter().map(|&v| v as f64).collect();
     let err = common::rel_frobenius(&got, &want64);
     assert!(err < 1e-5, "merged model differs from the f16 run's: {err}");

@@ -71,7 +71,10 @@ fn check(gpu: &capaboost::Gpu, rng: &mut rand::rngs::StdRng, kernel: Kernel, mkn
         let b64: Vec<f64> = bias.iter().map(|&v| v as f64).collect();
         let want = gemm::cpu::gemm(&va, &vb, &c64, Some(&b64), [m, k, n], 0.75, -1.25);
         let err = rel_frobenius(&got, &want);
-        assert!(err < TOL, "{kernel:?} [{m}x{k}x{n}] ta={ta} tb={tb}: {err:.2e}");
+        assert!(
+            err < TOL,
+            "{kernel:?} [{m}x{k}x{n}] ta={ta} tb={tb}: {err:.2e}"
+        );
     }
 }
 
@@ -81,7 +84,13 @@ fn f16_b_matches_f64_on_rounded_weights_in_every_kernel() {
     let mut rng = common::rng("gemm_f16");
     // Odd (scalar loads, edge guards), multiple-of-4 (the two-word F16N / F16K loads,
     // guarded) and tile-exact (aligned variants) shapes.
-    let shapes = [[37, 45, 29], [5, 3, 7], [52, 68, 36], [64, 96, 64], [128, 32, 64]];
+    let shapes = [
+        [37, 45, 29],
+        [5, 3, 7],
+        [52, 68, 36],
+        [64, 96, 64],
+        [128, 32, 64],
+    ];
     for kernel in kernels(&gpu) {
         for mkn in shapes {
             check(&gpu, &mut rng, kernel, mkn);
@@ -102,7 +111,15 @@ fn f16_b_through_the_tuned_path_and_linear_shapes() {
     let gx = Tensor::from_slice(&gpu, &x, &[t, inp]).unwrap();
     let gw = HalfTensor::from_f32(&gpu, "w", &w, &[out, inp]).unwrap();
     let y = gpu
-        .run(|rec| gemm::gemm(rec, Operand::plain(&gx), Operand::f16(&gw, View::Trans), 1.0, None))
+        .run(|rec| {
+            gemm::gemm(
+                rec,
+                Operand::plain(&gx),
+                Operand::f16(&gw, View::Trans),
+                1.0,
+                None,
+            )
+        })
         .unwrap();
     let w16: Vec<f32> = w.iter().map(|&v| round_f16(v)).collect();
     let vx = gemm::cpu::view(&x, [t, inp], View::Plain, &[]).0;
@@ -112,18 +129,39 @@ fn f16_b_through_the_tuned_path_and_linear_shapes() {
     assert!(err < TOL, "x W16^T: {err:.2e}");
     let dy = Tensor::from_slice(&gpu, &random_vec(&mut rng, t * out, 1.0), &[t, out]).unwrap();
     let dx = gpu
-        .run(|rec| gemm::gemm(rec, Operand::plain(&dy), Operand::f16(&gw, View::Plain), 1.0, None))
+        .run(|rec| {
+            gemm::gemm(
+                rec,
+                Operand::plain(&dy),
+                Operand::f16(&gw, View::Plain),
+                1.0,
+                None,
+            )
+        })
         .unwrap();
     let vdy = gemm::cpu::view(&dy.to_vec().unwrap(), [t, out], View::Plain, &[]).0;
     let vw = gemm::cpu::view(&w16, [out, inp], View::Plain, &[]).0;
-    let want = gemm::cpu::gemm(&vdy, &vw, &vec![0.0; t * inp], None, [t, out, inp], 1.0, 0.0);
+    let want = gemm::cpu::gemm(
+        &vdy,
+        &vw,
+        &vec![0.0; t * inp],
+        None,
+        [t, out, inp],
+        1.0,
+        0.0,
+    );
     let err = rel_frobenius(&dx.to_vec().unwrap(), &want);
     assert!(err < TOL, "dy W16: {err:.2e}");
     // The tuning key tells the storage of B apart.
     let wf = Tensor::from_slice(&gpu, &w, &[out, inp]).unwrap();
     let mkn = [512, inp, out];
     let kf = tune::key(&gpu, &Operand::plain(&gx), &Operand::trans(&wf), mkn);
-    let kh = tune::key(&gpu, &Operand::plain(&gx), &Operand::f16(&gw, View::Trans), mkn);
+    let kh = tune::key(
+        &gpu,
+        &Operand::plain(&gx),
+        &Operand::f16(&gw, View::Trans),
+        mkn,
+    );
     assert_ne!(kf, kh);
 }
 
@@ -142,11 +180,27 @@ fn half_tensor_round_trips_and_misuse_is_an_error() {
     let x = Tensor::from_slice(&gpu, &v, &[5, 7]).unwrap();
     // f16 only as a dense operand B.
     let err = gpu
-        .run(|rec| gemm::gemm(rec, Operand::f16(&h, View::Plain), Operand::plain(&x), 1.0, None))
+        .run(|rec| {
+            gemm::gemm(
+                rec,
+                Operand::f16(&h, View::Plain),
+                Operand::plain(&x),
+                1.0,
+                None,
+            )
+        })
         .unwrap_err();
     assert!(err.to_string().contains("operand A"), "{err}");
     let err = gpu
-        .run(|rec| gemm::gemm(rec, Operand::plain(&x), Operand::f16(&h, View::AStacked), 1.0, None))
+        .run(|rec| {
+            gemm::gemm(
+                rec,
+                Operand::plain(&x),
+                Operand::f16(&h, View::AStacked),
+                1.0,
+                None,
+            )
+        })
         .unwrap_err();
     assert!(err.to_string().contains("f16"), "{err}");
 }
@@ -183,12 +237,18 @@ fn f16_special_values_decode_exactly_in_every_kernel() {
         for view in [View::Plain, View::Trans] {
             let c = Tensor::empty(&gpu, &[n, n]).unwrap();
             let ob = Operand::f16(&gw, view);
-            gpu.run(|rec| gemm::gemm_into_with(rec, kernel, Operand::plain(&gi), ob, &c, 1.0, 0.0, None))
-                .unwrap();
+            gpu.run(|rec| {
+                gemm::gemm_into_with(rec, kernel, Operand::plain(&gi), ob, &c, 1.0, 0.0, None)
+            })
+            .unwrap();
             let got = c.to_vec().unwrap();
             for r in 0..n {
                 for col in 0..n {
-                    let e = if view == View::Plain { r * n + col } else { col * n + r };
+                    let e = if view == View::Plain {
+                        r * n + col
+                    } else {
+                        col * n + r
+                    };
                     // Exact values (the f32 sum 0 + -0 is +0, so zeros compare as values).
                     assert_eq!(
                         got[r * n + col],

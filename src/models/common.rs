@@ -136,7 +136,10 @@ pub trait AdaptedEncoder {
     /// Bytes the projections' base weights take on the GPU.
     fn base_weight_bytes(&self) -> u64 {
         let all = self.projections();
-        all.iter().flat_map(|p| p.iter()).map(|p| p.base().weight.bytes()).sum()
+        all.iter()
+            .flat_map(|p| p.iter())
+            .map(|p| p.base().weight.bytes())
+            .sum()
     }
     /// The encoder's own tensors under HF names (the projections with their current,
     /// possibly merged, base weights); a merged folder copies the base checkpoint's other

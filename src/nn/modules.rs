@@ -11,8 +11,8 @@ use crate::kernels::masks::{Factor, MaskConfig, MaskKind};
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
-use crate::runtime::io::{TensorFile, TensorWriter};
 use crate::runtime::half::BaseDType;
+use crate::runtime::io::{TensorFile, TensorWriter};
 use crate::runtime::tensor::Tensor;
 
 pub use crate::nn::weight::Weight;

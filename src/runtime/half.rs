@@ -196,11 +196,11 @@ mod tests {
             (-0.0, 0x8000),
             (1.0, 0x3c00),
             (-2.0, 0xc000),
-            (65504.0, 0x7bff),                  // largest finite
-            (6.103_515_6e-5, 0x0400),           // smallest normal 2^-14
-            (5.960_464_5e-8, 0x0001),           // smallest subnormal 2^-24
-            (2.980_232_2e-8, 0x0000),           // half of it: tie to even (0)
-            (8.940_697e-8, 0x0002),             // 1.5 x 2^-24: tie to even (2)
+            (65504.0, 0x7bff),        // largest finite
+            (6.103_515_6e-5, 0x0400), // smallest normal 2^-14
+            (5.960_464_5e-8, 0x0001), // smallest subnormal 2^-24
+            (2.980_232_2e-8, 0x0000), // half of it: tie to even (0)
+            (8.940_697e-8, 0x0002),   // 1.5 x 2^-24: tie to even (2)
             (f32::INFINITY, 0x7c00),
             (f32::NEG_INFINITY, 0xfc00),
             (0.333_333_34, 0x3555),

@@ -159,7 +159,8 @@ impl Spec {
 
     fn name(&self) -> String {
         let a = ["s", "k", "m"][A_LOADS.iter().position(|&x| x == self.a).unwrap_or(0)];
-        let b = ["s", "n", "k", "hs", "hn", "hk"][B_LOADS.iter().position(|&x| x == self.b).unwrap_or(0)];
+        let b = ["s", "n", "k", "hs", "hn", "hk"]
+            [B_LOADS.iter().position(|&x| x == self.b).unwrap_or(0)];
         let g = if self.aligned { "al" } else { "g" };
         format!("gemm_{}_a{a}_b{b}_{g}", SHAPES[self.shape].label())
     }
