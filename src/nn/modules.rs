@@ -11,7 +11,6 @@ use crate::kernels::masks::{Factor, MaskConfig, MaskKind};
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
-use crate::runtime::half::BaseDType;
 use crate::runtime::io::{TensorFile, TensorWriter};
 use crate::runtime::tensor::Tensor;
 
@@ -37,7 +36,8 @@ pub type NamedMask = (String, Vec<usize>, Vec<u8>);
 /// `nn.Linear`: `y = x W^T + b`, frozen or trainable.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    /// `[out, in]`: f32, or packed f16 for a frozen base layer ([`Linear::with_dtype`]).
+    /// `[out, in]`: f32, or packed f16 for a frozen base layer ([`Weight::to_dtype`]; a
+    /// trainable f16 weight contributes no parameters).
     pub weight: Weight,
     /// `[out]`.
     pub bias: Option<Tensor>,
@@ -66,20 +66,6 @@ impl Linear {
             weight: Weight::F32(weight),
             bias,
             trainable,
-        })
-    }
-
-    /// The layer with its weight stored as `dtype` (`name` in errors). Only a frozen layer
-    /// may be f16; its bias stays f32.
-    pub fn with_dtype(self, name: &str, dtype: BaseDType) -> Result<Self> {
-        if self.trainable && dtype != BaseDType::F32 {
-            return Err(Error::InvalidArgument(format!(
-                "{name}: a trainable layer keeps an f32 weight"
-            )));
-        }
-        Ok(Self {
-            weight: self.weight.to_dtype(name, dtype)?,
-            ..self
         })
     }
 
