@@ -12,10 +12,17 @@
 //   4 b_stacked B_s = [B*N_1, ..., B*N_d]     [out, d r], base B [out, r]
 //   5 b_stacked_t   B_s^T                        [d r, out]
 // Mask bits of branch i follow those of branch i - 1 (see masks.wgsl).
+//
+// B_HALF: op(B) is a dense (plain or trans) f16 tensor packed two halves per u32 in
+// b_half (element 2i in the low half), decoded exactly with integer ops (half_to_f32) so
+// that this module needs no capability (unpack2x16float needs SHADER_F16_IN_F32, which
+// llvmpipe lacks without SHADER_F16); accumulation stays f32. `b` is then not read (a
+// dummy is bound), as b_half is not otherwise.
 
 override A_MODE: u32 = 0u;
 override B_MODE: u32 = 0u;
 override HAS_BIAS: bool = false;
+override B_HALF: bool = false;
 
 struct Params {
     m: u32,
@@ -39,6 +46,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> b_bits: array<u32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 @group(0) @binding(6) var<storage, read> bias: array<f32>;
+@group(0) @binding(7) var<storage, read> b_half: array<u32>;
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -55,6 +63,30 @@ fn a_bit(e: u32) -> bool {
 
 fn b_bit(e: u32) -> bool {
     return ((b_bits[e >> 5u] >> (e & 31u)) & 1u) == 1u;
+}
+
+// The f32 value of f16 bits h (exact): zero and subnormals m 2^-24, infinities and NaNs
+// kept, normals rebiased.
+fn half_to_f32(h: u32) -> f32 {
+    let s = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0u) {
+        let v = f32(m) * 5.9604645e-8;
+        return select(v, -v, s != 0u);
+    }
+    if (e == 31u) {
+        return bitcast<f32>(s | 0x7f800000u | (m << 13u));
+    }
+    return bitcast<f32>(s | ((e + 112u) << 23u) | (m << 13u));
+}
+
+// Element e of a dense B as stored: f32, or f16 packed (B_HALF).
+fn b_dense(e: u32) -> f32 {
+    if (B_HALF) {
+        return half_to_f32((b_half[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu);
+    }
+    return b[e];
 }
 
 // Element (row, col) of op(A), logical [M, K]; the caller checks bounds.
@@ -78,8 +110,8 @@ fn load_b(row: u32, col: u32, off: u32) -> f32 {
     let C = p.n;
     let r = p.r;
     switch B_MODE {
-        case 0u: { return b[off + row * C + col]; }
-        case 1u: { return b[off + col * R + row]; }
+        case 0u: { return b_dense(off + row * C + col); }
+        case 1u: { return b_dense(off + col * R + row); }
         case 2u: { return select(0.0, b[(row % r) * C + col], b_bit(row * C + col)); }
         case 3u: { return select(0.0, b[(col % r) * R + row], b_bit(col * R + row)); }
         case 4u: { return select(0.0, b[row * r + col % r], b_bit((col / r) * R * r + row * r + col % r)); }

@@ -88,6 +88,7 @@ pub mod tasks;
 
 pub use runtime::error::{Error, Result};
 pub use runtime::gpu::{AdapterSelection, Gpu};
+pub use runtime::half::{BaseDType, HalfTensor};
 pub use runtime::recorder::{Binding, KeepAlive, Recorder, Timing, TimingSource};
 pub use runtime::tensor::{Indices, Tensor};
 

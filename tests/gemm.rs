@@ -205,7 +205,7 @@ fn shape_errors_name_the_problem() {
             gemm::gemm(
                 rec,
                 Operand {
-                    tensor: &a,
+                    tensor: (&a).into(),
                     view: View::AStacked,
                     masks: None,
                 },

@@ -11,8 +11,15 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 fn translate_everywhere(shader: &ShaderSource) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(shader.source)
         .map_err(|e| format!("parse: {}", e.emit_to_string(shader.source)))?;
-    // Only the capabilities every backend has: no f64, no f16, no subgroups.
-    let info = Validator::new(ValidationFlags::all(), Capabilities::default())
+    // Only the capabilities every backend has: no f64, no f16, no subgroups; and for the
+    // generated f16 GEMM loads, the f16-in-f32 builtins (`unpack2x16float`) that the crate
+    // uses only on devices with SHADER_F16 (see `kernels::gemm::f16_variants`).
+    let caps = if shader.source.contains("unpack2x16float") {
+        Capabilities::SHADER_FLOAT16_IN_FLOAT32
+    } else {
+        Capabilities::default()
+    };
+    let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .map_err(|e| format!("validate: {}", e.emit_to_string(shader.source)))?;
     // Override constants take their WGSL defaults here, as they do at run time when the
@@ -99,9 +106,17 @@ fn wgsl_stems(dir: &str) -> BTreeSet<String> {
 fn every_generated_gemm_variant_translates_to_every_backend() {
     let register = capaboost::kernels::gemm::template::generated();
     let tiled = capaboost::kernels::gemm::tiled::generated();
-    // 5 register shapes x 3 A loads x 3 B loads x (guarded, aligned).
-    assert_eq!(register.len(), 90);
-    // 3 workgroup-memory tiles x 3 A loads x 3 B loads x (guarded, aligned).
+    // 5 register shapes x 3 A loads x 6 B loads (3 f32, 3 packed f16) x (guarded, aligned).
+    assert_eq!(register.len(), 180);
+    assert_eq!(
+        register
+            .iter()
+            .filter(|s| s.source.contains("unpack2x16float"))
+            .count(),
+        90,
+        "the f16 B loads are among them"
+    );
+    // 3 workgroup-memory tiles x 3 A loads x 3 f32 B loads x (guarded, aligned).
     assert_eq!(tiled.len(), 54);
     let generated: Vec<_> = register.iter().chain(tiled).copied().collect();
     let names: BTreeSet<&str> = generated.iter().map(|s| s.name).collect();

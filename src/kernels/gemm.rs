@@ -3,6 +3,7 @@
 
 use crate::kernels::masks::MaskBits;
 use crate::runtime::error::{Error, Result};
+use crate::runtime::half::HalfTensor;
 use crate::runtime::pipeline::Checks;
 use crate::runtime::recorder::{Binding, Recorder};
 use crate::runtime::shaders::{GEMM, ShaderSource};
@@ -148,11 +149,54 @@ impl View {
     }
 }
 
+/// What an operand reads: an f32 tensor, or (operand B, dense views only) f16 weights
+/// packed two per u32 and decoded in the kernel with f32 accumulation.
+#[derive(Clone, Copy, Debug)]
+pub enum Storage<'a> {
+    /// f32.
+    F32(&'a Tensor),
+    /// Packed f16 ([`HalfTensor`]).
+    F16(&'a HalfTensor),
+}
+
+impl Storage<'_> {
+    /// The logical shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Storage::F32(t) => t.shape(),
+            Storage::F16(h) => h.shape(),
+        }
+    }
+
+    /// Logical elements (the product of the shape; f16 storage packs two per word).
+    pub fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+
+    /// Whether the elements are packed f16.
+    pub fn is_f16(&self) -> bool {
+        matches!(self, Storage::F16(_))
+    }
+
+    fn binding(&self) -> Binding {
+        match self {
+            Storage::F32(t) => t.binding(),
+            Storage::F16(h) => h.binding(),
+        }
+    }
+}
+
+impl<'a> From<&'a Tensor> for Storage<'a> {
+    fn from(t: &'a Tensor) -> Self {
+        Storage::F32(t)
+    }
+}
+
 /// One GEMM operand: a tensor, how to read it, and its masks for stacked views.
 #[derive(Clone, Copy, Debug)]
 pub struct Operand<'a> {
     /// The stored tensor.
-    pub tensor: &'a Tensor,
+    pub tensor: Storage<'a>,
     /// How it is read.
     pub view: View,
     /// Mask bits, required by the stacked views.
@@ -163,7 +207,7 @@ impl<'a> Operand<'a> {
     /// The tensor as stored.
     pub fn plain(tensor: &'a Tensor) -> Self {
         Self {
-            tensor,
+            tensor: Storage::F32(tensor),
             view: View::Plain,
             masks: None,
         }
@@ -172,7 +216,7 @@ impl<'a> Operand<'a> {
     /// The tensor transposed.
     pub fn trans(tensor: &'a Tensor) -> Self {
         Self {
-            tensor,
+            tensor: Storage::F32(tensor),
             view: View::Trans,
             masks: None,
         }
@@ -181,9 +225,19 @@ impl<'a> Operand<'a> {
     /// A stacked masked view of a shared factor.
     pub fn stacked(tensor: &'a Tensor, view: View, masks: &'a MaskBits) -> Self {
         Self {
-            tensor,
+            tensor: Storage::F32(tensor),
             view,
             masks: Some(masks),
+        }
+    }
+
+    /// Packed f16 weights read through a dense view ([`View::Plain`] or [`View::Trans`]);
+    /// only operand B may be f16 (checked by the GEMM).
+    pub fn f16(tensor: &'a HalfTensor, view: View) -> Self {
+        Self {
+            tensor: Storage::F16(tensor),
+            view,
+            masks: None,
         }
     }
 
@@ -197,6 +251,12 @@ impl<'a> Operand<'a> {
         }
         let (rows, cols) = (s[s.len() - 2], s[s.len() - 1]);
         let batch: usize = s[..s.len() - 2].iter().product();
+        if self.tensor.is_f16() && (self.view.stacked() || name != "B") {
+            return Err(Error::InvalidArgument(format!(
+                "gemm operand {name}: f16 storage is read only as a dense operand B, got {:?}",
+                self.view
+            )));
+        }
         if !self.view.stacked() {
             if self.masks.is_some() {
                 return Err(Error::InvalidArgument(format!(
@@ -371,9 +431,27 @@ fn plan(
     d: &Dims,
 ) -> Result<Plan> {
     let (av, bv, mkn) = (a.view.code(), b.view.code(), [d.m, d.k, d.n]);
+    let half = b.tensor.is_f16();
     let (rows, cols, shader, aligned) = match kernel.checked() {
+        Kernel::Register(_) if half && !f16_variants(gpu) => {
+            return Err(Error::InvalidArgument(format!(
+                "gemm: {} reads f16 with unpack2x16float, which this device lacks (no \
+                 SHADER_F16); the reference kernel reads f16 everywhere",
+                kernel.label()
+            )));
+        }
+        Kernel::Tiled(_) | Kernel::Coop(_) if half => {
+            return Err(Error::InvalidArgument(format!(
+                "gemm: {} does not read an f16 operand; the reference and the register \
+                 kernels do",
+                kernel.label()
+            )));
+        }
         Kernel::Register(s) => {
-            let spec = template::spec_for(s, av, bv, mkn);
+            let mut spec = template::spec_for(s, av, bv, mkn);
+            if half {
+                spec.b = spec.b.f16();
+            }
             let shape = template::SHAPES[s];
             (shape.rows(), shape.cols(), spec.source(), spec.aligned)
         }
@@ -419,19 +497,52 @@ pub fn runs_trusted(
     Ok(plan(gpu, kernel, (&a, &b), (c, bias), &d)?.checks == Checks::Trusted)
 }
 
+/// Whether the generated variants may read packed f16 B on `gpu`: their
+/// `unpack2x16float` needs wgpu's `SHADER_F16_IN_F32`, which every backend has where the
+/// device has `SHADER_F16` (llvmpipe has it only then); elsewhere only the reference
+/// kernel (integer decode) runs f16.
+pub fn f16_variants(gpu: &crate::Gpu) -> bool {
+    gpu.features().contains(wgpu::Features::SHADER_F16)
+}
+
 /// Compiles the pipeline `kernel` would use on this problem (so that timing it measures
 /// the kernel, not the compiler).
 fn prepare(gpu: &crate::Gpu, kernel: Kernel, a: &Operand, b: &Operand, c: &Tensor) -> Result<()> {
     let d = check_dims(a, b, c, None)?;
     let pl = plan(gpu, kernel, (a, b), (c, None), &d)?;
-    let constants = [
-        ("A_MODE", a.view.code() as f64),
-        ("B_MODE", b.view.code() as f64),
-        ("HAS_BIAS", 0.0),
-    ];
+    let constants = constants(kernel, a, b, false);
     gpu.pipelines()
         .get_with(pl.shader, "gemm", &constants, pl.checks)
         .map(drop)
+}
+
+/// The override constants of `kernel`: the views, the bias, and (the reference kernel,
+/// whose `B_HALF` picks the packed f16 binding) the storage of B; a generated kernel reads
+/// f16 through its own B load kind instead.
+fn constants(kernel: Kernel, a: &Operand, b: &Operand, bias: bool) -> Vec<(&'static str, f64)> {
+    let mut c = vec![
+        ("A_MODE", a.view.code() as f64),
+        ("B_MODE", b.view.code() as f64),
+        ("HAS_BIAS", bias as u32 as f64),
+    ];
+    if kernel == Kernel::Reference {
+        c.push(("B_HALF", b.tensor.is_f16() as u32 as f64));
+    }
+    c
+}
+
+/// Operand B's bindings: `(3, b)` for an f32 operand or a generated kernel (whose `b`
+/// is declared packed for f16); the reference kernel also takes `(7, b_half)`, with a
+/// dummy in whichever of the two it does not read.
+fn b_bindings(kernel: Kernel, b: &Operand, dummy: &Binding) -> Vec<(u32, Binding)> {
+    if kernel != Kernel::Reference {
+        return vec![(3, b.tensor.binding())];
+    }
+    if b.tensor.is_f16() {
+        vec![(3, dummy.clone()), (7, b.tensor.binding())]
+    } else {
+        vec![(3, b.tensor.binding()), (7, dummy.clone())]
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -477,24 +588,23 @@ fn dispatch(
     let a_bits = a.masks.map_or(dummy.clone(), |m| m.binding());
     let b_bits = b.masks.map_or(dummy.clone(), |m| m.binding());
     let bias_b = bias.map_or(dummy.clone(), |t| t.binding());
-    let constants = [
-        ("A_MODE", a.view.code() as f64),
-        ("B_MODE", b.view.code() as f64),
-        ("HAS_BIAS", bias.is_some() as u32 as f64),
+    let constants = constants(kernel, a, b, bias.is_some());
+    let (a_b, c_b) = (a.tensor.binding(), c.binding());
+    let b_b = b_bindings(kernel, b, &dummy);
+    let mut bindings = vec![
+        (0, &uniform),
+        (1, &a_b),
+        (2, &a_bits),
+        (4, &b_bits),
+        (5, &c_b),
+        (6, &bias_b),
     ];
+    bindings.extend(b_b.iter().map(|(i, x)| (*i, x)));
     rec.dispatch_with(
         pl.shader,
         ("gemm", pl.checks),
         &constants,
-        &[
-            (0, &uniform),
-            (1, &a.tensor.binding()),
-            (2, &a_bits),
-            (3, &b.tensor.binding()),
-            (4, &b_bits),
-            (5, &c.binding()),
-            (6, &bias_b),
-        ],
+        &bindings,
         pl.grid,
     )
 }

@@ -13,6 +13,7 @@ use crate::nn::modules::{
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
+use crate::runtime::half::BaseDType;
 use crate::runtime::io::TensorFile;
 use crate::runtime::tensor::Tensor;
 
@@ -39,6 +40,14 @@ impl Proj {
         match self {
             Proj::Base(l) => l,
             Proj::Adapted(l) => &l.base,
+        }
+    }
+
+    /// The base layer, to change its storage.
+    pub fn base_mut(&mut self) -> &mut Linear {
+        match self {
+            Proj::Base(l) => l,
+            Proj::Adapted(l) => &mut l.base,
         }
     }
 }
@@ -108,10 +117,34 @@ pub trait AdaptedEncoder {
     fn projections(&self) -> Vec<&[Proj; 6]>;
     /// Every layer's projections, to merge adapters into them.
     fn projections_mut(&mut self) -> Vec<&mut [Proj; 6]>;
+    /// Stores every projection's frozen base weight as `dtype` (biases stay f32); adapters
+    /// already on the projections keep their f32 factors. A weight beyond the f16 range
+    /// is an error naming it.
+    fn set_base_dtype(&mut self, dtype: BaseDType) -> Result<()> {
+        let names: Vec<Vec<String>> = (0..self.projections().len())
+            .map(|i| (0..6).map(|k| self.module_name(i, k)).collect())
+            .collect();
+        for (proj, names) in self.projections_mut().into_iter().zip(names) {
+            for (p, name) in proj.iter_mut().zip(names) {
+                let base = p.base_mut();
+                let w = base.weight.to_dtype(&format!("{name}.weight"), dtype)?;
+                base.weight = w;
+            }
+        }
+        Ok(())
+    }
+    /// Bytes the projections' base weights take on the GPU.
+    fn base_weight_bytes(&self) -> u64 {
+        let all = self.projections();
+        all.iter()
+            .flat_map(|p| p.iter())
+            .map(|p| p.base().weight.bytes())
+            .sum()
+    }
     /// The encoder's own tensors under HF names (the projections with their current,
     /// possibly merged, base weights); a merged folder copies the base checkpoint's other
     /// tensors beside them.
-    fn hf_tensors(&self) -> Vec<(String, Tensor)>;
+    fn hf_tensors(&self) -> Result<Vec<(String, Tensor)>>;
     /// The prefix of the encoder inside a task model's checkpoint (`bert.`, `vit.`), dropped
     /// when copying the base checkpoint's tensors.
     fn checkpoint_prefix(&self) -> &'static str;
@@ -120,20 +153,21 @@ pub trait AdaptedEncoder {
     fn head_prefix(&self) -> &'static str;
 }
 
-/// The tensors of every projection of an encoder under their HF names.
-pub fn projection_tensors(e: &dyn AdaptedEncoder) -> Vec<(String, Tensor)> {
+/// The tensors of every projection of an encoder under their HF names, in f32 (an f16 base
+/// weight decoded).
+pub fn projection_tensors(e: &dyn AdaptedEncoder) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     for (i, proj) in e.projections().into_iter().enumerate() {
         for (k, p) in proj.iter().enumerate() {
             let base = p.base();
             let name = e.module_name(i, k);
-            out.push((format!("{name}.weight"), base.weight.clone()));
+            out.push((format!("{name}.weight"), base.weight.to_f32()?));
             if let Some(b) = &base.bias {
                 out.push((format!("{name}.bias"), b.clone()));
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Reads named tensors with the checks and messages a user needs.

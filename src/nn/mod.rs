@@ -5,5 +5,6 @@ pub mod modules;
 pub mod ops;
 pub mod optim;
 pub mod tape;
+pub mod weight;
 
 pub use tape::{Contributions, Gradients, Graph, Var};

@@ -14,6 +14,8 @@ use crate::runtime::gpu::Gpu;
 use crate::runtime::io::{TensorFile, TensorWriter};
 use crate::runtime::tensor::Tensor;
 
+pub use crate::nn::weight::Weight;
+
 /// A tensor of `shape` filled with uniform `U(-bound, bound)` values drawn on the host
 /// (initialisation only). The size is checked against the device before the host buffer
 /// is allocated, and the allocation itself is fallible, so a size no device could hold (a
@@ -34,8 +36,9 @@ pub type NamedMask = (String, Vec<usize>, Vec<u8>);
 /// `nn.Linear`: `y = x W^T + b`, frozen or trainable.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    /// `[out, in]`.
-    pub weight: Tensor,
+    /// `[out, in]`: f32, or packed f16 for a frozen base layer ([`Weight::to_dtype`]; a
+    /// trainable f16 weight contributes no parameters).
+    pub weight: Weight,
     /// `[out]`.
     pub bias: Option<Tensor>,
     /// Whether gradients flow to weight and bias.
@@ -45,14 +48,14 @@ pub struct Linear {
 impl Linear {
     /// From existing tensors; shapes are checked.
     pub fn new(weight: Tensor, bias: Option<Tensor>, trainable: bool) -> Result<Self> {
-        let [out_f, _] = weight.shape() else {
+        let [out_f, _] = *weight.shape() else {
             return Err(Error::shape(format!(
                 "linear weight must be 2-D, got {:?}",
                 weight.shape()
             )));
         };
         if let Some(b) = &bias
-            && b.shape() != [*out_f]
+            && b.shape() != [out_f]
         {
             return Err(Error::shape(format!(
                 "linear bias is {:?}, expected [{out_f}]",
@@ -60,7 +63,7 @@ impl Linear {
             )));
         }
         Ok(Self {
-            weight,
+            weight: Weight::F32(weight),
             bias,
             trainable,
         })
@@ -92,16 +95,13 @@ impl Linear {
 
     /// `x W^T + b` on the graph.
     pub fn forward(&self, g: &mut Graph, x: &Var) -> Result<Var> {
-        let (w, b) = if self.trainable {
-            (
-                g.param(&self.weight),
-                self.bias.as_ref().map(|b| g.param(b)),
-            )
-        } else {
-            (
-                g.input(&self.weight),
-                self.bias.as_ref().map(|b| g.input(b)),
-            )
+        let (w, b) = match (&self.weight, self.trainable) {
+            (Weight::F16(h), _) => {
+                let b = self.bias.as_ref().map(|b| g.input(b));
+                return g.linear_f16(x, h, b.as_ref());
+            }
+            (Weight::F32(w), true) => (g.param(w), self.bias.as_ref().map(|b| g.param(b))),
+            (Weight::F32(w), false) => (g.input(w), self.bias.as_ref().map(|b| g.input(b))),
         };
         g.linear(x, &w, b.as_ref())
     }
@@ -111,7 +111,10 @@ impl Linear {
         if !self.trainable {
             return Vec::new();
         }
-        let mut v = vec![("weight".to_string(), self.weight.clone())];
+        let Some(w) = self.weight.f32() else {
+            return Vec::new();
+        };
+        let mut v = vec![("weight".to_string(), w.clone())];
         if let Some(b) = &self.bias {
             v.push(("bias".to_string(), b.clone()));
         }
@@ -235,19 +238,31 @@ impl CapaBoostLinear {
         let a = g.param(&self.lora_a);
         let b = g.param(&self.lora_b);
         let adapter = Adapter::new(&a, &b, &self.masks, self.config.scale());
-        if self.config.dropout > 0.0 && g.grad_enabled() {
-            let y = self.base.forward(g, x)?;
-            let seed = g.seed();
-            let xd = g.dropout(x, self.config.dropout, seed, self.module_id)?;
-            return g.capaboost_update(&y, &xd, adapter);
+        let dropout = self.config.dropout > 0.0 && g.grad_enabled();
+        if let (Weight::F32(w), false) = (&self.base.weight, dropout) {
+            return g.capaboost_linear(x, w, self.base.bias.as_ref(), adapter);
         }
-        g.capaboost_linear(x, &self.base.weight, self.base.bias.as_ref(), adapter)
+        // Dropout on the adapter's input, or an f16 base (its own GEMM): the base output
+        // plus the update.
+        let y = self.base.forward(g, x)?;
+        let xd = if dropout {
+            let seed = g.seed();
+            g.dropout(x, self.config.dropout, seed, self.module_id)?
+        } else {
+            x.clone()
+        };
+        g.capaboost_update(&y, &xd, adapter)
     }
 
-    /// Folds the update into the base weight for inference at the base layer's cost.
+    /// Folds the update into the base weight for inference at the base layer's cost. An
+    /// f16 base becomes f32 first (its rounded values plus the update, in f32).
     pub fn merge(&mut self, gpu: &Gpu) -> Result<()> {
         if !self.merged {
-            gpu.run(|rec| self.adapter().merge(rec, &self.base.weight))?;
+            if let Weight::F16(h) = &self.base.weight {
+                self.base.weight = Weight::F32(h.to_tensor()?);
+            }
+            let w = self.base.weight.require_f32()?;
+            gpu.run(|rec| self.adapter().merge(rec, w))?;
             self.merged = true;
         }
         Ok(())
@@ -256,7 +271,8 @@ impl CapaBoostLinear {
     /// Undoes [`CapaBoostLinear::merge`].
     pub fn unmerge(&mut self, gpu: &Gpu) -> Result<()> {
         if self.merged {
-            gpu.run(|rec| self.adapter().unmerge(rec, &self.base.weight))?;
+            let w = self.base.weight.require_f32()?;
+            gpu.run(|rec| self.adapter().unmerge(rec, w))?;
             self.merged = false;
         }
         Ok(())

@@ -6,6 +6,7 @@ pub mod error;
 pub mod failpoint;
 pub mod gate;
 pub mod gpu;
+pub mod half;
 pub mod io;
 pub mod pipeline;
 pub mod pool;

@@ -49,6 +49,7 @@ impl Classifier {
                 })?,
             Method::HeadOnly => {}
         }
+        bert.set_base_dtype(cfg.model.base_dtype)?;
         Ok(Self {
             bert,
             head,

@@ -17,6 +17,7 @@ use crate::models::bert::Target;
 use crate::nn::modules::{CapaBoostConfig, Placement};
 use crate::nn::optim::Schedule;
 use crate::runtime::error::{Error, Result};
+use crate::runtime::half::BaseDType;
 use crate::tasks::glue::{self, ReadOptions};
 use crate::tasks::image::config::ImageConfig;
 use crate::tasks::kind::TaskKind;
@@ -169,6 +170,12 @@ pub struct ModelConfig {
     /// scripts/fetch-minilm.sh installs.
     #[arg(long, default_value_os_t = crate::models::bert::default_model_dir())]
     pub model: PathBuf,
+    /// GPU storage of the encoder's frozen projection weights (query ... output.dense):
+    /// f32, or f16 (half their memory; products accumulate in f32). Adapters, the head,
+    /// biases, LayerNorms, embeddings, gradients and optimizer state stay f32.
+    #[arg(long, value_enum, default_value_t = BaseDType::F32)]
+    #[serde(default)]
+    pub base_dtype: BaseDType,
 }
 
 /// What is trained on the encoder, and the adapters' shape.

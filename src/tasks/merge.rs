@@ -102,7 +102,7 @@ fn with_architecture(path: &Path, bytes: &[u8], architecture: &str) -> Result<Ve
 /// weights).
 fn encoder_tensors(e: &dyn AdaptedEncoder, prefix: &str) -> Result<TensorWriter> {
     let mut w = TensorWriter::default();
-    for (name, t) in e.hf_tensors() {
+    for (name, t) in e.hf_tensors()? {
         w.f32(format!("{prefix}{name}"), t.shape(), &t.to_vec()?);
     }
     Ok(w)

@@ -102,10 +102,43 @@ pub enum BLoad {
     VecN,
     /// Transposed (stored `[N, K]`) with `K % 4 == 0`: vec4 along K.
     VecK,
+    /// [`BLoad::Scalar`] over packed f16 (`b: array<u32>`, `unpack2x16float`).
+    F16Scalar,
+    /// [`BLoad::VecN`] over packed f16: two words (4 halves) along N.
+    F16N,
+    /// [`BLoad::VecK`] over packed f16: two words (4 halves) along K.
+    F16K,
+}
+
+impl BLoad {
+    /// The same load over packed f16 storage (the alignment conditions are the same: 4
+    /// halves start on an even word where 4 floats start on a vec4).
+    pub fn f16(self) -> Self {
+        match self {
+            BLoad::Scalar | BLoad::F16Scalar => BLoad::F16Scalar,
+            BLoad::VecN | BLoad::F16N => BLoad::F16N,
+            BLoad::VecK | BLoad::F16K => BLoad::F16K,
+        }
+    }
+
+    /// Whether B is packed f16.
+    pub fn is_f16(self) -> bool {
+        matches!(self, BLoad::F16Scalar | BLoad::F16N | BLoad::F16K)
+    }
 }
 
 pub(super) const A_LOADS: [ALoad; 3] = [ALoad::Scalar, ALoad::VecK, ALoad::VecM];
+/// The f32 loads of B (the workgroup-memory family reads only these).
 pub(super) const B_LOADS: [BLoad; 3] = [BLoad::Scalar, BLoad::VecN, BLoad::VecK];
+/// Every load of B the register family generates: f32 and packed f16.
+const B_LOADS_ALL: [BLoad; 6] = [
+    BLoad::Scalar,
+    BLoad::VecN,
+    BLoad::VecK,
+    BLoad::F16Scalar,
+    BLoad::F16N,
+    BLoad::F16K,
+];
 
 /// Everything one generated source depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,13 +156,14 @@ pub struct Spec {
 impl Spec {
     fn index(&self) -> usize {
         let a = A_LOADS.iter().position(|&x| x == self.a).unwrap_or(0);
-        let b = B_LOADS.iter().position(|&x| x == self.b).unwrap_or(0);
-        ((self.shape * 3 + a) * 3 + b) * 2 + self.aligned as usize
+        let b = B_LOADS_ALL.iter().position(|&x| x == self.b).unwrap_or(0);
+        ((self.shape * A_LOADS.len() + a) * B_LOADS_ALL.len() + b) * 2 + self.aligned as usize
     }
 
     fn name(&self) -> String {
         let a = ["s", "k", "m"][A_LOADS.iter().position(|&x| x == self.a).unwrap_or(0)];
-        let b = ["s", "n", "k"][B_LOADS.iter().position(|&x| x == self.b).unwrap_or(0)];
+        let b = ["s", "n", "k", "hs", "hn", "hk"]
+            [B_LOADS_ALL.iter().position(|&x| x == self.b).unwrap_or(0)];
         let g = if self.aligned { "al" } else { "g" };
         format!("gemm_{}_a{a}_b{b}_{g}", SHAPES[self.shape].label())
     }
@@ -149,7 +183,7 @@ pub fn generated() -> &'static [&'static ShaderSource] {
         let mut out = Vec::new();
         for shape in 0..SHAPES.len() {
             for a in A_LOADS {
-                for b in B_LOADS {
+                for b in B_LOADS_ALL {
                     for aligned in [false, true] {
                         let spec = Spec {
                             shape,
@@ -182,15 +216,21 @@ fn header(spec: &Spec) -> String {
         s.wx,
         s.wy
     );
-    header_for(&comment, spec.a != ALoad::Scalar, spec.b != BLoad::Scalar)
+    header_for(&comment, spec.a != ALoad::Scalar, spec.b)
 }
 
 /// The header every generated GEMM shares: parameters (the layout of `shaders/gemm.wgsl`),
-/// bindings (A and B as `array<vec4<f32>>` where `a_vec` / `b_vec`), mask bits, the
+/// bindings (A as `array<vec4<f32>>` where `a_vec`; B as `vec4<f32>`, `f32` or packed f16
+/// `u32` by its load `b`), mask bits, the
 /// element accessors `ae` / `be` over a scalar or vec4 binding and the operand views
 /// `load_a` / `load_b` over them.
-pub(super) fn header_for(comment: &str, a_vec: bool, b_vec: bool) -> String {
+pub(super) fn header_for(comment: &str, a_vec: bool, b: BLoad) -> String {
     let ty = |vec: bool| if vec { "vec4<f32>" } else { "f32" };
+    let b_ty = match b {
+        BLoad::Scalar => "f32",
+        BLoad::VecN | BLoad::VecK => "vec4<f32>",
+        _ => "u32",
+    };
     let elem = |v: &str, vec: bool| {
         if vec {
             format!("let q = {v}[e >> 2u]; return q[e & 3u];")
@@ -224,9 +264,12 @@ fn a_bit(e: u32) -> bool {{ return ((a_bits[e >> 5u] >> (e & 31u)) & 1u) == 1u; 
 fn b_bit(e: u32) -> bool {{ return ((b_bits[e >> 5u] >> (e & 31u)) & 1u) == 1u; }}
 {views}",
         a_ty = ty(a_vec),
-        b_ty = ty(b_vec),
         ae = elem("a", a_vec),
-        be = elem("b", b_vec),
+        be = if b.is_f16() {
+            "return unpack2x16float(b[e >> 1u])[e & 1u];".to_string()
+        } else {
+            elem("b", b != BLoad::Scalar)
+        },
         views = VIEWS,
     )
 }
@@ -388,7 +431,7 @@ fn load_a_fragment(w: &mut String, spec: &Spec, tm: u32) {
 fn load_b_fragment(w: &mut String, spec: &Spec, tn: u32) {
     let lanes = ["x", "y", "z", "w"];
     match spec.b {
-        BLoad::Scalar => {
+        BLoad::Scalar | BLoad::F16Scalar => {
             for kk in 0..4 {
                 for j in 0..tn / 4 {
                     let l: Vec<String> = (0..4)
@@ -398,21 +441,20 @@ fn load_b_fragment(w: &mut String, spec: &Spec, tn: u32) {
                 }
             }
         }
-        BLoad::VecN => {
+        BLoad::VecN | BLoad::F16N => {
             for j in 0..tn / 4 {
                 let cq = clamp(spec, &format!("col0 + {}u", 4 * j), "p.n - 4u");
                 let _ = writeln!(w, "        let cq{j} = {cq};");
                 for kk in 0..4 {
-                    let _ = writeln!(
-                        w,
-                        "        let bf{kk}_{j} = b[(off_b + (k + {kk}u) * p.n + cq{j}) >> 2u];"
-                    );
+                    let e = format!("off_b + (k + {kk}u) * p.n + cq{j}");
+                    let _ = writeln!(w, "        let bf{kk}_{j} = {};", four(spec.b, &e));
                 }
             }
         }
-        BLoad::VecK => {
+        BLoad::VecK | BLoad::F16K => {
             for j in 0..tn {
-                let _ = writeln!(w, "        let u{j} = b[(off_b + cj{j} * p.k + k) >> 2u];");
+                let e = format!("off_b + cj{j} * p.k + k");
+                let _ = writeln!(w, "        let u{j} = {};", four(spec.b, &e));
             }
             for (kk, lane) in lanes.iter().enumerate() {
                 for j in 0..tn / 4 {
@@ -421,6 +463,18 @@ fn load_b_fragment(w: &mut String, spec: &Spec, tn: u32) {
                 }
             }
         }
+    }
+}
+
+/// Four consecutive elements of B from element `e` (a multiple of 4): one vec4, or two
+/// packed words decoded.
+fn four(load: BLoad, e: &str) -> String {
+    if load.is_f16() {
+        format!(
+            "vec4<f32>(unpack2x16float(b[({e}) >> 1u]), unpack2x16float(b[(({e}) >> 1u) + 1u]))"
+        )
+    } else {
+        format!("b[({e}) >> 2u]")
     }
 }
 

@@ -25,6 +25,10 @@
 use std::fmt::Write;
 use std::sync::OnceLock;
 
+/// The family is generated over [`B_LOADS`] (f32) only; `plan` refuses an f16 operand B
+/// before a tile's spec is made.
+const F32_ONLY: &str = "the workgroup-memory GEMM family reads f32 operands only";
+
 use super::template::{A_LOADS, ALoad, B_LOADS, BLoad, a_load, b_load, header_for};
 use crate::runtime::shaders::ShaderSource;
 
@@ -239,7 +243,7 @@ pub fn wgsl(spec: &Spec) -> String {
         t.tn / 4,
         t.threads()
     );
-    let mut w = header_for(&comment, spec.a != ALoad::Scalar, spec.b != BLoad::Scalar);
+    let mut w = header_for(&comment, spec.a != ALoad::Scalar, spec.b);
     let (sa, sb) = (t.bk * t.bm / 4, t.bk * t.bn / 4);
     let _ = writeln!(
         w,
@@ -422,6 +426,7 @@ fn fetch_b(w: &mut String, spec: &Spec, k0: &str, kq: u32, bn4: u32) {
             )
         };
         let line = match spec.b {
+            BLoad::F16Scalar | BLoad::F16N | BLoad::F16K => unreachable!("{F32_ONLY}"),
             BLoad::VecN => cols(&|n, k| {
                 let (nc, kc) = (clamp(spec, n, "p.n - 4u"), clamp(spec, k, "p.k - 1u"));
                 past_k(
@@ -505,6 +510,7 @@ fn stash(w: &mut String, spec: &Spec, buf: &str) {
             BLoad::VecN => cols,
             BLoad::VecK => rows,
             BLoad::Scalar => format!("if (b_cols) {cols} else {rows}"),
+            BLoad::F16Scalar | BLoad::F16N | BLoad::F16K => unreachable!("{F32_ONLY}"),
         };
         let _ = writeln!(w, "        {line}");
     }

@@ -4,7 +4,8 @@
 //!
 //! The key ([`key`]): adapter (vendor, device, backend, driver, driver info), crate version
 //! and a hash of the GEMM shader set, the views of A and B and whether they are batched,
-//! M, N and K rounded up to powers of two, and the alignment class (the vec4 loads each
+//! M, N and K rounded up to powers of two, the storage of B (`h`: packed f16), and the
+//! alignment class (the vec4 loads each
 //! operand allows, whether K is a multiple of 4).
 //!
 //! `CAPABOOST_AUTOTUNE=off|on|exhaustive` (default `on`): `off` always runs the reference;
@@ -20,10 +21,13 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use super::{Kernel, Operand, cache, check_dims, coop, gemm_into_with, prepare, template, tiled};
+use super::{
+    Kernel, Operand, Storage, cache, check_dims, coop, gemm_into_with, prepare, template, tiled,
+};
 use crate::kernels::masks::MaskBits;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
+use crate::runtime::half::HalfTensor;
 use crate::runtime::tensor::Tensor;
 
 /// A candidate whose first sample is this many times the leader's is dropped.
@@ -105,7 +109,7 @@ pub fn key(gpu: &Gpu, a: &Operand, b: &Operand, [m, k, n]: [usize; 3]) -> String
     let batched = |o: &Operand| o.tensor.shape().len() > 2;
     let al = template::spec_for(0, a.view.code(), b.view.code(), [m, k, n]);
     format!(
-        "{:04x}:{:04x}:{:?}:{}:{}|{}-{:016x}|a{}{}b{}{}|{}x{}x{}|{:?}{:?}k{}",
+        "{:04x}:{:04x}:{:?}:{}:{}|{}-{:016x}|a{}{}b{}{}{}|{}x{}x{}|{:?}{:?}k{}",
         info.vendor,
         info.device,
         info.backend,
@@ -117,6 +121,7 @@ pub fn key(gpu: &Gpu, a: &Operand, b: &Operand, [m, k, n]: [usize; 3]) -> String
         if batched(a) { "B" } else { "" },
         b.view.code(),
         if batched(b) { "B" } else { "" },
+        if b.tensor.is_f16() { "h" } else { "" },
         m.next_power_of_two(),
         n.next_power_of_two(),
         k.next_power_of_two(),
@@ -241,7 +246,8 @@ pub fn choose_with(
 ) -> Result<Kernel> {
     let mode = mode();
     let [m, k, n] = mkn;
-    if mode == Mode::Off || 2.0 * (m * n * k) as f64 <= TINY_FLOP {
+    let f16_off = b.tensor.is_f16() && !super::f16_variants(gpu);
+    if mode == Mode::Off || 2.0 * (m * n * k) as f64 <= TINY_FLOP || f16_off {
         return Ok(Kernel::Reference);
     }
     if mode == Mode::Fixed {
@@ -274,9 +280,11 @@ pub fn fixed_choice([m, _, n]: [usize; 3]) -> Kernel {
     Kernel::Register(shape)
 }
 
-/// A synthetic operand like `op` (batch 1, fresh random values and masks).
+/// A synthetic operand like `op` (batch 1, fresh random values and masks; packed f16
+/// where `op` is).
 struct Synth {
     tensor: Tensor,
+    half: Option<HalfTensor>,
     masks: Option<MaskBits>,
 }
 
@@ -291,6 +299,10 @@ impl Synth {
         let [r, c] = rows_cols.unwrap_or([s[s.len() - 2], s[s.len() - 1]]);
         let v: Vec<f32> = (0..r * c).map(|_| rng.random_range(-1.0..1.0)).collect();
         let tensor = Tensor::from_slice(gpu, &v, &[r, c])?;
+        let half = match op.tensor.is_f16() {
+            true => Some(HalfTensor::from_f32(gpu, "tuning operand", &v, &[r, c])?),
+            false => None,
+        };
         let masks = match op.masks {
             Some(mb) => {
                 let words = (mb.rows * mb.cols * mb.branches as usize).div_ceil(32);
@@ -305,12 +317,19 @@ impl Synth {
             }
             None => None,
         };
-        Ok(Self { tensor, masks })
+        Ok(Self {
+            tensor,
+            half,
+            masks,
+        })
     }
 
     fn operand(&self, view: super::View) -> Operand<'_> {
+        if let Some(h) = &self.half {
+            return Operand::f16(h, view);
+        }
         Operand {
-            tensor: &self.tensor,
+            tensor: Storage::F32(&self.tensor),
             view,
             masks: self.masks.as_ref(),
         }
@@ -425,10 +444,12 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
     };
     let mut times: Vec<(Kernel, Vec<f64>)> = Vec::new();
     let mut best = f64::INFINITY;
-    for kernel in candidates(gpu, a, b, mkn, mode)
-        .into_iter()
-        .chain(coop::candidates(gpu))
-    {
+    let coop = if b.tensor.is_f16() {
+        Vec::new()
+    } else {
+        coop::candidates(gpu)
+    };
+    for kernel in candidates(gpu, a, b, mkn, mode).into_iter().chain(coop) {
         let t = full.first(gpu, kernel, best)?;
         best = best.min(t);
         times.push((kernel, vec![t]));
@@ -497,6 +518,10 @@ fn candidates(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) 
         }
     }
     let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    if b.tensor.is_f16() {
+        // The workgroup-memory and cooperative-matrix kernels read f32 operands only.
+        return out;
+    }
     for (t, tile) in tiled::TILES.iter().enumerate() {
         let wide = tile.bn >= 128;
         let worth = !cpu && (tile.bm == 64 || (m >= 128 && (n >= 128) == wide));

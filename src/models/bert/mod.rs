@@ -222,7 +222,7 @@ impl AdaptedEncoder for Bert {
         self.layers.iter_mut().map(|l| &mut l.proj).collect()
     }
 
-    fn hf_tensors(&self) -> Vec<(String, Tensor)> {
+    fn hf_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
         for (name, t) in [
             ("word_embeddings.weight", &self.word),
@@ -233,7 +233,7 @@ impl AdaptedEncoder for Bert {
         ] {
             out.push((format!("embeddings.{name}"), t.clone()));
         }
-        out.extend(projection_tensors(self));
+        out.extend(projection_tensors(self)?);
         for (i, layer) in self.layers.iter().enumerate() {
             for (n, norm) in [
                 ("attention.output.LayerNorm", &layer.attn_norm),
@@ -244,7 +244,7 @@ impl AdaptedEncoder for Bert {
                 out.push((format!("{name}.bias"), norm.beta.clone()));
             }
         }
-        out
+        Ok(out)
     }
 
     fn checkpoint_prefix(&self) -> &'static str {

@@ -229,7 +229,7 @@ impl AdaptedEncoder for Vit {
         self.layers.iter_mut().map(|l| &mut l.proj).collect()
     }
 
-    fn hf_tensors(&self) -> Vec<(String, Tensor)> {
+    fn hf_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         projection_tensors(self)
     }
 

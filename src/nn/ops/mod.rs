@@ -18,6 +18,7 @@ use crate::runtime::tensor::Tensor;
 pub mod activations;
 pub mod capaboost;
 pub mod elementwise;
+pub mod half;
 pub mod layout;
 pub mod linalg;
 pub mod lookup;

@@ -46,6 +46,7 @@ impl ImageModel {
                 })?,
             Method::HeadOnly => {}
         }
+        vit.set_base_dtype(cfg.model.base_dtype)?;
         Ok(Self {
             vit,
             head,

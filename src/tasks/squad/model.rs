@@ -44,6 +44,7 @@ impl SpanModel {
             }
             Method::HeadOnly => {}
         }
+        bert.set_base_dtype(cfg.model.base_dtype)?;
         Ok(Self { bert, start, end })
     }
 
