@@ -365,12 +365,12 @@ fn the_emulated_kernel_matches_the_f64_reference_on_odd_shapes_and_views() {
             let gc = Tensor::from_slice(&gpu, &c0, &stored(View::Plain, batch, [m, n])).unwrap();
             let gbias = Tensor::from_slice(&gpu, &bias, &[n]).unwrap();
             let oa = Operand {
-                tensor: &ga,
+                tensor: (&ga).into(),
                 view: va,
                 masks: None,
             };
             let ob = Operand {
-                tensor: &gb,
+                tensor: (&gb).into(),
                 view: vb,
                 masks: None,
             };
