@@ -8,6 +8,7 @@ use crate::runtime::shaders::GEMM;
 use crate::runtime::tensor::Tensor;
 
 mod cache;
+pub mod split;
 pub mod template;
 pub mod tune;
 
@@ -21,6 +22,10 @@ pub enum Kernel {
     Reference,
     /// A generated register-only variant: the index of its shape in [`template::SHAPES`].
     Register(usize),
+    /// Split-K ([`split`]): the register variant of shape `.0` computes `.1` partial
+    /// products over slices of K, then one pass (`shaders/splitk.wgsl`) sums them in a
+    /// fixed order and applies alpha, beta and the bias. Unbatched problems only.
+    SplitK(usize, u32),
 }
 
 impl Kernel {
@@ -29,6 +34,7 @@ impl Kernel {
         match self {
             Kernel::Reference => "tiled64".into(),
             Kernel::Register(s) => template::SHAPES[*s].label(),
+            Kernel::SplitK(s, parts) => format!("{}s{parts}", template::SHAPES[*s].label()),
         }
     }
 
@@ -36,6 +42,11 @@ impl Kernel {
     pub fn from_label(label: &str) -> Option<Self> {
         if label == "tiled64" {
             return Some(Kernel::Reference);
+        }
+        if let Some((inner, parts)) = label.rsplit_once('s') {
+            let shape = template::SHAPES.iter().position(|s| s.label() == inner)?;
+            let parts: u32 = parts.parse().ok().filter(|&p| p >= 1)?;
+            return Some(Kernel::SplitK(shape, parts));
         }
         template::SHAPES
             .iter()
@@ -175,10 +186,13 @@ struct Params {
     stride_a: u32,
     stride_b: u32,
     stride_c: u32,
-    _pad0: u32,
+    /// K offset per `z` (split-K: the slice length; else 0); the reference ignores it.
+    kz: u32,
     alpha: f32,
     beta: f32,
-    _pad1: [u32; 2],
+    /// K extent from the offset (split-K: the slice length; else K).
+    kl: u32,
+    _pad: u32,
 }
 
 fn u32_of(n: usize, what: &str) -> Result<u32> {
@@ -293,7 +307,7 @@ fn plan(
 ) -> Result<([u32; 3], &'static crate::runtime::shaders::ShaderSource)> {
     let (rows, cols, shader) = match kernel {
         Kernel::Reference => (TILE, TILE, &GEMM),
-        Kernel::Register(s) => {
+        Kernel::Register(s) | Kernel::SplitK(s, _) => {
             let spec = template::spec_for(s, a.view.code(), b.view.code(), [d.m, d.k, d.n]);
             let shape = template::SHAPES[s];
             (shape.rows(), shape.cols(), spec.source())
@@ -312,6 +326,9 @@ fn plan(
 fn prepare(gpu: &crate::Gpu, kernel: Kernel, a: &Operand, b: &Operand, c: &Tensor) -> Result<()> {
     let d = check_dims(a, b, c, None)?;
     let (_, shader) = plan(kernel, a, b, &d)?;
+    if let Kernel::SplitK(..) = kernel {
+        split::prepare(gpu)?;
+    }
     let constants = [
         ("A_MODE", a.view.code() as f64),
         ("B_MODE", b.view.code() as f64),
@@ -331,7 +348,6 @@ fn dispatch(
     bias: Option<&Tensor>,
     d: &Dims,
 ) -> Result<()> {
-    let gpu = rec.gpu().clone();
     let (grid, shader) = plan(kernel, a, b, d)?;
     if d.m == 0 || d.n == 0 {
         return Ok(());
@@ -353,12 +369,30 @@ fn dispatch(
             u32_of(ka * n, "B batch stride")?
         },
         stride_c: u32_of(m * n, "C batch stride")?,
-        _pad0: 0,
+        kz: 0,
         alpha,
         beta,
-        _pad1: [0; 2],
+        kl: u32_of(ka, "K")?,
+        _pad: 0,
     };
-    let uniform = rec.uniform(bytemuck::bytes_of(&p));
+    if let Kernel::SplitK(_, parts) = kernel {
+        return split::dispatch(rec, parts, (a, b), c, p, bias, (shader, grid));
+    }
+    launch(rec, shader, grid, &p, (a, b), c, bias)
+}
+
+/// Records one GEMM dispatch of `shader` over `grid` with parameters `p` into `c`.
+fn launch(
+    rec: &mut Recorder,
+    shader: &'static crate::runtime::shaders::ShaderSource,
+    grid: [u32; 3],
+    p: &Params,
+    (a, b): (&Operand, &Operand),
+    c: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<()> {
+    let gpu = rec.gpu().clone();
+    let uniform = rec.uniform(bytemuck::bytes_of(p));
     let dummy = dummy_binding(&gpu)?;
     let a_bits = a.masks.map_or(dummy.clone(), |m| m.binding());
     let b_bits = b.masks.map_or(dummy.clone(), |m| m.binding());

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use super::{Kernel, Operand, cache, check_dims, gemm_into_with, prepare, template};
+use super::{Kernel, Operand, cache, check_dims, gemm_into_with, prepare, split, template};
 use crate::kernels::masks::MaskBits;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
@@ -337,10 +337,12 @@ fn reduced(x: usize) -> usize {
 }
 
 /// The operands of the correctness check: reduced dense ones, full-size stacked ones (their
-/// sizes are tied to the factor's).
+/// sizes are tied to the factor's); K kept where split-K is tried (it is what is split).
 fn check_problem(a: &Operand, b: &Operand, [m, k, n]: [usize; 3]) -> [usize; 3] {
     if a.view.stacked() || b.view.stacked() {
         [m, k, n]
+    } else if split::worthy([m, k, n]) {
+        [reduced(m), k, reduced(n)]
     } else {
         [reduced(m), reduced(k), reduced(n)]
     }
@@ -424,11 +426,9 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
     };
     let mut times: Vec<(Kernel, Vec<f64>)> = Vec::new();
     let mut best = f64::INFINITY;
-    for kernel in candidates(mkn, mode) {
-        let t = full.first(gpu, kernel, best)?;
-        best = best.min(t);
-        times.push((kernel, vec![t]));
-    }
+    measure(gpu, &full, candidates(mkn, mode), &mut times, &mut best)?;
+    let splits = split_candidates(a, b, mkn, mode, &times);
+    measure(gpu, &full, splits, &mut times, &mut best)?;
     let skip_reference =
         mode != Mode::Exhaustive && ref_estimate > DROP * best && ref_estimate > 50.0;
     if !skip_reference {
@@ -436,7 +436,8 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
         best = best.min(t);
         times.push((Kernel::Reference, vec![t]));
     }
-    // More samples of those near the leader while the budget lasts.
+    // More samples of those near the leader, fastest first, while the budget lasts.
+    times.sort_by(|x, y| x.1[0].total_cmp(&y.1[0]));
     for (kernel, t) in times.iter_mut() {
         while t.len() < samples
             && (mode == Mode::Exhaustive || (t[0] <= DROP * best && start.elapsed() < budget))
@@ -459,6 +460,54 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
         chosen,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The first sample of each of `kernels` (see [`Problem::first`]), appended to `times`.
+fn measure(
+    gpu: &Gpu,
+    full: &Problem,
+    kernels: Vec<Kernel>,
+    times: &mut Vec<(Kernel, Vec<f64>)>,
+    best: &mut f64,
+) -> Result<()> {
+    for kernel in kernels {
+        let t = full.first(gpu, kernel, *best)?;
+        *best = best.min(t);
+        times.push((kernel, vec![t]));
+    }
+    Ok(())
+}
+
+/// The split-K settings measured on an unbatched problem [`split::worthy`] of it: each of
+/// [`split::candidates`] over the register shape that led the single-pass candidates
+/// (`exhaustive`: over every register shape measured). Split-K adds no compile but the
+/// reduction's (the partials run the register variant's own pipeline).
+fn split_candidates(
+    a: &Operand,
+    b: &Operand,
+    mkn: [usize; 3],
+    mode: Mode,
+    times: &[(Kernel, Vec<f64>)],
+) -> Vec<Kernel> {
+    let batched = |o: &Operand| o.tensor.shape().len() > 2;
+    if batched(a) || batched(b) || !split::worthy(mkn) {
+        return Vec::new();
+    }
+    let mut shapes: Vec<(usize, f64)> = times
+        .iter()
+        .filter_map(|(k, t)| match k {
+            Kernel::Register(s) => Some((*s, t[0])),
+            _ => None,
+        })
+        .collect();
+    shapes.sort_by(|x, y| x.1.total_cmp(&y.1));
+    if mode != Mode::Exhaustive {
+        shapes.truncate(1);
+    }
+    shapes
+        .iter()
+        .flat_map(|&(s, _)| split::candidates(mkn[1]).map(move |p| Kernel::SplitK(s, p)))
+        .collect()
 }
 
 /// The register variants measured: in `on` mode the square 8x8 and 4x4 blocks, and the
