@@ -107,7 +107,15 @@ pub(super) fn dispatch(
         ..p
     };
     let z = crate::runtime::error::index_u32("split-K partials", sl.parts)?;
-    launch(rec, shader, [grid[0], grid[1], z], &inner, ops, &parts, None)?;
+    launch(
+        rec,
+        shader,
+        [grid[0], grid[1], z],
+        &inner,
+        ops,
+        &parts,
+        None,
+    )?;
     crate::kernels::splitk::reduce_into(rec, &parts, c, (p.alpha, p.beta), bias)
 }
 
@@ -121,19 +129,34 @@ mod tests {
             for s in 1..=k.min(40) as u32 {
                 let sl = slices(k, s).unwrap();
                 assert_eq!(sl.len % 4, 0, "K={k} S={s}");
-                assert!(sl.parts >= 1 && sl.parts <= s as usize, "K={k} S={s}: {sl:?}");
-                assert!((sl.parts - 1) * sl.len < k && sl.parts * sl.len >= k, "{sl:?}");
+                assert!(
+                    sl.parts >= 1 && sl.parts <= s as usize,
+                    "K={k} S={s}: {sl:?}"
+                );
+                assert!(
+                    (sl.parts - 1) * sl.len < k && sl.parts * sl.len >= k,
+                    "{sl:?}"
+                );
             }
         }
         assert_eq!(slices(10, 4).unwrap(), Slices { len: 4, parts: 3 });
-        assert_eq!(slices(4096, 32).unwrap(), Slices { len: 128, parts: 32 });
+        assert_eq!(
+            slices(4096, 32).unwrap(),
+            Slices {
+                len: 128,
+                parts: 32
+            }
+        );
     }
 
     #[test]
     fn bad_split_counts_are_refused_by_name() {
         for (k, s) in [(10, 0), (10, 11), (0, 1), (1 << 20, MAX_SPLITS + 1)] {
             let e = slices(k, s).unwrap_err().to_string();
-            assert!(e.contains("split-K") && e.contains(&format!("S = {s}")), "{e}");
+            assert!(
+                e.contains("split-K") && e.contains(&format!("S = {s}")),
+                "{e}"
+            );
         }
     }
 

@@ -486,7 +486,10 @@ pub fn set_hash() -> u64 {
         crate::runtime::shaders::GEMM.source,
         crate::runtime::shaders::SPLITK.source,
     ];
-    for src in fixed.into_iter().chain(generated().iter().map(|s| s.source)) {
+    for src in fixed
+        .into_iter()
+        .chain(generated().iter().map(|s| s.source))
+    {
         for byte in src.bytes() {
             h ^= byte as u64;
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
