@@ -59,9 +59,10 @@ pub fn slices(k: usize, s: u32) -> Result<Slices> {
 }
 
 /// Whether the autotuner tries split-K on an unbatched `[M, K] x [K, N]` problem: K is its
-/// longest side and at least 256 (the adapter gradients; not the square or wide GEMMs).
+/// longest side, at least 256 and at least 8 times the short side of the output (the
+/// adapter gradients `[out, d r]` and `[d r, in]` over tokens; not square or wide GEMMs).
 pub fn worthy([m, k, n]: [usize; 3]) -> bool {
-    k >= 256 && k >= m.max(n)
+    k >= 256 && k >= m.max(n) && k >= 8 * m.min(n)
 }
 
 /// The split counts of [`SPLITS`] the autotuner measures for a K of `k`.
@@ -167,5 +168,6 @@ mod tests {
         assert_eq!(candidates(100).count(), 0);
         assert!(worthy([16, 512, 256]) && worthy([768, 4096, 16]));
         assert!(!worthy([512, 512, 512 + 1]) && !worthy([4096, 768, 16]));
+        assert!(!worthy([256, 256, 256]) && !worthy([64, 511, 64]));
     }
 }

@@ -12,6 +12,12 @@
 //! leader, then takes up to [`ON_SAMPLES`] samples of the rest within a budget of about a
 //! second; `exhaustive` takes [`EXHAUSTIVE_SAMPLES`] of every candidate. Problems under
 //! [`TINY_FLOP`] are not worth a measurement and run the reference.
+//!
+//! Candidates: the register variants, then on an unbatched tall-skinny problem
+//! ([`split::worthy`]: the adapter gradients) split-K over the leading variant's shape
+//! with S in [`split::SPLITS`] (at most K / [`split::MIN_SLICE`]); a split-K choice is
+//! cached as `<shape>s<S>` and checked against the reference like any other, on a check
+//! problem that keeps the full K.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU8, Ordering};
