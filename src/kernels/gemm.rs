@@ -1,299 +1,28 @@
 //! General GEMM (`shaders/gemm.wgsl`): `C = alpha op(A) op(B) + beta C (+ bias)`, with
 //! transposes and the CapaBoost masked-stacked views expressed by indexing.
 
-use crate::kernels::masks::MaskBits;
 use crate::runtime::error::{Error, Result};
-use crate::runtime::half::HalfTensor;
 use crate::runtime::pipeline::Checks;
 use crate::runtime::recorder::{Binding, Recorder};
 use crate::runtime::shaders::{GEMM, ShaderSource};
 use crate::runtime::tensor::Tensor;
 
 mod cache;
+mod candidates;
 pub mod coop;
 pub mod coop_twin;
+mod kernel;
+mod operand;
+pub mod split;
 pub mod template;
 pub mod tiled;
 mod trusted;
 pub mod tune;
 
+pub use kernel::Kernel;
+pub use operand::{Operand, Storage, View};
+
 const TILE: u32 = 64;
-
-/// Which kernel runs a GEMM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kernel {
-    /// `shaders/gemm.wgsl`: the 64x64 workgroup-memory tile (`CAPABOOST_AUTOTUNE=off`), and
-    /// the reference every tuned choice is checked against.
-    Reference,
-    /// A generated register-only variant: the index of its shape in [`template::SHAPES`].
-    Register(usize),
-    /// The cooperative-matrix GEMM: the index of its configuration in [`coop::CONFIGS`];
-    /// only on a device that lists it ([`coop::candidates`]).
-    Coop(usize),
-    /// [`Kernel::Register`] as a trusted module (no runtime checks) on problems whose
-    /// indexing the host proves in range (`trusted`), the checked module elsewhere.
-    RegisterTrusted(usize),
-    /// A generated workgroup-memory variant: the index of its tile in [`tiled::TILES`].
-    Tiled(usize),
-    /// [`Kernel::Tiled`] as a trusted module where proven in range, checked elsewhere.
-    TiledTrusted(usize),
-}
-
-/// What a trusted kernel's label ends with.
-const TRUSTED: &str = "-trusted";
-
-impl Kernel {
-    /// A short name: `tiled64` (the reference), a register shape's label (`r8x8w8x8`) or a
-    /// tile's (`t128x128k8`), trusted ones followed by `-trusted`.
-    pub fn label(&self) -> String {
-        match self {
-            Kernel::Reference => "tiled64".into(),
-            Kernel::Register(s) => template::SHAPES[*s].label(),
-            Kernel::Coop(c) => coop::CONFIGS[*c].label(),
-            Kernel::Tiled(t) => tiled::TILES[*t].label(),
-            Kernel::RegisterTrusted(_) | Kernel::TiledTrusted(_) => {
-                format!("{}{TRUSTED}", self.checked().label())
-            }
-        }
-    }
-
-    /// Largest relative Frobenius difference from [`Kernel::Reference`] the autotuner's
-    /// check accepts: [`tune::CHECK_TOL`] for f32 arithmetic, looser for f16 inputs
-    /// ([`coop::F16_CHECK_TOL`]).
-    pub fn check_tol(&self) -> f64 {
-        match self {
-            Kernel::Coop(c) => coop::check_tol(coop::CONFIGS[*c]),
-            _ => tune::CHECK_TOL,
-        }
-    }
-
-    /// The kernel a label names.
-    pub fn from_label(label: &str) -> Option<Self> {
-        if label == "tiled64" {
-            return Some(Kernel::Reference);
-        }
-        let (base, trusted) = match label.strip_suffix(TRUSTED) {
-            Some(base) => (base, true),
-            None => (label, false),
-        };
-        let register = template::SHAPES.iter().position(|s| s.label() == base);
-        let tile = tiled::TILES.iter().position(|t| t.label() == base);
-        match (register, tile, trusted) {
-            (Some(s), _, false) => Some(Kernel::Register(s)),
-            (Some(s), _, true) => Some(Kernel::RegisterTrusted(s)),
-            (None, Some(t), false) => Some(Kernel::Tiled(t)),
-            (None, Some(t), true) => Some(Kernel::TiledTrusted(t)),
-            (None, None, false) => coop::CONFIGS
-                .iter()
-                .position(|c| c.label() == base)
-                .map(Kernel::Coop),
-            (None, None, true) => None,
-        }
-    }
-
-    /// Whether this kernel runs as a trusted module where the host proves it in range.
-    pub fn trusted(&self) -> bool {
-        matches!(self, Kernel::RegisterTrusted(_) | Kernel::TiledTrusted(_))
-    }
-
-    /// The same kernel with its runtime checks kept.
-    pub fn checked(self) -> Self {
-        match self {
-            Kernel::RegisterTrusted(s) => Kernel::Register(s),
-            Kernel::TiledTrusted(t) => Kernel::Tiled(t),
-            k => k,
-        }
-    }
-
-    /// The trusted form of a generated kernel (the reference has none: itself).
-    pub fn trusted_form(self) -> Self {
-        match self {
-            Kernel::Register(s) => Kernel::RegisterTrusted(s),
-            Kernel::Tiled(t) => Kernel::TiledTrusted(t),
-            k => k,
-        }
-    }
-}
-
-/// How the kernel reads an operand stored in a tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum View {
-    /// The tensor `[R, C]` as it is (optionally with a leading batch dimension).
-    Plain,
-    /// The transpose of a tensor stored `[C, R]`.
-    Trans,
-    /// `A_s = [A*M_1; ...; A*M_d]`, logical `[d r, in]`, from `A [r, in]` and its masks.
-    AStacked,
-    /// `A_s^T`, logical `[in, d r]`.
-    AStackedT,
-    /// `B_s = [B*N_1, ..., B*N_d]`, logical `[out, d r]`, from `B [out, r]` and its masks.
-    BStacked,
-    /// `B_s^T`, logical `[d r, out]`.
-    BStackedT,
-}
-
-impl View {
-    pub(crate) fn code(self) -> u32 {
-        match self {
-            View::Plain => 0,
-            View::Trans => 1,
-            View::AStacked => 2,
-            View::AStackedT => 3,
-            View::BStacked => 4,
-            View::BStackedT => 5,
-        }
-    }
-
-    pub(crate) fn stacked(self) -> bool {
-        !matches!(self, View::Plain | View::Trans)
-    }
-}
-
-/// What an operand reads: an f32 tensor, or (operand B, dense views only) f16 weights
-/// packed two per u32 and decoded in the kernel with f32 accumulation.
-#[derive(Clone, Copy, Debug)]
-pub enum Storage<'a> {
-    /// f32.
-    F32(&'a Tensor),
-    /// Packed f16 ([`HalfTensor`]).
-    F16(&'a HalfTensor),
-}
-
-impl Storage<'_> {
-    /// The logical shape.
-    pub fn shape(&self) -> &[usize] {
-        match self {
-            Storage::F32(t) => t.shape(),
-            Storage::F16(h) => h.shape(),
-        }
-    }
-
-    /// Logical elements (the product of the shape; f16 storage packs two per word).
-    pub fn numel(&self) -> usize {
-        self.shape().iter().product()
-    }
-
-    /// Whether the elements are packed f16.
-    pub fn is_f16(&self) -> bool {
-        matches!(self, Storage::F16(_))
-    }
-
-    fn binding(&self) -> Binding {
-        match self {
-            Storage::F32(t) => t.binding(),
-            Storage::F16(h) => h.binding(),
-        }
-    }
-}
-
-impl<'a> From<&'a Tensor> for Storage<'a> {
-    fn from(t: &'a Tensor) -> Self {
-        Storage::F32(t)
-    }
-}
-
-/// One GEMM operand: a tensor, how to read it, and its masks for stacked views.
-#[derive(Clone, Copy, Debug)]
-pub struct Operand<'a> {
-    /// The stored tensor.
-    pub tensor: Storage<'a>,
-    /// How it is read.
-    pub view: View,
-    /// Mask bits, required by the stacked views.
-    pub masks: Option<&'a MaskBits>,
-}
-
-impl<'a> Operand<'a> {
-    /// The tensor as stored.
-    pub fn plain(tensor: &'a Tensor) -> Self {
-        Self {
-            tensor: Storage::F32(tensor),
-            view: View::Plain,
-            masks: None,
-        }
-    }
-
-    /// The tensor transposed.
-    pub fn trans(tensor: &'a Tensor) -> Self {
-        Self {
-            tensor: Storage::F32(tensor),
-            view: View::Trans,
-            masks: None,
-        }
-    }
-
-    /// A stacked masked view of a shared factor.
-    pub fn stacked(tensor: &'a Tensor, view: View, masks: &'a MaskBits) -> Self {
-        Self {
-            tensor: Storage::F32(tensor),
-            view,
-            masks: Some(masks),
-        }
-    }
-
-    /// Packed f16 weights read through a dense view ([`View::Plain`] or [`View::Trans`]);
-    /// only operand B may be f16 (checked by the GEMM).
-    pub fn f16(tensor: &'a HalfTensor, view: View) -> Self {
-        Self {
-            tensor: Storage::F16(tensor),
-            view,
-            masks: None,
-        }
-    }
-
-    /// Logical `[batch, rows, cols]` and the rank `r` of a stacked view.
-    fn logical(&self, name: &str) -> Result<(usize, usize, usize, u32)> {
-        let s = self.tensor.shape();
-        if s.len() < 2 {
-            return Err(Error::shape(format!(
-                "gemm operand {name} must have at least 2 dims, got {s:?}"
-            )));
-        }
-        let (rows, cols) = (s[s.len() - 2], s[s.len() - 1]);
-        let batch: usize = s[..s.len() - 2].iter().product();
-        if self.tensor.is_f16() && (self.view.stacked() || name != "B") {
-            return Err(Error::InvalidArgument(format!(
-                "gemm operand {name}: f16 storage is read only as a dense operand B, got {:?}",
-                self.view
-            )));
-        }
-        if !self.view.stacked() {
-            if self.masks.is_some() {
-                return Err(Error::InvalidArgument(format!(
-                    "gemm operand {name}: masks given for a dense view"
-                )));
-            }
-            return Ok(match self.view {
-                View::Plain => (batch, rows, cols, 0),
-                _ => (batch, cols, rows, 0),
-            });
-        }
-        let m = self.masks.ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "gemm operand {name}: view {:?} needs masks",
-                self.view
-            ))
-        })?;
-        if batch != 1 {
-            return Err(Error::shape(format!(
-                "gemm operand {name}: stacked views take one 2-D factor, got {s:?}"
-            )));
-        }
-        if (m.rows, m.cols) != (rows, cols) {
-            return Err(Error::shape(format!(
-                "gemm operand {name}: masks are [{}, {}] but the factor is {s:?}",
-                m.rows, m.cols
-            )));
-        }
-        let d = m.branches as usize;
-        Ok(match self.view {
-            View::AStacked => (1, d * rows, cols, rows as u32),
-            View::AStackedT => (1, cols, d * rows, rows as u32),
-            View::BStacked => (1, rows, d * cols, cols as u32),
-            _ => (1, d * cols, rows, cols as u32),
-        })
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -305,10 +34,13 @@ struct Params {
     stride_a: u32,
     stride_b: u32,
     stride_c: u32,
-    _pad0: u32,
+    /// K offset per `z` (split-K: the slice length; else 0); the reference ignores it.
+    kz: u32,
     alpha: f32,
     beta: f32,
-    _pad1: [u32; 2],
+    /// K extent from the offset (split-K: the slice length; else K).
+    kl: u32,
+    _pad: u32,
 }
 
 fn u32_of(n: usize, what: &str) -> Result<u32> {
@@ -415,6 +147,7 @@ pub fn gemm_into_with(
 }
 
 /// How a kernel runs on one problem: its grid, its source and its module's checks.
+#[derive(Clone, Copy)]
 struct Plan {
     grid: [u32; 3],
     shader: &'static ShaderSource,
@@ -433,7 +166,7 @@ fn plan(
     let (av, bv, mkn) = (a.view.code(), b.view.code(), [d.m, d.k, d.n]);
     let half = b.tensor.is_f16();
     let (rows, cols, shader, aligned) = match kernel.checked() {
-        Kernel::Register(_) if half && !f16_variants(gpu) => {
+        Kernel::Register(_) | Kernel::SplitK(..) if half && !f16_variants(gpu) => {
             return Err(Error::InvalidArgument(format!(
                 "gemm: {} reads f16 with unpack2x16float, which this device lacks (no \
                  SHADER_F16); the reference kernel reads f16 everywhere",
@@ -447,7 +180,7 @@ fn plan(
                 kernel.label()
             )));
         }
-        Kernel::Register(s) => {
+        Kernel::Register(s) | Kernel::SplitK(s, _) => {
             let mut spec = template::spec_for(s, av, bv, mkn);
             if half {
                 spec.b = spec.b.f16();
@@ -510,6 +243,9 @@ pub fn f16_variants(gpu: &crate::Gpu) -> bool {
 fn prepare(gpu: &crate::Gpu, kernel: Kernel, a: &Operand, b: &Operand, c: &Tensor) -> Result<()> {
     let d = check_dims(a, b, c, None)?;
     let pl = plan(gpu, kernel, (a, b), (c, None), &d)?;
+    if let Kernel::SplitK(..) = kernel {
+        split::prepare(gpu)?;
+    }
     let constants = constants(kernel, a, b, false);
     gpu.pipelines()
         .get_with(pl.shader, "gemm", &constants, pl.checks)
@@ -578,12 +314,29 @@ fn dispatch(
             u32_of(ka * n, "B batch stride")?
         },
         stride_c: u32_of(m * n, "C batch stride")?,
-        _pad0: 0,
+        kz: 0,
         alpha,
         beta,
-        _pad1: [0; 2],
+        kl: u32_of(ka, "K")?,
+        _pad: 0,
     };
-    let uniform = rec.uniform(bytemuck::bytes_of(&p));
+    if let Kernel::SplitK(_, parts) = kernel {
+        return split::dispatch(rec, (kernel, parts, pl), (a, b), c, p, bias);
+    }
+    launch(rec, (kernel, pl), &p, (a, b), c, bias)
+}
+
+/// Records one GEMM dispatch of `kernel` as planned, with parameters `p`, into `c`.
+fn launch(
+    rec: &mut Recorder,
+    (kernel, pl): (Kernel, Plan),
+    p: &Params,
+    (a, b): (&Operand, &Operand),
+    c: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<()> {
+    let gpu = rec.gpu().clone();
+    let uniform = rec.uniform(bytemuck::bytes_of(p));
     let dummy = dummy_binding(&gpu)?;
     let a_bits = a.masks.map_or(dummy.clone(), |m| m.binding());
     let b_bits = b.masks.map_or(dummy.clone(), |m| m.binding());

@@ -13,3 +13,4 @@ pub mod masks;
 pub mod norms;
 pub mod optim;
 pub mod reduce;
+pub mod splitk;

@@ -152,6 +152,9 @@ pub static REDUCE: ShaderSource = shader!("reduce", "grid", "block_reduce");
 /// Middle-dims swap for the attention head split and merge.
 pub static LAYOUT: ShaderSource = shader!("layout", "grid");
 
+/// The split-K GEMM's second pass: the fixed-order sum of the partials and the epilogue.
+pub static SPLITK: ShaderSource = shader!("splitk", "grid");
+
 /// Every shader the crate ships; the portability test translates each of them.
 pub static ALL: &[&ShaderSource] = &[
     &ELEMENTWISE,
@@ -163,6 +166,7 @@ pub static ALL: &[&ShaderSource] = &[
     &NORMS,
     &REDUCE,
     &LAYOUT,
+    &SPLITK,
 ];
 
 #[cfg(test)]

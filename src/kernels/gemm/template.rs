@@ -246,8 +246,8 @@ override HAS_BIAS: bool = false;
 
 struct Params {{
     m: u32, n: u32, k: u32, r: u32,
-    stride_a: u32, stride_b: u32, stride_c: u32, _pad0: u32,
-    alpha: f32, beta: f32, _pad1: u32, _pad2: u32,
+    stride_a: u32, stride_b: u32, stride_c: u32, kz: u32,
+    alpha: f32, beta: f32, kl: u32, _pad2: u32,
 }}
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -343,7 +343,12 @@ pub fn wgsl(spec: &Spec) -> String {
             let _ = writeln!(w, "    var acc{i}_{j} = vec4<f32>(0.0);");
         }
     }
-    w.push_str("    let k4 = p.k & ~3u;\n    for (var k = 0u; k < k4; k += 4u) {\n");
+    // The K range: [z kz, z kz + kl) within [0, K): all of K (kz = 0, kl = K) but for a
+    // split-K partial (z the slice, kz = kl a multiple of 4, so vec4 loads along K stay
+    // aligned and an aligned variant's range stays a multiple of 4).
+    w.push_str("    let kb = gid.z * p.kz;\n    let ke = min(kb + p.kl, p.k);\n");
+    w.push_str("    let k4 = kb + ((ke - kb) & ~3u);\n");
+    w.push_str("    for (var k = kb; k < k4; k += 4u) {\n");
     load_a_fragment(&mut w, spec, tm);
     load_b_fragment(&mut w, spec, s.tn);
     let lanes = ["x", "y", "z", "w"];
@@ -357,7 +362,7 @@ pub fn wgsl(spec: &Spec) -> String {
             }
         }
     }
-    w.push_str("    }\n    for (var k = k4; k < p.k; k++) {\n");
+    w.push_str("    }\n    for (var k = k4; k < ke; k++) {\n");
     for j in 0..tn4 {
         let l: Vec<String> = (0..4)
             .map(|t| format!("load_b(k, cj{}, off_b)", 4 * j + t))
@@ -531,16 +536,19 @@ pub fn spec_for(shape: usize, a_view: u32, b_view: u32, [m, k, n]: [usize; 3]) -
     }
 }
 
-/// FNV-1a of the reference GEMM and every generated source (both families): part of the tuning key, so a
-/// changed kernel set is tuned again.
-/// Computed once per process (it reads every source: far too slow for each GEMM call).
+/// FNV-1a of the reference GEMM, the split-K reduction and every generated source (both
+/// families): part of the tuning key, so a changed kernel set is tuned again. Computed
+/// once per process (it reads every source: far too slow for each GEMM call).
 pub fn set_hash() -> u64 {
     static HASH: OnceLock<u64> = OnceLock::new();
     *HASH.get_or_init(|| {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let reference = crate::runtime::shaders::GEMM.source;
+        let fixed = [
+            crate::runtime::shaders::GEMM.source,
+            crate::runtime::shaders::SPLITK.source,
+        ];
         let generated = generated().iter().chain(super::tiled::generated());
-        for src in std::iter::once(reference).chain(generated.map(|s| s.source)) {
+        for src in fixed.into_iter().chain(generated.map(|s| s.source)) {
             for byte in src.bytes() {
                 h ^= byte as u64;
                 h = h.wrapping_mul(0x0000_0100_0000_01b3);

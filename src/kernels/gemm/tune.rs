@@ -13,6 +13,12 @@
 //! leader, then takes up to [`ON_SAMPLES`] samples of the rest within a budget of about a
 //! second; `exhaustive` takes [`EXHAUSTIVE_SAMPLES`] of every candidate. Problems under
 //! [`TINY_FLOP`] are not worth a measurement and run the reference.
+//!
+//! Candidates: the register variants, then on an unbatched tall-skinny problem
+//! ([`split::worthy`]: the adapter gradients) split-K over the leading variant's shape
+//! with S in [`split::SPLITS`] (at most K / [`split::MIN_SLICE`]); a split-K choice is
+//! cached as `<shape>s<S>` and checked against the reference like any other, on a check
+//! problem that keeps the full K.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -21,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+use super::candidates::{candidates, split_candidates};
 use super::{
-    Kernel, Operand, Storage, cache, check_dims, coop, gemm_into_with, prepare, template, tiled,
+    Kernel, Operand, Storage, cache, check_dims, coop, gemm_into_with, prepare, split, template,
 };
 use crate::kernels::masks::MaskBits;
 use crate::runtime::error::{Error, Result};
@@ -357,10 +364,12 @@ fn reduced(x: usize) -> usize {
 }
 
 /// The operands of the correctness check: reduced dense ones, full-size stacked ones (their
-/// sizes are tied to the factor's).
+/// sizes are tied to the factor's); K kept where split-K is tried (it is what is split).
 fn check_problem(a: &Operand, b: &Operand, [m, k, n]: [usize; 3]) -> [usize; 3] {
     if a.view.stacked() || b.view.stacked() {
         [m, k, n]
+    } else if split::worthy([m, k, n]) {
+        [reduced(m), k, reduced(n)]
     } else {
         [reduced(m), reduced(k), reduced(n)]
     }
@@ -449,11 +458,13 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
     } else {
         coop::candidates(gpu)
     };
-    for kernel in candidates(gpu, a, b, mkn, mode).into_iter().chain(coop) {
-        let t = full.first(gpu, kernel, best)?;
-        best = best.min(t);
-        times.push((kernel, vec![t]));
-    }
+    let single = candidates(gpu, a, b, mkn, mode)
+        .into_iter()
+        .chain(coop)
+        .collect();
+    measure(gpu, &full, single, &mut times, &mut best)?;
+    let splits = split_candidates(a, b, mkn, mode, &times);
+    measure(gpu, &full, splits, &mut times, &mut best)?;
     let skip_reference =
         mode != Mode::Exhaustive && ref_estimate > DROP * best && ref_estimate > 50.0;
     if !skip_reference {
@@ -461,7 +472,8 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
         best = best.min(t);
         times.push((Kernel::Reference, vec![t]));
     }
-    // More samples of those near the leader while the budget lasts.
+    // More samples of those near the leader, fastest first, while the budget lasts.
+    times.sort_by(|x, y| x.1[0].total_cmp(&y.1[0]));
     for (kernel, t) in times.iter_mut() {
         while t.len() < samples
             && (mode == Mode::Exhaustive || (t[0] <= DROP * best && start.elapsed() < budget))
@@ -486,51 +498,20 @@ pub fn tune(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) ->
     })
 }
 
-/// The variants measured. Register-only: in `on` mode the square 8x8 and 4x4 blocks, and
-/// the narrow-N (narrow-M) workgroup only where N (M) is at most 32, since compiling each
-/// candidate costs about a quarter of a second on llvmpipe. Workgroup-memory: in `on` mode
-/// only on adapters that are not CPUs (on llvmpipe compiling and first running each took
-/// 0.7-4.3 s, which alone breaks the 2 s first-use budget, and they lost the square
-/// GEMMs; they won some adapter shapes in `exhaustive` mode: BENCHMARKS.md); there the
-/// 64x64 tile, the 128x128 one where M and N reach 128 and the 128x64 one where only M
-/// does, only tiles whose workgroup storage and size fit the device. Where the host proves
-/// the problem in range (aligned), `on` mode takes each variant's trusted form instead of
-/// its checked one (the same code without runtime checks, falling back to it where
-/// unproven); `exhaustive` mode measures every variant that fits in both forms.
-fn candidates(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3], mode: Mode) -> Vec<Kernel> {
-    let [m, _, n] = mkn;
-    let all = mode == Mode::Exhaustive;
-    let (av, bv) = (a.view.code(), b.view.code());
-    let forms = |k: Kernel, aligned: bool| match (aligned, all) {
-        (false, _) => vec![k],
-        (true, false) => vec![k.trusted_form()],
-        (true, true) => vec![k, k.trusted_form()],
-    };
-    let mut out = Vec::new();
-    for (s, shape) in template::SHAPES.iter().enumerate() {
-        if all
-            || (shape.tm == shape.tn && shape.wx == shape.wy)
-            || (shape.wx < shape.wy && n <= 32)
-            || (shape.wx > shape.wy && m <= 32)
-        {
-            let aligned = template::spec_for(s, av, bv, mkn).aligned;
-            out.extend(forms(Kernel::Register(s), aligned));
-        }
+/// The first sample of each of `kernels` (see [`Problem::first`]), appended to `times`.
+fn measure(
+    gpu: &Gpu,
+    full: &Problem,
+    kernels: Vec<Kernel>,
+    times: &mut Vec<(Kernel, Vec<f64>)>,
+    best: &mut f64,
+) -> Result<()> {
+    for kernel in kernels {
+        let t = full.first(gpu, kernel, *best)?;
+        *best = best.min(t);
+        times.push((kernel, vec![t]));
     }
-    let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
-    if b.tensor.is_f16() {
-        // The workgroup-memory and cooperative-matrix kernels read f32 operands only.
-        return out;
-    }
-    for (t, tile) in tiled::TILES.iter().enumerate() {
-        let wide = tile.bn >= 128;
-        let worth = !cpu && (tile.bm == 64 || (m >= 128 && (n >= 128) == wide));
-        if (all || worth) && tiled::fits(tile, gpu).is_ok() {
-            let aligned = tiled::spec_for(t, av, bv, mkn).aligned;
-            out.extend(forms(Kernel::Tiled(t), aligned));
-        }
-    }
-    out
+    Ok(())
 }
 
 /// The fastest of `ranked` whose output on the check problem matches the reference's
