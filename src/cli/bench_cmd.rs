@@ -85,7 +85,8 @@ pub fn run(args: BenchArgs) -> crate::Result<()> {
         let rows = crate::cli::bench::run(&gpu, &cfg, log)?;
         print!("{}", crate::cli::bench::table(&rows));
         let tuned = crate::kernels::gemm::tune::reports();
-        let secs: f64 = tuned.iter().map(|r| r.seconds).sum();
+        // (An empty f64 sum is -0.0.)
+        let secs: f64 = tuned.iter().map(|r| r.seconds).sum::<f64>() + 0.0;
         println!(
             "GEMM shapes tuned in this process: {} ({secs:.2} s; the rest from the cache)",
             tuned.len()
