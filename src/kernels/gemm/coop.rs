@@ -210,12 +210,8 @@ impl Spec {
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        all.entry(*self).or_insert_with(|| {
-            Box::leak(Box::new(ShaderSource {
-                name: Box::leak(self.name().into_boxed_str()),
-                source: Box::leak(wgsl(self).into_boxed_str()),
-            }))
-        })
+        all.entry(*self)
+            .or_insert_with(|| super::template::leak(self.name(), wgsl(self)))
     }
 }
 

@@ -181,28 +181,44 @@ pub fn generated() -> &'static [&'static ShaderSource] {
     static ALL: OnceLock<Vec<&'static ShaderSource>> = OnceLock::new();
     ALL.get_or_init(|| {
         let mut out = Vec::new();
-        for shape in 0..SHAPES.len() {
-            for a in A_LOADS {
-                for b in B_LOADS_ALL {
-                    for aligned in [false, true] {
-                        let spec = Spec {
-                            shape,
-                            a,
-                            b,
-                            aligned,
-                        };
-                        debug_assert_eq!(spec.index(), out.len());
-                        let src: &'static ShaderSource = Box::leak(Box::new(ShaderSource {
-                            name: Box::leak(spec.name().into_boxed_str()),
-                            source: Box::leak(wgsl(&spec).into_boxed_str()),
-                        }));
-                        out.push(src);
-                    }
-                }
-            }
-        }
+        each_spec(SHAPES.len(), &B_LOADS_ALL, |shape, a, b, aligned| {
+            let spec = Spec {
+                shape,
+                a,
+                b,
+                aligned,
+            };
+            debug_assert_eq!(spec.index(), out.len());
+            out.push(leak(spec.name(), wgsl(&spec)));
+        });
         out
     })
+}
+
+/// Calls `f` for each (variant, A load, B load in `b_loads`, aligned) in index order: the
+/// enumeration both generated families register their sources in.
+pub(super) fn each_spec(
+    variants: usize,
+    b_loads: &[BLoad],
+    mut f: impl FnMut(usize, ALoad, BLoad, bool),
+) {
+    for v in 0..variants {
+        for a in A_LOADS {
+            for &b in b_loads {
+                f(v, a, b, false);
+                f(v, a, b, true);
+            }
+        }
+    }
+}
+
+/// A generated source, leaked once per process so the pipeline cache can key it like the
+/// static shaders.
+pub(super) fn leak(name: String, source: String) -> &'static ShaderSource {
+    Box::leak(Box::new(ShaderSource {
+        name: Box::leak(name.into_boxed_str()),
+        source: Box::leak(source.into_boxed_str()),
+    }))
 }
 
 /// The header of a register-only variant (see [`header_for`]).

@@ -29,7 +29,9 @@ use std::sync::OnceLock;
 /// before a tile's spec is made.
 const F32_ONLY: &str = "the workgroup-memory GEMM family reads f32 operands only";
 
-use super::template::{A_LOADS, ALoad, B_LOADS, BLoad, a_load, b_load, header_for};
+use super::template::{
+    A_LOADS, ALoad, B_LOADS, BLoad, a_load, b_load, each_spec, header_for, leak,
+};
 use crate::runtime::shaders::ShaderSource;
 
 /// The shape of one workgroup-memory variant.
@@ -189,26 +191,16 @@ pub fn generated() -> &'static [&'static ShaderSource] {
     static ALL: OnceLock<Vec<&'static ShaderSource>> = OnceLock::new();
     ALL.get_or_init(|| {
         let mut out = Vec::new();
-        for tile in 0..TILES.len() {
-            for a in A_LOADS {
-                for b in B_LOADS {
-                    for aligned in [false, true] {
-                        let spec = Spec {
-                            tile,
-                            a,
-                            b,
-                            aligned,
-                        };
-                        debug_assert_eq!(spec.index(), out.len());
-                        let src: &'static ShaderSource = Box::leak(Box::new(ShaderSource {
-                            name: Box::leak(spec.name().into_boxed_str()),
-                            source: Box::leak(wgsl(&spec).into_boxed_str()),
-                        }));
-                        out.push(src);
-                    }
-                }
-            }
-        }
+        each_spec(TILES.len(), &B_LOADS, |tile, a, b, aligned| {
+            let spec = Spec {
+                tile,
+                a,
+                b,
+                aligned,
+            };
+            debug_assert_eq!(spec.index(), out.len());
+            out.push(leak(spec.name(), wgsl(&spec)));
+        });
         out
     })
 }
