@@ -1,5 +1,7 @@
-//! Packed-f16 operand B (frozen base weights) in every GEMM kernel: the reference
-//! (`B_HALF`) and each generated register variant (the `F16*` B loads), both dense views,
+//! f16 operand B (frozen base weights) in every GEMM kernel: the reference (`B_HALF`,
+//! integer decode) and each generated register variant (native `f16` loads where the
+//! device has SHADER_F16, e.g. lavapipe; `unpack2x16float` where it has only the
+//! downlevel SHADER_F16_IN_F32, e.g. the GL backend), both dense views,
 //! odd and aligned shapes, fresh random inputs, against an f64 product computed on the
 //! f16-rounded weights; the tuner keys f16 apart; misuse is an error.
 
@@ -20,6 +22,10 @@ const TOL: f64 = 1e-5;
 /// (else each must be a clear error).
 fn kernels(gpu: &capaboost::Gpu) -> Vec<Kernel> {
     let mut k = vec![Kernel::Reference];
+    eprintln!(
+        "f16 reads of the generated variants: {:?}",
+        gemm::half_read(gpu)
+    );
     if gemm::f16_variants(gpu) {
         k.extend((0..SHAPES.len()).map(Kernel::Register));
     } else {

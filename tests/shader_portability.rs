@@ -11,11 +11,16 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 fn translate_everywhere(shader: &ShaderSource) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(shader.source)
         .map_err(|e| format!("parse: {}", e.emit_to_string(shader.source)))?;
-    // Only the capabilities every backend has: no f64, no f16, no subgroups; and for the
+    // Only the capabilities every backend has: no f64, no f16, no subgroups; for the
     // generated f16 GEMM loads, the f16-in-f32 builtins (`unpack2x16float`) that the crate
-    // uses only on devices with SHADER_F16 (see `kernels::gemm::f16_variants`).
+    // uses only where the adapter has SHADER_F16_IN_F32, and native `f16` (`enable f16`)
+    // only on devices with SHADER_F16 (see `kernels::gemm::half_read`), which wgpu's GL
+    // backend never offers: those translate to SPIR-V, MSL and HLSL 6.2 but not GLSL.
+    let native_f16 = shader.source.starts_with("enable f16;");
     let caps = if shader.source.contains("unpack2x16float") {
         Capabilities::SHADER_FLOAT16_IN_FLOAT32
+    } else if native_f16 {
+        Capabilities::SHADER_FLOAT16
     } else {
         Capabilities::default()
     };
@@ -46,12 +51,22 @@ fn translate_everywhere(shader: &ShaderSource) -> Result<(), String> {
     assert!(msl_src.contains("kernel"));
 
     let mut hlsl_src = String::new();
-    let hlsl_opts = hlsl::Options::default();
+    let hlsl_opts = hlsl::Options {
+        shader_model: if native_f16 {
+            hlsl::ShaderModel::V6_2
+        } else {
+            hlsl::Options::default().shader_model
+        },
+        ..Default::default()
+    };
     let hlsl_pipe = hlsl::PipelineOptions::default();
     hlsl::Writer::new(&mut hlsl_src, &hlsl_opts, &hlsl_pipe)
         .write(&module, &info, None)
         .map_err(|e| format!("HLSL: {e}"))?;
     assert!(hlsl_src.contains("numthreads"));
+    if native_f16 {
+        return Ok(());
+    }
 
     for ep in &module.entry_points {
         let mut glsl_src = String::new();
@@ -106,16 +121,17 @@ fn wgsl_stems(dir: &str) -> BTreeSet<String> {
 fn every_generated_gemm_variant_translates_to_every_backend() {
     let register = capaboost::kernels::gemm::template::generated();
     let tiled = capaboost::kernels::gemm::tiled::generated();
-    // 5 register shapes x 3 A loads x 6 B loads (3 f32, 3 packed f16) x (guarded, aligned).
-    assert_eq!(register.len(), 180);
-    assert_eq!(
+    // 5 register shapes x 3 A loads x 9 B loads (3 f32, 3 packed f16, 3 native f16) x
+    // (guarded, aligned).
+    assert_eq!(register.len(), 270);
+    let count = |needle: &str| {
         register
             .iter()
-            .filter(|s| s.source.contains("unpack2x16float"))
-            .count(),
-        90,
-        "the f16 B loads are among them"
-    );
+            .filter(|s| s.source.contains(needle))
+            .count()
+    };
+    assert_eq!(count("unpack2x16float"), 90, "the packed f16 loads");
+    assert_eq!(count("enable f16;"), 90, "the native f16 loads");
     // 3 workgroup-memory tiles x 3 A loads x 3 f32 B loads x (guarded, aligned).
     assert_eq!(tiled.len(), 54);
     let generated: Vec<_> = register.iter().chain(tiled).copied().collect();

@@ -68,7 +68,13 @@ fn print_capabilities(gpu: &crate::Gpu) {
         "  largest tensor                    {} MiB (one storage binding)",
         c.max_tensor_bytes / (1024 * 1024)
     );
-    println!("  f16, subgroups                    not used (f32 kernels)");
+    let half = match crate::kernels::gemm::half_read(gpu) {
+        Some(crate::kernels::gemm::HalfRead::Native) => "native f16 loads (SHADER_F16)",
+        Some(crate::kernels::gemm::HalfRead::Unpack) => "unpack2x16float (SHADER_F16_IN_F32)",
+        None => "integer decode, reference GEMM only",
+    };
+    println!("  f16 base weights (--base-dtype)   {half}");
+    println!("  subgroups                         not used");
     let coop: Vec<String> = crate::kernels::gemm::coop::candidates(gpu)
         .iter()
         .map(|k| k.label())

@@ -21,6 +21,7 @@ pub mod tune;
 
 pub use kernel::Kernel;
 pub use operand::{Operand, Storage, View};
+pub use template::HalfRead;
 
 const TILE: u32 = 64;
 
@@ -166,10 +167,11 @@ fn plan(
     let (av, bv, mkn) = (a.view.code(), b.view.code(), [d.m, d.k, d.n]);
     let half = b.tensor.is_f16();
     let (rows, cols, shader, aligned) = match kernel.checked() {
-        Kernel::Register(_) | Kernel::SplitK(..) if half && !f16_variants(gpu) => {
+        Kernel::Register(_) | Kernel::SplitK(..) if half && half_read(gpu).is_none() => {
             return Err(Error::InvalidArgument(format!(
-                "gemm: {} reads f16 with unpack2x16float, which this device lacks (no \
-                 SHADER_F16); the reference kernel reads f16 everywhere",
+                "gemm: {} reads f16 as f16 (SHADER_F16) or with unpack2x16float \
+                 (SHADER_F16_IN_F32), which this device lacks; the reference kernel reads \
+                 f16 everywhere",
                 kernel.label()
             )));
         }
@@ -182,8 +184,8 @@ fn plan(
         }
         Kernel::Register(s) | Kernel::SplitK(s, _) => {
             let mut spec = template::spec_for(s, av, bv, mkn);
-            if half {
-                spec.b = spec.b.f16();
+            if let (true, Some(read)) = (half, half_read(gpu)) {
+                spec.b = spec.b.half(read);
             }
             let shape = template::SHAPES[s];
             (shape.rows(), shape.cols(), spec.source(), spec.aligned)
@@ -230,12 +232,23 @@ pub fn runs_trusted(
     Ok(plan(gpu, kernel, (&a, &b), (c, bias), &d)?.checks == Checks::Trusted)
 }
 
-/// Whether the generated variants may read packed f16 B on `gpu`: their
-/// `unpack2x16float` needs wgpu's `SHADER_F16_IN_F32`, which every backend has where the
-/// device has `SHADER_F16` (llvmpipe has it only then); elsewhere only the reference
-/// kernel (integer decode) runs f16.
+/// How the generated variants read an f16 B on `gpu`: as native `f16` where the device
+/// has `SHADER_F16`, else through `unpack2x16float` where the adapter has the downlevel
+/// flag `SHADER_F16_IN_F32` (the GL backend); `None` elsewhere, where only the reference
+/// kernel (integer decode, any device) runs f16.
+pub fn half_read(gpu: &crate::Gpu) -> Option<HalfRead> {
+    if gpu.features().contains(wgpu::Features::SHADER_F16) {
+        Some(HalfRead::Native)
+    } else if gpu.has_f16_in_f32() {
+        Some(HalfRead::Unpack)
+    } else {
+        None
+    }
+}
+
+/// Whether the generated variants may read an f16 B on `gpu` (see [`half_read`]).
 pub fn f16_variants(gpu: &crate::Gpu) -> bool {
-    gpu.features().contains(wgpu::Features::SHADER_F16)
+    half_read(gpu).is_some()
 }
 
 /// Compiles the pipeline `kernel` would use on this problem (so that timing it measures

@@ -157,8 +157,9 @@ pub fn enumerate_adapters() -> Vec<wgpu::Adapter> {
 
 /// What the crate uses on a device, with the fallbacks it took (see [`Gpu::capabilities`]).
 ///
-/// The kernels compute in f32 and use neither `SHADER_F16` nor subgroup operations, so a
-/// device without them loses nothing; the features the crate does depend on are here.
+/// The kernels compute in f32 and use no subgroup operations; `SHADER_F16` only speeds
+/// up f16 base weights (see `kernels::gemm::half_read`). The features the crate does
+/// depend on are here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capabilities {
     /// How [`Gpu::time`] measures: GPU timestamps, or the wall clock around a blocking
@@ -178,6 +179,7 @@ struct GpuInner {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     features: wgpu::Features,
+    half_in_f32: bool,
     coop: Vec<wgpu::CooperativeMatrixProperties>,
     pool: BufferPool,
     pipelines: PipelineCache,
@@ -256,6 +258,10 @@ impl Gpu {
             crate::runtime::coopmat::request(adapter, WANTED_FEATURES);
         let features = (adapter.features() & WANTED_FEATURES) | coop;
         let limits = adapter.limits();
+        let half_in_f32 = adapter
+            .get_downlevel_capabilities()
+            .flags
+            .contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("capaboost"),
             required_features: features,
@@ -267,16 +273,18 @@ impl Gpu {
             adapter: info.name.clone(),
             message: e.to_string(),
         })?;
-        Ok(Self::build(device, queue, info, coop_props))
+        Ok(Self::build(device, queue, info, coop_props, half_in_f32))
     }
 
     /// Adopts a device and queue another program created (for trainers that embed this
     /// crate). Requests nothing: the device's own features and limits are used as they are
     /// (a device has no list of cooperative-matrix configurations, so those kernels are
-    /// not used on an adopted one).
+    /// not used on an adopted one; nor is `unpack2x16float` without `SHADER_F16`, a
+    /// downlevel flag a device does not report).
     pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self::build(device, queue, info, Vec::new())
+        let half_in_f32 = device.features().contains(wgpu::Features::SHADER_F16);
+        Self::build(device, queue, info, Vec::new(), half_in_f32)
     }
 
     fn build(
@@ -284,6 +292,7 @@ impl Gpu {
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
         coop: Vec<wgpu::CooperativeMatrixProperties>,
+        half_in_f32: bool,
     ) -> Self {
         let limits = device.limits();
         let features = device.features();
@@ -297,6 +306,7 @@ impl Gpu {
                 info,
                 limits,
                 features,
+                half_in_f32,
                 coop,
                 pool,
                 pipelines,
@@ -330,6 +340,13 @@ impl Gpu {
     /// The device's enabled features.
     pub fn features(&self) -> wgpu::Features {
         self.inner.features
+    }
+
+    /// Whether shaders may use the f16-in-f32 builtins (`unpack2x16float`): the adapter's
+    /// downlevel flag `SHADER_F16_IN_F32` (the GL backend has it without `SHADER_F16`;
+    /// llvmpipe over Vulkan only with it).
+    pub fn has_f16_in_f32(&self) -> bool {
+        self.inner.half_in_f32
     }
 
     /// The cooperative-matrix configurations the adapter lists, where the device was

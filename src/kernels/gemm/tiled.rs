@@ -418,7 +418,12 @@ fn fetch_b(w: &mut String, spec: &Spec, k0: &str, kq: u32, bn4: u32) {
             )
         };
         let line = match spec.b {
-            BLoad::F16Scalar | BLoad::F16N | BLoad::F16K => unreachable!("{F32_ONLY}"),
+            BLoad::F16Scalar
+            | BLoad::F16N
+            | BLoad::F16K
+            | BLoad::NativeScalar
+            | BLoad::NativeN
+            | BLoad::NativeK => unreachable!("{F32_ONLY}"),
             BLoad::VecN => cols(&|n, k| {
                 let (nc, kc) = (clamp(spec, n, "p.n - 4u"), clamp(spec, k, "p.k - 1u"));
                 past_k(
@@ -502,7 +507,12 @@ fn stash(w: &mut String, spec: &Spec, buf: &str) {
             BLoad::VecN => cols,
             BLoad::VecK => rows,
             BLoad::Scalar => format!("if (b_cols) {cols} else {rows}"),
-            BLoad::F16Scalar | BLoad::F16N | BLoad::F16K => unreachable!("{F32_ONLY}"),
+            BLoad::F16Scalar
+            | BLoad::F16N
+            | BLoad::F16K
+            | BLoad::NativeScalar
+            | BLoad::NativeN
+            | BLoad::NativeK => unreachable!("{F32_ONLY}"),
         };
         let _ = writeln!(w, "        {line}");
     }
