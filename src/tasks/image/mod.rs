@@ -6,6 +6,7 @@
 pub mod config;
 pub mod confusion;
 pub mod data;
+pub mod idx;
 pub mod images;
 pub mod model;
 pub mod preprocess;
