@@ -268,3 +268,102 @@ fn vit_lora_cls_and_flags_of_other_tasks() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An idx folder (MNIST layout, plain files): 8 training and 4 evaluation 8x8 grey images
+/// of classes 0 and 1 with a gradient across each row (so flips and crops change them).
+fn idx_data(dir: &Path) -> PathBuf {
+    let data = dir.join("idx");
+    std::fs::create_dir_all(&data).unwrap();
+    let write = |name: &str, shape: &[u32], body: &[u8]| {
+        let mut bytes = vec![0, 0, 8, shape.len() as u8];
+        for d in shape {
+            bytes.extend(d.to_be_bytes());
+        }
+        bytes.extend(body);
+        std::fs::write(data.join(name), bytes).unwrap();
+    };
+    for (prefix, count) in [("train", 8u32), ("t10k", 4)] {
+        let labels: Vec<u8> = (0..count).map(|i| (i % 2) as u8).collect();
+        let body: Vec<u8> = (0..count)
+            .flat_map(|i| (0..64u32).map(move |p| ((p % 8) * 30 + (i % 2) * 20 + i) as u8))
+            .collect();
+        write(
+            &format!("{prefix}-images-idx3-ubyte"),
+            &[count, 8, 8],
+            &body,
+        );
+        write(&format!("{prefix}-labels-idx1-ubyte"), &[count], &labels);
+    }
+    data
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(run.join("train_loss.csv")).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "loss").unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(col).unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn idx_data_with_augmentation_resumes_exactly() {
+    let Some(_gpu) = common::gpu() else { return };
+    let dir = tmpdir("augment");
+    let data = idx_data(&dir);
+    let run_with = |name: &str, aug: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut a = finetune("tests/data/tiny-vit", &data, &out, &["--image-size", "16"]);
+        a.extend(args(&["--augment", aug, "--log-every", "1"]));
+        a.extend(args(extra));
+        ok(&a);
+        out
+    };
+    let resumed = run_with("resumed", "flip,crop", &["--stop-after", "2"]);
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(resumed.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["augment"], "flip,crop");
+    assert_eq!(cfg["classes"], serde_json::json!(["0", "1"]));
+    // A resume keeps the run's augmentation and refuses another.
+    let (good, _, err) = run(&args(&[
+        "finetune",
+        "--resume",
+        &p(&resumed),
+        "--augment",
+        "flip",
+    ]));
+    assert!(!good && err.contains("--augment"), "{err}");
+    ok(&args(&[
+        "finetune",
+        "--resume",
+        &p(&resumed),
+        "--no-progress",
+    ]));
+    let straight = run_with("straight", "flip,crop", &[]);
+    let plain = run_with("plain", "none", &[]);
+    let (a, b, c) = (losses(&resumed), losses(&straight), losses(&plain));
+    assert_eq!(a.len(), 3, "{a:?}");
+    assert_eq!(a, b, "a resumed augmented run draws the same images");
+    assert_ne!(a, c, "augmentation changes the training inputs");
+    // Evaluation is never augmented: eval of the run reproduces its last record.
+    let out = ok(&args(&[
+        "eval",
+        "--run",
+        &p(&straight),
+        "--data",
+        &p(&data),
+    ]));
+    let m: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(m["accuracy"], last_record(&straight)["accuracy"]);
+    // An unknown augmentation is refused at parse.
+    let (good, _, err) = run(&finetune(
+        "tests/data/tiny-vit",
+        &data,
+        &dir.join("bad"),
+        &["--augment", "rotate"],
+    ));
+    assert!(!good && err.contains("rotate"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -309,3 +309,101 @@ fn fashion_mnist_package_files() {
         assert!(b.iter().any(|&v| v > 100), "a garment, not a blank image");
     }
 }
+
+#[test]
+fn augment_parses_typed_and_draws_per_seed_epoch_example() {
+    use capaboost::tasks::image::augment::Augment;
+    for (s, flip, crop) in [
+        ("none", false, false),
+        ("flip", true, false),
+        ("crop", false, true),
+        ("crop,flip", true, true),
+    ] {
+        assert_eq!(Augment::parse(s).unwrap(), Augment { flip, crop }, "{s}");
+    }
+    for s in ["flip,flip", "rotate", "", "none,flip"] {
+        assert!(Augment::parse(s).is_err(), "{s:?} accepted");
+    }
+    assert_eq!(
+        Augment::parse("crop,flip").unwrap().to_string(),
+        "flip,crop"
+    );
+    let n = 16;
+    // Every pixel distinct in its row, never 0 (so padding shows as 0).
+    let img: Vec<u8> = (0..3 * n * n).map(|i| 1 + (i % 250) as u8).collect();
+    let mirror: Vec<u8> = img
+        .chunks(n)
+        .flat_map(|r| r.iter().rev().copied())
+        .collect();
+    let flip = Augment::parse("flip").unwrap();
+    let draws: Vec<Vec<u8>> = (0..32).map(|e| flip.apply(&img, n, (7, 0, e))).collect();
+    let flipped = draws.iter().filter(|d| **d == mirror).count();
+    assert_eq!(flipped + draws.iter().filter(|d| **d == img).count(), 32);
+    assert!((6..=26).contains(&flipped), "{flipped} of 32 flipped");
+    // The same (seed, epoch, example) draws the same; another epoch or seed draws anew.
+    let crop = Augment::parse("flip,crop").unwrap();
+    let a: Vec<Vec<u8>> = (0..16).map(|e| crop.apply(&img, n, (7, 3, e))).collect();
+    let b: Vec<Vec<u8>> = (0..16).map(|e| crop.apply(&img, n, (7, 3, e))).collect();
+    assert_eq!(a, b);
+    let c: Vec<Vec<u8>> = (0..16).map(|e| crop.apply(&img, n, (7, 4, e))).collect();
+    let d: Vec<Vec<u8>> = (0..16).map(|e| crop.apply(&img, n, (8, 3, e))).collect();
+    assert!(a != c && a != d);
+    // A padded crop shifts by at most n/8 = 2 pixels, filling with zeros.
+    let only_crop = Augment::parse("crop").unwrap();
+    let mut shifted = 0;
+    for e in 0..16 {
+        let out = only_crop.apply(&img, n, (1, 0, e));
+        let zeros = out.iter().filter(|&&v| v == 0).count();
+        assert!(zeros <= 3 * (4 * n + 4 * n), "{zeros} zeros");
+        shifted += usize::from(zeros > 0);
+        let kept = out.iter().filter(|&&v| v != 0).count();
+        assert!(kept >= 3 * (n - 2) * (n - 2));
+    }
+    assert!(shifted >= 8, "{shifted} of 16 crops moved the image");
+}
+
+#[test]
+fn augmentation_reaches_training_batches_only() {
+    use capaboost::tasks::image::augment::Augment;
+    use capaboost::tasks::image::task::{ImageTask, Prep};
+    let n = 32usize;
+    let images = |k: u8| Images {
+        size: n as u32,
+        bytes: (0..4)
+            .map(|i| {
+                (0..3 * n * n)
+                    .map(|p| (p % 200) as u8 + i * 10 + k)
+                    .collect()
+            })
+            .collect(),
+        labels: vec![0, 1, 0, 1],
+        paths: vec![PathBuf::from("x.png"); 4],
+        ..Images::default()
+    };
+    let prep = Prep {
+        pre: vit_pre(),
+        size: n as u32,
+        patch: 8,
+    };
+    let classes = vec!["a".to_string(), "b".to_string()];
+    let task = |aug: &str| {
+        ImageTask::new(classes.clone(), (images(1), images(5)), prep.clone())
+            .with_augment(Augment::parse(aug).unwrap(), 3)
+    };
+    let (plain, aug) = (task("none"), task("flip,crop"));
+    let idx = [0, 1, 2, 3];
+    let mut unchanged = Vec::new();
+    prep.pre.normalize(&images(5).bytes[2], &mut unchanged);
+    for epoch in 0..3 {
+        assert_eq!(plain.train_pixels(&idx, epoch), plain.train_pixels(&idx, 0));
+        assert_ne!(
+            aug.train_pixels(&idx, epoch),
+            plain.train_pixels(&idx, epoch)
+        );
+        assert_eq!(aug.train_pixels(&idx, epoch), aug.train_pixels(&idx, epoch));
+    }
+    assert_ne!(aug.train_pixels(&idx, 0), aug.train_pixels(&idx, 1));
+    // Evaluation inputs are the preprocessed images as they are.
+    assert_eq!(aug.eval_pixels(&idx), plain.eval_pixels(&idx));
+    assert_eq!(aug.eval_pixels(&[2]), unchanged);
+}

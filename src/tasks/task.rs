@@ -67,6 +67,17 @@ pub trait Task {
     fn eval_len(&self) -> usize;
     /// The training examples at `idx` as one batch.
     fn make_batch(&self, gpu: &Gpu, model: &Self::Model, idx: &[usize]) -> Result<Self::Batch>;
+    /// The training examples at `idx` as one batch in (0-based) `epoch`: where a task
+    /// augments its training data, per epoch. By default [`Task::make_batch`].
+    fn make_train_batch(
+        &self,
+        gpu: &Gpu,
+        model: &Self::Model,
+        idx: &[usize],
+        _epoch: u64,
+    ) -> Result<Self::Batch> {
+        self.make_batch(gpu, model, idx)
+    }
     /// Records the forward pass of `batch` and its loss (a scalar) on `g`.
     fn loss(&self, g: &mut Graph, model: &Self::Model, batch: &Self::Batch) -> Result<Var>;
     /// The model's outputs for every evaluation example, rows in example order.

@@ -316,7 +316,7 @@ impl<T: Task> Trainer<T> {
         let per_epoch = self.current_batches().len();
         let at = self.state.batch_in_epoch;
         let idx = self.current_batches()[at].clone();
-        let batch = self.task.make_batch(&self.gpu, &self.model, &idx)?;
+        let batch = (self.task).make_train_batch(&self.gpu, &self.model, &idx, self.state.epoch)?;
         let mut g = Graph::new(&self.gpu);
         g.set_seed(
             self.cfg

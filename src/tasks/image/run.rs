@@ -38,7 +38,8 @@ pub fn load(cfg: &TrainConfig) -> Result<ImageTask> {
     }
     let t = decode(&train, &prep, cfg.data.train_limit, "training images")?;
     let d = decode(&dev, &prep, cfg.data.dev_limit, "evaluation images")?;
-    Ok(ImageTask::new(train.classes, (t, d), prep))
+    let task = ImageTask::new(train.classes, (t, d), prep);
+    Ok(task.with_augment(cfg.image.augment, cfg.seed()))
 }
 
 /// The task of a saved run without data (export, merge): its classes from `config.json`.

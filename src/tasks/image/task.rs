@@ -9,6 +9,7 @@ use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
 use crate::runtime::tensor::Indices;
 use crate::tasks::config::TrainConfig;
+use crate::tasks::image::augment::Augment;
 use crate::tasks::image::images::Images;
 use crate::tasks::image::model::ImageModel;
 use crate::tasks::image::preprocess::Preprocessor;
@@ -54,14 +55,19 @@ impl Prep {
         })
     }
 
-    /// The model inputs of `images` at `idx` as one batch.
-    pub fn batch(&self, gpu: &Gpu, images: &Images, idx: &[usize]) -> Result<PixelBatch> {
+    /// The normalized pixels of `images` at `idx`, `[B, 3, n, n]`.
+    pub fn pixels(&self, images: &Images, idx: &[usize]) -> Vec<f32> {
         let n = self.size as usize;
         let mut pixels = Vec::with_capacity(idx.len() * 3 * n * n);
         for &i in idx {
             self.pre.normalize(&images.bytes[i], &mut pixels);
         }
-        PixelBatch::new(gpu, &pixels, (3, n), self.patch)
+        pixels
+    }
+
+    /// `[B, 3, n, n]` normalized pixels as one model input.
+    pub fn upload(&self, gpu: &Gpu, pixels: &[f32]) -> Result<PixelBatch> {
+        PixelBatch::new(gpu, pixels, (3, self.size as usize), self.patch)
     }
 }
 
@@ -74,6 +80,8 @@ pub struct ImageTask {
     eval: Images,
     prep: Prep,
     eval_batch: usize,
+    /// Training augmentation and the run's seed it is drawn from.
+    augment: (Augment, u64),
 }
 
 /// A training batch: images and their class indices.
@@ -97,7 +105,31 @@ impl ImageTask {
             eval,
             prep,
             eval_batch: 32,
+            augment: (Augment::default(), 0),
         }
+    }
+
+    /// The task with training batches augmented as `augment` says, drawn from `seed`.
+    pub fn with_augment(mut self, augment: Augment, seed: u64) -> Self {
+        self.augment = (augment, seed);
+        self
+    }
+
+    /// The normalized pixels of the training images at `idx` in `epoch`, augmented.
+    pub fn train_pixels(&self, idx: &[usize], epoch: u64) -> Vec<f32> {
+        let (aug, seed) = self.augment;
+        let n = self.prep.size as usize;
+        let mut pixels = Vec::with_capacity(idx.len() * 3 * n * n);
+        for &i in idx {
+            let bytes = aug.apply(&self.train.bytes[i], n, (seed, epoch, i as u64));
+            self.prep.pre.normalize(&bytes, &mut pixels);
+        }
+        pixels
+    }
+
+    /// The normalized pixels of the evaluation images at `idx` (never augmented).
+    pub fn eval_pixels(&self, idx: &[usize]) -> Vec<f32> {
+        self.prep.pixels(&self.eval, idx)
     }
 
     /// The class names (the head's outputs in order).
@@ -149,10 +181,21 @@ impl Task for ImageTask {
         self.eval.len()
     }
 
-    fn make_batch(&self, gpu: &Gpu, _model: &ImageModel, idx: &[usize]) -> Result<ImageBatch> {
+    fn make_batch(&self, gpu: &Gpu, model: &ImageModel, idx: &[usize]) -> Result<ImageBatch> {
+        self.make_train_batch(gpu, model, idx, 0)
+    }
+
+    fn make_train_batch(
+        &self,
+        gpu: &Gpu,
+        _model: &ImageModel,
+        idx: &[usize],
+        epoch: u64,
+    ) -> Result<ImageBatch> {
         let labels: Vec<u32> = idx.iter().map(|&i| self.train.labels[i] as u32).collect();
+        let pixels = self.train_pixels(idx, epoch);
         Ok(ImageBatch {
-            input: self.prep.batch(gpu, &self.train, idx)?,
+            input: self.prep.upload(gpu, &pixels)?,
             labels: Indices::from_slice(gpu, &labels, &[idx.len()])?,
         })
     }
@@ -167,7 +210,8 @@ impl Task for ImageTask {
         let mut out = Vec::with_capacity(self.eval.len() * self.classes.len());
         let all: Vec<usize> = (0..self.eval.len()).collect();
         for chunk in all.chunks(self.eval_batch) {
-            let batch = self.prep.batch(gpu, &self.eval, chunk)?;
+            let pixels = self.eval_pixels(chunk);
+            let batch = self.prep.upload(gpu, &pixels)?;
             let mut g = Graph::no_grad(gpu);
             let logits = model.forward(&mut g, &batch)?;
             g.submit()?;
