@@ -136,6 +136,21 @@ fn dinov2_capaboost_run_resume_eval_export_merge() {
     ]));
     let png = image::open(&conf).unwrap();
     assert!(png.width() > 100 && png.height() > 100);
+    // The run folder holds the confusion matrix of its latest evaluation (the same
+    // predictions as this eval), written atomically (no temporary file left).
+    let own = std::fs::read(run_dir.join("confusion.png")).unwrap();
+    assert_eq!(own, std::fs::read(&conf).unwrap());
+    let own = image::load_from_memory(&own).unwrap().to_rgb8();
+    assert_eq!(own.dimensions(), (110 + 2 * 48 + 10, 110 + 2 * 48 + 10));
+    assert!(
+        own.pixels().any(|p| p.0 != [255, 255, 255]),
+        "a blank image"
+    );
+    let names: Vec<String> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("tmp")), "{names:?}");
     let m: Value = serde_json::from_str(out.trim()).unwrap();
     assert!(
         (m["accuracy"].as_f64().unwrap() - rec["accuracy"].as_f64().unwrap()).abs() < 1e-9,

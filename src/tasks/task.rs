@@ -110,4 +110,11 @@ pub trait Task {
         let p = self.predictions(gpu, model)?;
         self.metrics(&p)
     }
+
+    /// Files a task draws from an evaluation's `predictions` into the run folder `dir`
+    /// (written over the previous evaluation's), e.g. the image task's `confusion.png`.
+    /// None by default.
+    fn write_eval_files(&self, _predictions: &[f32], _dir: &Path) -> Result<()> {
+        Ok(())
+    }
 }

@@ -429,7 +429,8 @@ impl<T: Task> Trainer<T> {
     /// curves.
     pub fn evaluate(&mut self) -> Result<Metrics> {
         let began = Instant::now();
-        let metrics = self.task.evaluate(&self.gpu, &self.model)?;
+        let predictions = self.task.predictions(&self.gpu, &self.model)?;
+        let metrics = self.task.metrics(&predictions)?;
         let mut rec = json!({
             "step": self.state.step,
             "epoch": self.epoch,
@@ -443,6 +444,9 @@ impl<T: Task> Trainer<T> {
         // The curves are derived from the logs and can be redrawn: never fatal.
         if let Err(e) = self.run.write_curves() {
             eprintln!("warning: could not redraw the curves (training goes on): {e}");
+        }
+        if let Err(e) = self.task.write_eval_files(&predictions, self.run.path()) {
+            eprintln!("warning: could not write the evaluation's files (training goes on): {e}");
         }
         self.clock.paused += began.elapsed();
         Ok(metrics)

@@ -10,10 +10,14 @@ use crate::runtime::gpu::Gpu;
 use crate::runtime::tensor::Indices;
 use crate::tasks::config::TrainConfig;
 use crate::tasks::image::augment::Augment;
+use crate::tasks::image::confusion::{confusion, confusion_png};
 use crate::tasks::image::images::Images;
 use crate::tasks::image::model::ImageModel;
 use crate::tasks::image::preprocess::Preprocessor;
 use crate::tasks::task::{Metrics, Task};
+
+/// The confusion matrix of a run's latest evaluation, in the run folder.
+pub const CONFUSION_FILE: &str = "confusion.png";
 
 /// How a model folder's images are prepared: the preprocessor, the side n and the patch
 /// side.
@@ -142,6 +146,15 @@ impl ImageTask {
         &self.eval
     }
 
+    /// The confusion matrix (`m[true][predicted]`) of the evaluation images' logits.
+    pub fn confusion(&self, predictions: &[f32]) -> Vec<Vec<usize>> {
+        confusion(
+            &self.eval.labels,
+            &self.argmax(predictions),
+            self.classes.len(),
+        )
+    }
+
     /// The predicted class of each row of [`Task::predictions`].
     pub fn argmax(&self, predictions: &[f32]) -> Vec<usize> {
         let c = self.classes.len().max(1);
@@ -242,6 +255,13 @@ impl Task for ImageTask {
             m.push((self.class_keys[k], hits[k] as f64 / counts[k] as f64));
         }
         Ok(m)
+    }
+
+    /// `confusion.png`: the confusion matrix of the latest evaluation (temp + rename).
+    fn write_eval_files(&self, predictions: &[f32], dir: &Path) -> Result<()> {
+        let m = self.confusion(predictions);
+        let png = confusion_png(&m, &self.classes)?;
+        crate::runtime::io::write_atomic(&dir.join(CONFUSION_FILE), &png)
     }
 
     fn export_head(&self, model: &ImageModel, dir: &Path) -> Result<()> {
