@@ -188,9 +188,13 @@ fn dinov2_capaboost_run_resume_eval_export_merge() {
             .unwrap();
     let targets = acfg["target_modules"].to_string();
     assert!(targets.contains("attention.q_proj"), "{acfg}");
+    // As PEFT 0.21 saves a LoRA on Dinov2ForImageClassification with the classifier in
+    // modules_to_save.
+    assert_eq!(acfg["modules_to_save"], serde_json::json!(["classifier"]));
+    assert!(acfg["task_type"].is_null(), "{acfg}");
     let t = TensorFile::read(&peft.join("adapter_model.safetensors")).unwrap();
     let (shape, _) = t
-        .f32("base_model.model.encoder.layer.1.attention.v_proj.lora_A.weight")
+        .f32("base_model.model.dinov2.encoder.layer.1.attention.v_proj.lora_A.weight")
         .unwrap();
     assert_eq!(shape, vec![8, 32], "rank d r = 8");
     let head: Value =
@@ -198,6 +202,21 @@ fn dinov2_capaboost_run_resume_eval_export_merge() {
             .unwrap();
     assert_eq!(head["pooling"], "mean");
     assert_eq!(head["labels"], serde_json::json!(["cat", "ship"]));
+    // The classifier reads concat(CLS, mean of patches): mean pooling fills the second
+    // half with the head, the CLS half is zero.
+    let (shape, wide) = t.f32("base_model.model.classifier.weight").unwrap();
+    assert_eq!(shape, vec![2, 64]);
+    let own = TensorFile::read(&peft.join("head.safetensors")).unwrap();
+    let (_, w) = own.f32("weight").unwrap();
+    assert!(w.iter().any(|&v| v != 0.0));
+    for (row, src) in wide.chunks(64).zip(w.chunks(32)) {
+        assert!(row[..32].iter().all(|&v| v == 0.0));
+        assert_eq!(&row[32..], src);
+    }
+    assert_eq!(
+        t.f32("base_model.model.classifier.bias").unwrap().1,
+        own.f32("bias").unwrap().1
+    );
     // The merged folder loads as a Dinov2 encoder, with the query weights changed.
     let merged = dir.join("merged");
     ok(&args(&[
@@ -208,6 +227,20 @@ fn dinov2_capaboost_run_resume_eval_export_merge() {
         &p(&merged),
     ]));
     assert!(merged.join("preprocessor_config.json").exists());
+    let mcfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        mcfg["architectures"],
+        serde_json::json!(["Dinov2ForImageClassification"])
+    );
+    assert_eq!(
+        mcfg["id2label"],
+        serde_json::json!({"0": "cat", "1": "ship"})
+    );
+    let mt = TensorFile::read(&merged.join("model.safetensors")).unwrap();
+    assert_eq!(mt.f32("classifier.weight").unwrap().1, wide);
+    assert!(mt.contains("dinov2.embeddings.cls_token"));
     let vit = Vit::load(&gpu, &merged).unwrap();
     let base = Vit::load(&gpu, &manifest("tests/data/tiny-dinov2")).unwrap();
     let (a, b) = (
@@ -250,7 +283,11 @@ fn vit_lora_cls_and_flags_of_other_tasks() {
         &p(&peft),
     ]));
     let t = TensorFile::read(&peft.join("adapter_model.safetensors")).unwrap();
-    assert!(t.contains("base_model.model.layers.0.attention.q_proj.lora_B.weight"));
+    assert!(t.contains("base_model.model.vit.layers.0.attention.q_proj.lora_B.weight"));
+    // ViTForImageClassification: the classifier on the CLS token is the head itself.
+    let own = TensorFile::read(&peft.join("head.safetensors")).unwrap();
+    let (shape, w) = t.f32("base_model.model.classifier.weight").unwrap();
+    assert_eq!((shape, w), own.f32("weight").unwrap());
     // Image flags with a text task, QA flags with the image task: refused by name.
     let (good, _, err) = run(&args(&[
         "finetune",

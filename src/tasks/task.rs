@@ -39,14 +39,18 @@ pub trait Model {
 pub struct HfHead {
     /// The transformers class (`architectures` in config.json).
     pub architecture: &'static str,
-    /// PEFT's `task_type` for it (`QUESTION_ANS`).
-    pub peft_task_type: &'static str,
+    /// PEFT's `task_type` for it (`QUESTION_ANS`; `None` where PEFT has none, as for
+    /// image classification).
+    pub peft_task_type: Option<&'static str>,
     /// The head module, saved whole by PEFT (`modules_to_save`), e.g. `qa_outputs`.
     pub module: &'static str,
     /// Prefix of the encoder's tensors in that class (`bert.`).
     pub encoder_prefix: &'static str,
     /// The head's tensors: name (e.g. `qa_outputs.weight`), shape, values.
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// The class names of its outputs, written into a merged `config.json` as `id2label`
+    /// and `label2id` (empty: the base's config keeps its own).
+    pub labels: Vec<String>,
 }
 
 /// A supervised task: its data as batches, the head its model carries, the loss, the

@@ -3,18 +3,19 @@
 
 use std::path::Path;
 
-use crate::models::vit::{PixelBatch, VitConfig};
+use crate::models::vit::{PixelBatch, VitConfig, VitLayout};
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
 use crate::runtime::tensor::Indices;
 use crate::tasks::config::TrainConfig;
 use crate::tasks::image::augment::Augment;
+use crate::tasks::image::config::Pooling;
 use crate::tasks::image::confusion::{confusion, confusion_png};
 use crate::tasks::image::images::Images;
 use crate::tasks::image::model::ImageModel;
 use crate::tasks::image::preprocess::Preprocessor;
-use crate::tasks::task::{Metrics, Task};
+use crate::tasks::task::{HfHead, Metrics, Task};
 
 /// The confusion matrix of a run's latest evaluation, in the run folder.
 pub const CONFUSION_FILE: &str = "confusion.png";
@@ -262,6 +263,39 @@ impl Task for ImageTask {
         let m = self.confusion(predictions);
         let png = confusion_png(&m, &self.classes)?;
         crate::runtime::io::write_atomic(&dir.join(CONFUSION_FILE), &png)
+    }
+
+    /// `ViTForImageClassification` (CLS pooling; the classifier reads the CLS token) or
+    /// `Dinov2ForImageClassification` (its classifier reads concat(CLS, mean of the patch
+    /// tokens): our head goes into the half its pooling reads, zeros in the other, which
+    /// is exact). A ViT head on mean pooling has no transformers class: none.
+    fn hf_head(&self, model: &ImageModel) -> Result<Option<HfHead>> {
+        let (w, b) = model.head_values()?;
+        let (h, c) = (model.vit.config.hidden_size, self.classes.len());
+        let (architecture, encoder_prefix, weight, width) =
+            match (model.vit.config.layout, model.pooling) {
+                (VitLayout::Vit, Pooling::Cls) => ("ViTForImageClassification", "vit.", w, h),
+                (VitLayout::Vit, Pooling::Mean) => return Ok(None),
+                (VitLayout::Dinov2, pooling) => {
+                    let half = usize::from(pooling == Pooling::Mean);
+                    let mut wide = vec![0f32; c * 2 * h];
+                    for (row, src) in wide.chunks_mut(2 * h).zip(w.chunks(h)) {
+                        row[half * h..(half + 1) * h].copy_from_slice(src);
+                    }
+                    ("Dinov2ForImageClassification", "dinov2.", wide, 2 * h)
+                }
+            };
+        Ok(Some(HfHead {
+            architecture,
+            peft_task_type: None,
+            module: "classifier",
+            encoder_prefix,
+            tensors: vec![
+                ("classifier.weight".into(), vec![c, width], weight),
+                ("classifier.bias".into(), vec![c], b),
+            ],
+            labels: self.classes.clone(),
+        }))
     }
 
     fn export_head(&self, model: &ImageModel, dir: &Path) -> Result<()> {
