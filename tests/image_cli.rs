@@ -419,3 +419,98 @@ fn idx_data_with_augmentation_resumes_exactly() {
     assert!(!good && err.contains("rotate"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn dinov2_capaboost_trace_records_the_masks_it_used() {
+    let Some(_gpu) = common::gpu() else { return };
+    let dir = tmpdir("trace");
+    let data = idx_data(&dir);
+    let (run_dir, trace) = (dir.join("run"), dir.join("trace"));
+    let mut a = finetune("tests/data/tiny-dinov2", &data, &run_dir, &[]);
+    a.extend(args(&[
+        "--image-size",
+        "16",
+        "--method",
+        "capaboost",
+        "--r",
+        "4",
+        "--d",
+        "2",
+        "--density",
+        "0.5",
+        "--log-every",
+        "1",
+        "--trace",
+    ]));
+    a.push(p(&trace));
+    ok(&a);
+    // One steps.jsonl line per step, with the losses train_loss.csv logged.
+    let steps: Vec<Value> = std::fs::read_to_string(trace.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let traced: Vec<f64> = steps.iter().map(|s| s["loss"].as_f64().unwrap()).collect();
+    let logged = losses(&run_dir);
+    assert_eq!(traced.len(), 3);
+    for (t, l) in traced.iter().zip(&logged) {
+        assert!((t - l).abs() < 1e-6, "{traced:?} vs {logged:?}");
+    }
+    assert_eq!(steps[0]["padded_len"], 17, "16 patches + CLS");
+    let recipe: Value =
+        serde_json::from_str(&std::fs::read_to_string(trace.join("recipe.json")).unwrap()).unwrap();
+    assert!(
+        recipe["model"]["encoder"]
+            .as_str()
+            .unwrap()
+            .contains("Dinov2")
+    );
+    assert_eq!(recipe["task"]["classes"], serde_json::json!(["0", "1"]));
+    // Both branches' masks of every adapted module (query, value of 2 layers), exact 0.5.
+    let init = TensorFile::read(&trace.join("init.safetensors")).unwrap();
+    let fin = TensorFile::read(&trace.join("final.safetensors")).unwrap();
+    ok(&args(&[
+        "export",
+        "--run",
+        &p(&run_dir),
+        "--format",
+        "peft",
+        "--out",
+        &p(&dir.join("peft")),
+    ]));
+    let peft = TensorFile::read(&dir.join("peft/adapter_model.safetensors")).unwrap();
+    for layer in 0..2 {
+        for (m, pm) in [("query", "q_proj"), ("value", "v_proj")] {
+            let module = format!("base_model.model.encoder.layer.{layer}.attention.attention.{m}");
+            let (_, a_final) = fin.f32(&format!("{module}.lora_A.weight")).unwrap();
+            let (_, stacked) = peft
+                .f32(&format!(
+                    "base_model.model.dinov2.encoder.layer.{layer}.attention.{pm}.lora_A.weight"
+                ))
+                .unwrap();
+            assert_eq!(stacked.len(), 2 * 4 * 32);
+            for i in 0..2 {
+                let ma = init
+                    .mask(&format!("{module}.mask_A.{i}"), &[4, 32])
+                    .unwrap();
+                let mb = init
+                    .mask(&format!("{module}.mask_B.{i}"), &[32, 4])
+                    .unwrap();
+                assert_eq!(ma.iter().filter(|&&x| x == 1).count(), 4 * 32 / 2);
+                assert_eq!(mb.iter().filter(|&&x| x == 1).count(), 4 * 32 / 2);
+                // The recorded masks are the ones the run applied: branch i of the export
+                // is the trained lora_A masked by mask_A.i.
+                let masked: Vec<f32> = a_final
+                    .iter()
+                    .zip(&ma)
+                    .map(|(v, &k)| if k == 1 { *v } else { 0.0 })
+                    .collect();
+                assert!(masked.iter().any(|&v| v != 0.0));
+                assert_eq!(&stacked[i * 128..(i + 1) * 128], &masked[..]);
+            }
+        }
+    }
+    // 4 modules x 2 factors + head (2); 4 x 2 factors x 2 branches masks.
+    assert_eq!(init.names().count(), 8 + 2 + 16);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

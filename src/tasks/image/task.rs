@@ -298,6 +298,38 @@ impl Task for ImageTask {
         }))
     }
 
+    /// What a replay needs beyond the configuration: classes, input side, preprocessing,
+    /// head, loss, augmentation and what the example ids mean.
+    fn recipe(&self) -> serde_json::Value {
+        let pre = &self.prep.pre;
+        serde_json::json!({
+            "task": "image",
+            "classes": self.classes,
+            "image_size": self.prep.size,
+            "patch_size": self.prep.patch,
+            "preprocessing": {
+                "resize": format!("{:?}", pre.resize),
+                "filter": format!("{:?}", pre.filter),
+                "center_crop": pre.crop,
+                "rescale": pre.rescale,
+                "mean": pre.mean,
+                "std": pre.std,
+                "done": "once, before training, on 8-bit RGB (grey expanded); \
+                    normalization (v * rescale - mean) / std per batch",
+            },
+            "head": "Linear(hidden, classes) on the final-norm output: the CLS token \
+                (pooling cls) or the mean of the patch tokens (pooling mean)",
+            "loss": "mean cross-entropy over the batch",
+            "augment": self.augment.0.to_string(),
+            "augment_draws": "crop (zero padding n/8, uniform offset) then flip (p 0.5) \
+                on the preprocessed bytes, from StdRng keyed by (seed, epoch, image): not \
+                replayable by another implementation unless none",
+            "examples": "1-based position of the image among the training images that \
+                decoded (the classes in turn, files in name order or idx order; after \
+                --train-limit)",
+        })
+    }
+
     fn export_head(&self, model: &ImageModel, dir: &Path) -> Result<()> {
         let (w, b) = model.head_values()?;
         let hidden = model.vit.config.hidden_size;
