@@ -125,7 +125,8 @@ pub struct DataConfig {
     pub task: Option<TaskKind>,
     /// GLUE-format folder with train.tsv and dev.tsv, or (--task squad) one SQuAD v1.1 /
     /// v2.0 JSON file, split by article, or (--task image) a folder of train/ and dev/
-    /// class folders (or one folder of classes, split by --dev-ratio).
+    /// class folders (or one folder of classes, split by --dev-ratio), or of idx files
+    /// (train-* and t10k-*, MNIST / Fashion-MNIST).
     #[arg(long, requires = "task")]
     pub data: Option<PathBuf>,
     /// Use only the first N training rows (QA: questions).

@@ -1,5 +1,7 @@
-//! A run's adapters folded into the encoder: a complete BERT folder that HF transformers
-//! loads as a plain `BertModel` with the head beside it, or as `BertForQuestionAnswering`.
+//! A run's adapters folded into the encoder: a complete folder that HF transformers loads
+//! as a plain `BertModel` / `ViTModel` / `Dinov2Model` with the head beside it, or as the
+//! class that carries the task's head (`BertForQuestionAnswering`,
+//! `ViTForImageClassification`, `Dinov2ForImageClassification`).
 
 use std::path::Path;
 
@@ -77,7 +79,7 @@ fn merge_task<T: Task>(
         if src.exists() {
             let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
             let bytes = match (&head, f) {
-                (Some(h), "config.json") => with_architecture(&src, &bytes, h.architecture)?,
+                (Some(h), "config.json") => with_architecture(&src, &bytes, h)?,
                 _ => bytes,
             };
             write_atomic(&out.join(f), &bytes)?;
@@ -86,13 +88,26 @@ fn merge_task<T: Task>(
     task.export_head(&model, out)
 }
 
-/// The base model's `config.json` naming `architecture` as the model class.
-fn with_architecture(path: &Path, bytes: &[u8], architecture: &str) -> Result<Vec<u8>> {
+/// The base model's `config.json` naming the head's class as the model class, with its
+/// labels (`id2label`, `label2id`) when it has them.
+fn with_architecture(path: &Path, bytes: &[u8], head: &HfHead) -> Result<Vec<u8>> {
     let mut v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::File {
         path: path.display().to_string(),
         message: format!("not valid JSON: {e}"),
     })?;
-    v["architectures"] = serde_json::json!([architecture]);
+    v["architectures"] = serde_json::json!([head.architecture]);
+    if !head.labels.is_empty() {
+        let id2label: serde_json::Map<String, serde_json::Value> = (head.labels.iter())
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
+            .collect();
+        let label2id: serde_json::Map<String, serde_json::Value> = (head.labels.iter())
+            .enumerate()
+            .map(|(i, l)| (l.clone(), serde_json::json!(i)))
+            .collect();
+        v["id2label"] = id2label.into();
+        v["label2id"] = label2id.into();
+    }
     let text =
         serde_json::to_string_pretty(&v).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     Ok(format!("{text}\n").into_bytes())

@@ -39,14 +39,18 @@ pub trait Model {
 pub struct HfHead {
     /// The transformers class (`architectures` in config.json).
     pub architecture: &'static str,
-    /// PEFT's `task_type` for it (`QUESTION_ANS`).
-    pub peft_task_type: &'static str,
+    /// PEFT's `task_type` for it (`QUESTION_ANS`; `None` where PEFT has none, as for
+    /// image classification).
+    pub peft_task_type: Option<&'static str>,
     /// The head module, saved whole by PEFT (`modules_to_save`), e.g. `qa_outputs`.
     pub module: &'static str,
     /// Prefix of the encoder's tensors in that class (`bert.`).
     pub encoder_prefix: &'static str,
     /// The head's tensors: name (e.g. `qa_outputs.weight`), shape, values.
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// The class names of its outputs, written into a merged `config.json` as `id2label`
+    /// and `label2id` (empty: the base's config keeps its own).
+    pub labels: Vec<String>,
 }
 
 /// A supervised task: its data as batches, the head its model carries, the loss, the
@@ -67,6 +71,17 @@ pub trait Task {
     fn eval_len(&self) -> usize;
     /// The training examples at `idx` as one batch.
     fn make_batch(&self, gpu: &Gpu, model: &Self::Model, idx: &[usize]) -> Result<Self::Batch>;
+    /// The training examples at `idx` as one batch in (0-based) `epoch`: where a task
+    /// augments its training data, per epoch. By default [`Task::make_batch`].
+    fn make_train_batch(
+        &self,
+        gpu: &Gpu,
+        model: &Self::Model,
+        idx: &[usize],
+        _epoch: u64,
+    ) -> Result<Self::Batch> {
+        self.make_batch(gpu, model, idx)
+    }
     /// Records the forward pass of `batch` and its loss (a scalar) on `g`.
     fn loss(&self, g: &mut Graph, model: &Self::Model, batch: &Self::Batch) -> Result<Var>;
     /// The model's outputs for every evaluation example, rows in example order.
@@ -98,5 +113,12 @@ pub trait Task {
     fn evaluate(&self, gpu: &Gpu, model: &Self::Model) -> Result<Metrics> {
         let p = self.predictions(gpu, model)?;
         self.metrics(&p)
+    }
+
+    /// Files a task draws from an evaluation's `predictions` into the run folder `dir`
+    /// (written over the previous evaluation's), e.g. the image task's `confusion.png`.
+    /// None by default.
+    fn write_eval_files(&self, _predictions: &[f32], _dir: &Path) -> Result<()> {
+        Ok(())
     }
 }

@@ -13,7 +13,9 @@
 //!
 //! Tensor names: a tensor of the encoder gets the PEFT export's key
 //! (`base_model.model.encoder.layer.{i}.{module}.lora_A.weight`, `lora_B.weight`; bottleneck
-//! adapters `base_model.model.encoder.layer.{i}.output_adapter.down.weight`, ...), holding
+//! adapters `base_model.model.encoder.layer.{i}.output_adapter.down.weight`, ...; for ViT /
+//! DINOv2 the module is the checkpoint's, `encoder.layer.{i}.attention.attention.query`,
+//! not the renamed one PEFT uses at run time), holding
 //! the shared factor itself (`[r, in]`, `[out, r]`; not the stacked rank-d·r export); the
 //! task's head keeps its checkpoint name (`head.weight`, `head.bias`). Masks (u8, 0/1) are
 //! named after their module with the same prefix: `{module}.mask_A.{i}` masks `lora_A`
@@ -37,6 +39,7 @@ use crate::runtime::io::{TensorWriter, write_atomic};
 use crate::runtime::recorder::Recorder;
 use crate::runtime::tensor::Tensor;
 use crate::tasks::config::TrainConfig;
+use crate::tasks::kind::TaskKind;
 use crate::tasks::task::NamedMask;
 
 /// The files of a trace.
@@ -188,9 +191,7 @@ pub fn recipe(cfg: &TrainConfig, opt: &AdamWConfig, task: Value) -> Result<Value
         "version": 1,
         "model": {
             "dir": cfg.model.model.display().to_string(),
-            "encoder": "BERT post-LayerNorm encoder, erf GELU, no dropout anywhere in the \
-                encoder (hidden and attention dropout 0); padded keys get f32::MIN added \
-                to their attention scores",
+            "encoder": encoder_recipe(cfg),
             "frozen": "every encoder weight; only the tensors of init.safetensors train",
         },
         "data": {"dir": cfg.data.data.as_ref().map(|d| d.display().to_string()),
@@ -233,6 +234,24 @@ pub fn recipe(cfg: &TrainConfig, opt: &AdamWConfig, task: Value) -> Result<Value
         },
         "config": cfg.to_json()?,
     }))
+}
+
+/// The encoder in words: BERT, or ViT / DINOv2 for an image run.
+fn encoder_recipe(cfg: &TrainConfig) -> &'static str {
+    match cfg.data.task {
+        Some(TaskKind::Image) => {
+            "ViT / DINOv2 pre-norm encoder as transformers' ViTModel / Dinov2Model (the \
+             layout of the model folder's config.json): patch convolution, CLS token, \
+             position embeddings resampled bicubically to the input's patch grid \
+             (interpolate_pos_encoding), erf GELU, Dinov2's layer scale, final LayerNorm; \
+             no dropout and no padding"
+        }
+        _ => {
+            "BERT post-LayerNorm encoder, erf GELU, no dropout anywhere in the encoder \
+             (hidden and attention dropout 0); padded keys get f32::MIN added to their \
+             attention scores"
+        }
+    }
 }
 
 /// The method part of the recipe: adapters, their scale and masks, dropout.

@@ -316,7 +316,7 @@ impl<T: Task> Trainer<T> {
         let per_epoch = self.current_batches().len();
         let at = self.state.batch_in_epoch;
         let idx = self.current_batches()[at].clone();
-        let batch = self.task.make_batch(&self.gpu, &self.model, &idx)?;
+        let batch = (self.task).make_train_batch(&self.gpu, &self.model, &idx, self.state.epoch)?;
         let mut g = Graph::new(&self.gpu);
         g.set_seed(
             self.cfg
@@ -429,7 +429,8 @@ impl<T: Task> Trainer<T> {
     /// curves.
     pub fn evaluate(&mut self) -> Result<Metrics> {
         let began = Instant::now();
-        let metrics = self.task.evaluate(&self.gpu, &self.model)?;
+        let predictions = self.task.predictions(&self.gpu, &self.model)?;
+        let metrics = self.task.metrics(&predictions)?;
         let mut rec = json!({
             "step": self.state.step,
             "epoch": self.epoch,
@@ -443,6 +444,9 @@ impl<T: Task> Trainer<T> {
         // The curves are derived from the logs and can be redrawn: never fatal.
         if let Err(e) = self.run.write_curves() {
             eprintln!("warning: could not redraw the curves (training goes on): {e}");
+        }
+        if let Err(e) = self.task.write_eval_files(&predictions, self.run.path()) {
+            eprintln!("warning: could not write the evaluation's files (training goes on): {e}");
         }
         self.clock.paused += began.elapsed();
         Ok(metrics)

@@ -22,10 +22,12 @@ use rand::Rng;
 use crate::kernels::masks::MaskConfig;
 use crate::models::bert::Target;
 use crate::models::common::{
-    AdaptedEncoder, Norm, Proj, adapt_projections, adapter_params, add_bottlenecks,
+    AdaptedEncoder, Norm, Proj, adapt_projections, adapter_masks, adapter_params, add_bottlenecks,
     projection_tensors, self_attention,
 };
-use crate::nn::modules::{CapaBoostAdapter, CapaBoostConfig, Linear, NamedTensor, Placement};
+use crate::nn::modules::{
+    CapaBoostAdapter, CapaBoostConfig, Linear, NamedMask, NamedTensor, Placement,
+};
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
@@ -181,6 +183,17 @@ impl Vit {
             .map(|l| [&l.attn_adapter, &l.ffn_adapter])
             .collect();
         adapter_params(self, slots)
+    }
+
+    /// Every static mask of the adapters, named after the tensor it masks (see
+    /// [`crate::models::common::adapter_masks`]); reads them back.
+    pub fn masks(&self) -> Result<Vec<NamedMask>> {
+        let slots = self
+            .layers
+            .iter()
+            .map(|l| [&l.attn_adapter, &l.ffn_adapter])
+            .collect();
+        adapter_masks(self, slots)
     }
 
     /// Entries some mask lets through, over all adapters.

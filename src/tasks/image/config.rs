@@ -1,9 +1,10 @@
 //! The image-classification settings of a run (`--image-size`, `--pooling`,
-//! `--dev-ratio`); refused with the other tasks.
+//! `--dev-ratio`, `--augment`); refused with the other tasks.
 
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::error::{Error, Result};
+use crate::tasks::image::augment::Augment;
 
 /// What the head reads from the encoder's last hidden state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -47,6 +48,12 @@ pub struct ImageConfig {
     #[arg(long, default_value_t = default_dev_ratio())]
     #[serde(default = "default_dev_ratio")]
     pub dev_ratio: f64,
+    /// Image: training-time augmentation: none, flip (horizontal, p = 0.5), crop (zero
+    /// padding of n/8, then a random n x n crop, as torchvision's RandomCrop) or flip,crop;
+    /// drawn per (seed, epoch, image). Evaluation is never augmented.
+    #[arg(long, default_value = "none", value_parser = Augment::parse)]
+    #[serde(default)]
+    pub augment: Augment,
     /// The class names of a run (the head's outputs, in order), found in the data when the
     /// run starts and recorded in `config.json`; not a flag.
     #[arg(skip)]
@@ -55,7 +62,7 @@ pub struct ImageConfig {
 }
 
 /// The clap ids of the image flags (refused with the other tasks).
-pub const IMAGE_FLAGS: [&str; 3] = ["image_size", "pooling", "dev_ratio"];
+pub const IMAGE_FLAGS: [&str; 4] = ["image_size", "pooling", "dev_ratio", "augment"];
 
 impl ImageConfig {
     /// Checks the numbers.
@@ -81,6 +88,7 @@ impl Default for ImageConfig {
             image_size: None,
             pooling: Pooling::Cls,
             dev_ratio: default_dev_ratio(),
+            augment: Augment::default(),
             classes: Vec::new(),
         }
     }

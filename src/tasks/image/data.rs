@@ -3,11 +3,14 @@
 //! a data folder holds `train/` + `dev/` (folders or `train.tsv` + `dev.tsv`), or is one
 //! folder of classes split per class by a ratio. Problems with the data as a whole (an
 //! empty class folder, a label the training classes lack) are errors naming the file;
-//! images that fail to decode are skipped and counted when they are loaded.
+//! images that fail to decode are skipped and counted when they are loaded. A folder of
+//! idx files (MNIST / Fashion-MNIST) is read by [`crate::tasks::image::idx`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::runtime::error::{Error, Result};
+use crate::tasks::image::idx::{IdxImages, is_idx_folder, read_idx_data, read_idx_eval};
 
 /// The file extensions read as images (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -19,6 +22,9 @@ pub struct Item {
     pub path: PathBuf,
     /// Class index into [`Listing::classes`].
     pub label: usize,
+    /// The image's index in the listing's idx file ([`Listing::idx`]); `None` for an
+    /// image file.
+    pub frame: Option<usize>,
 }
 
 /// The images of one split with the class names their labels index.
@@ -28,6 +34,9 @@ pub struct Listing {
     pub classes: Vec<String>,
     /// Images, classes interleaved (the first N keep the classes balanced).
     pub items: Vec<Item>,
+    /// The images in memory, when they come from an idx file (items index it by
+    /// [`Item::frame`]).
+    pub idx: Option<Arc<IdxImages>>,
 }
 
 fn is_image(p: &Path) -> bool {
@@ -88,17 +97,27 @@ fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
 
 /// Items of `groups` (label, files) interleaved class by class.
 fn interleave(groups: Vec<(usize, Vec<PathBuf>)>) -> Vec<Item> {
-    let longest = groups.iter().map(|(_, f)| f.len()).max().unwrap_or(0);
+    let groups = groups
+        .into_iter()
+        .map(|(label, files)| {
+            let item = |path| Item {
+                path,
+                label,
+                frame: None,
+            };
+            files.into_iter().map(item).collect()
+        })
+        .collect();
+    interleave_items(groups)
+}
+
+/// The groups' items interleaved: the first of each group in turn, then the second, ...
+pub(crate) fn interleave_items(groups: Vec<Vec<Item>>) -> Vec<Item> {
+    let longest = groups.iter().map(Vec::len).max().unwrap_or(0);
+    let mut iters: Vec<_> = groups.into_iter().map(Vec::into_iter).collect();
     let mut items = Vec::new();
-    for i in 0..longest {
-        for (label, files) in &groups {
-            if let Some(p) = files.get(i) {
-                items.push(Item {
-                    path: p.clone(),
-                    label: *label,
-                });
-            }
-        }
+    for _ in 0..longest {
+        items.extend(iters.iter_mut().filter_map(Iterator::next));
     }
     items
 }
@@ -127,6 +146,7 @@ pub fn read_folder(dir: &Path, classes: Option<&[String]>) -> Result<Listing> {
     Ok(Listing {
         classes,
         items: interleave(groups),
+        idx: None,
     })
 }
 
@@ -182,6 +202,7 @@ pub fn read_tsv(file: &Path, classes: Option<&[String]>) -> Result<Listing> {
     Ok(Listing {
         classes,
         items: interleave(groups),
+        idx: None,
     })
 }
 
@@ -194,10 +215,14 @@ pub fn read_split(path: &Path, classes: Option<&[String]>) -> Result<Listing> {
     }
 }
 
-/// The training and dev splits of a data folder: `train/` + `dev/` (class folders), or
-/// `train.tsv` + `dev.tsv`, or one folder of classes of which each class's last
-/// `dev_ratio` share (at least one image, none of a single-image class) is held out.
+/// The training and dev splits of a data folder: idx files (`train-*` and `t10k-*`, see
+/// [`crate::tasks::image::idx`]), `train/` + `dev/` (class folders), or `train.tsv` +
+/// `dev.tsv`, or one folder of classes of which each class's last `dev_ratio` share (at
+/// least one image, none of a single-image class) is held out.
 pub fn read_data(dir: &Path, dev_ratio: f64) -> Result<(Listing, Listing)> {
+    if is_idx_folder(dir) {
+        return read_idx_data(dir);
+    }
     for (train, dev) in [("train", "dev"), ("train.tsv", "dev.tsv")] {
         let (t, d) = (dir.join(train), dir.join(dev));
         if t.exists() || d.exists() {
@@ -230,19 +255,24 @@ pub fn read_data(dir: &Path, dev_ratio: f64) -> Result<(Listing, Listing)> {
     let train = Listing {
         classes: classes.clone(),
         items: interleave(train),
+        idx: None,
     };
     Ok((
         train,
         Listing {
             classes,
             items: dev,
+            idx: None,
         },
     ))
 }
 
-/// The evaluation split of `dir` for scoring a run: its `dev/` or `dev.tsv`, or a TSV
-/// file, or a folder of classes whole. Labels index `classes`.
+/// The evaluation split of `dir` for scoring a run: its idx `t10k-*` files, its `dev/` or
+/// `dev.tsv`, or a TSV file, or a folder of classes whole. Labels index `classes`.
 pub fn read_eval(path: &Path, classes: &[String]) -> Result<Listing> {
+    if is_idx_folder(path) {
+        return read_idx_eval(path, classes);
+    }
     for dev in ["dev", "dev.tsv"] {
         if path.is_dir() && path.join(dev).exists() {
             return read_split(&path.join(dev), Some(classes));

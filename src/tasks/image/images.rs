@@ -39,7 +39,10 @@ impl Images {
         let items = &listing.items[..limit.unwrap_or(usize::MAX).min(listing.items.len())];
         let decoded: Vec<std::result::Result<Vec<u8>, String>> = parallel_map(items, |it| {
             let run = || {
-                let img = image::open(&it.path).map_err(|e| e.to_string())?;
+                let img = match (it.frame, &listing.idx) {
+                    (Some(i), Some(idx)) => idx.image(i),
+                    _ => image::open(&it.path).map_err(|e| e.to_string())?,
+                };
                 pre.pixels(&img, n)
             };
             // A decoder that panics on a hostile file skips that file like any other error.

@@ -97,4 +97,8 @@ impl Model for ImageModel {
     fn encoder_mut(&mut self) -> &mut dyn AdaptedEncoder {
         &mut self.vit
     }
+
+    fn masks(&self) -> Result<Vec<crate::tasks::task::NamedMask>> {
+        self.vit.masks()
+    }
 }

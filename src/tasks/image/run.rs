@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
 use crate::tasks::config::TrainConfig;
-use crate::tasks::image::confusion::{confusion, confusion_png};
+use crate::tasks::image::confusion::confusion_png;
 use crate::tasks::image::data::{Listing, read_data, read_eval};
 use crate::tasks::image::images::Images;
 use crate::tasks::image::task::{ImageTask, Prep};
@@ -38,7 +38,8 @@ pub fn load(cfg: &TrainConfig) -> Result<ImageTask> {
     }
     let t = decode(&train, &prep, cfg.data.train_limit, "training images")?;
     let d = decode(&dev, &prep, cfg.data.dev_limit, "evaluation images")?;
-    Ok(ImageTask::new(train.classes, (t, d), prep))
+    let task = ImageTask::new(train.classes, (t, d), prep);
+    Ok(task.with_augment(cfg.image.augment, cfg.seed()))
 }
 
 /// The task of a saved run without data (export, merge): its classes from `config.json`.
@@ -108,9 +109,8 @@ pub fn eval_run(gpu: &Gpu, run_path: &Path, data: &Path, out: EvalOutputs<'_>) -
         crate::runtime::io::write_atomic(path, predictions_tsv(&task, &logits).as_bytes())?;
     }
     if let Some(path) = out.confusion {
-        let labels = &task.eval_images().labels;
-        let m = confusion(labels, &task.argmax(&logits), task.classes().len());
-        crate::runtime::io::write_atomic(path, &confusion_png(&m, task.classes())?)?;
+        let png = confusion_png(&task.confusion(&logits), task.classes())?;
+        crate::runtime::io::write_atomic(path, &png)?;
     }
     task.metrics(&logits)
 }

@@ -13,6 +13,7 @@
 //! | `dev_metrics.csv`  | [`RunDir::write_curves`], atomically         |
 //! | `curves.png`       | [`RunDir::write_curves`], atomically         |
 //! | `checkpoint/`      | [`RunDir::save_checkpoint`], swapped in whole |
+//! | task files         | `Task::write_eval_files` at each evaluation, e.g. `confusion.png` (images) |
 //!
 //! Logs are appended rather than rewritten so that a crash loses at most the line being
 //! written; the derived files (`dev_metrics.csv`, `curves.png`) are regenerated from the

@@ -268,13 +268,14 @@ impl Task for SquadTask {
         let hidden = model.bert.config.hidden_size;
         Ok(Some(HfHead {
             architecture: "BertForQuestionAnswering",
-            peft_task_type: "QUESTION_ANS",
+            peft_task_type: Some("QUESTION_ANS"),
             module: "qa_outputs",
             encoder_prefix: "bert.",
             tensors: vec![
                 ("qa_outputs.weight".into(), vec![2, hidden], w),
                 ("qa_outputs.bias".into(), vec![2], b),
             ],
+            labels: Vec::new(),
         }))
     }
 }
