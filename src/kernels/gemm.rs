@@ -12,6 +12,7 @@ mod candidates;
 pub mod coop;
 pub mod coop_twin;
 mod kernel;
+mod loads;
 mod operand;
 pub mod split;
 pub mod template;
