@@ -12,5 +12,6 @@ pub mod lookup;
 pub mod masks;
 pub mod norms;
 pub mod optim;
+pub mod qgemm;
 pub mod reduce;
 pub mod splitk;

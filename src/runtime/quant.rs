@@ -77,6 +77,15 @@ impl BlockFormat {
         (self.block_bytes() - self.scale_bytes()) / 4
     }
 
+    /// The shader's format code (`FMT_*` in `shaders/qgemm.wgsl`).
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            BlockFormat::Q4_0 => 0,
+            BlockFormat::Q4_1 => 1,
+            BlockFormat::Q8_0 => 2,
+        }
+    }
+
     /// Bytes on the GPU of a `[rows, cols]` weight (see the module docs).
     pub fn gpu_bytes(self, rows: usize, cols: usize) -> u64 {
         let blocks = (rows * cols / BLOCK) as u64;

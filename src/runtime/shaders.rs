@@ -137,6 +137,9 @@ pub static GEMM: ShaderSource = shader!("gemm");
 /// GELU, tanh, ReLU and dropout with their gradients, the bias add and its column sum.
 pub static ACTIVATIONS: ShaderSource = shader!("activations", "grid", "hash");
 
+/// GEMMs through a frozen weight in a ggml block format (Q4_0, Q4_1, Q8_0).
+pub static QGEMM: ShaderSource = shader!("qgemm");
+
 /// Embedding lookup and masked mean pooling with its backward.
 pub static LOOKUP: ShaderSource = shader!("lookup", "grid");
 
@@ -167,6 +170,7 @@ pub static ALL: &[&ShaderSource] = &[
     &REDUCE,
     &LAYOUT,
     &SPLITK,
+    &QGEMM,
 ];
 
 #[cfg(test)]
