@@ -129,7 +129,7 @@ pub fn block_values(format: BlockFormat, block: &[u8]) -> [f64; BLOCK] {
 }
 
 fn check_len(format: BlockFormat, name: &str, bytes: usize, numel: usize) -> Result<()> {
-    if numel % BLOCK != 0 || bytes != numel / BLOCK * format.block_bytes() {
+    if !numel.is_multiple_of(BLOCK) || bytes != numel / BLOCK * format.block_bytes() {
         return Err(Error::shape(format!(
             "{format} tensor '{name}': {bytes} bytes do not hold {numel} elements in blocks \
              of {BLOCK} ({} bytes each)",
@@ -202,7 +202,7 @@ fn quantize_block(format: BlockFormat, x: &[f32], out: &mut Vec<u8>) {
 /// `data` quantized with ggml's reference quantizer (for building test weights); the
 /// length must be a multiple of 32.
 pub fn quantize(format: BlockFormat, data: &[f32]) -> Result<Vec<u8>> {
-    if data.len() % BLOCK != 0 {
+    if !data.len().is_multiple_of(BLOCK) {
         return Err(Error::shape(format!(
             "quantizing to {format}: {} values are not whole blocks of {BLOCK}",
             data.len()
@@ -263,7 +263,7 @@ impl QuantTensor {
         bytes: &[u8],
         [rows, cols]: [usize; 2],
     ) -> Result<Self> {
-        if cols % BLOCK != 0 || rows == 0 {
+        if !cols.is_multiple_of(BLOCK) || rows == 0 {
             return Err(Error::shape(format!(
                 "{format} weight '{name}' [{rows}, {cols}]: rows must be whole blocks of {BLOCK}"
             )));

@@ -217,7 +217,8 @@ impl TensorType {
         match self {
             TensorType::F32 => numel.checked_mul(4),
             TensorType::F16 => numel.checked_mul(2),
-            TensorType::Quant(f) => (row % BLOCK as u64 == 0)
+            TensorType::Quant(f) => row
+                .is_multiple_of(BLOCK as u64)
                 .then(|| (numel / BLOCK as u64).checked_mul(f.block_bytes() as u64))
                 .flatten(),
         }
