@@ -93,3 +93,70 @@ fn configuration_errors_name_the_key() {
     let e = cpu::logits(&g, &[96]).unwrap_err().to_string();
     assert!(e.contains("token id 96"), "{e}");
 }
+
+fn smollm2() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("CAPABOOST_GGUF")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/capaboost/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    if path.exists() {
+        return Some(path);
+    }
+    let required = std::env::var("CAPABOOST_REQUIRE_MODEL").is_ok_and(|v| v == "1");
+    if required && std::env::var_os("CAPABOOST_GGUF").is_some() {
+        panic!(
+            "CAPABOOST_REQUIRE_MODEL=1 but {} is missing",
+            path.display()
+        );
+    }
+    eprintln!("skipping: no {} (scripts/fetch-smollm2.sh)", path.display());
+    None
+}
+
+/// SmolLM2 (30 layers, 9/3 heads, tied Q8_0 head) on one prompt: the last position's 20
+/// largest logits and 64 probes against transformers (tests/data/smollm2-logits-golden.json
+/// from scripts/make_smollm2_logits_golden.py), within 1e-5 of the largest: the same
+/// dequantized weights, f64 against transformers' f32-rounded weights over 30 layers.
+#[test]
+fn smollm2_last_logits_match_transformers() {
+    let Some(path) = smollm2() else { return };
+    let g = Gguf::open(&path).unwrap();
+    let c = LlamaConfig::from_gguf(&g).unwrap();
+    assert_eq!(
+        (c.layers, c.heads, c.kv_heads, c.head_dim, c.vocab, c.tied),
+        (30, 9, 3, 64, 49152, true)
+    );
+    let gold: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data("smollm2-logits-golden.json")).unwrap())
+            .unwrap();
+    let list = |k: &str| -> Vec<f64> {
+        gold[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let ids: Vec<u32> = list("ids").iter().map(|&v| v as u32).collect();
+    let start = std::time::Instant::now();
+    let logits = cpu::logits(&g, &ids).unwrap();
+    eprintln!(
+        "f64 reference: {} tokens in {:.1} s",
+        ids.len(),
+        start.elapsed().as_secs_f64()
+    );
+    let last = &logits[(ids.len() - 1) * c.vocab..];
+    let scale = list("top_logits")[0].abs();
+    for (idk, valk) in [("top_ids", "top_logits"), ("probe_ids", "probe_logits")] {
+        for (id, want) in list(idk).iter().zip(list(valk)) {
+            let err = (last[*id as usize] - want).abs() / scale;
+            assert!(err < 1e-5, "{idk} {id}: {} vs {want}", last[*id as usize]);
+        }
+    }
+    let argmax = (0..c.vocab)
+        .max_by(|&a, &b| last[a].total_cmp(&last[b]))
+        .unwrap();
+    assert_eq!(argmax as f64, list("top_ids")[0]);
+}
