@@ -346,10 +346,13 @@ mod tests {
         for f in BlockFormat::ALL {
             let q = quantize(f, &x).unwrap();
             let y = dequantize_f64(f, "x", &q, 64).unwrap();
+            // Half a quantization step of the widest block (|x| <= 33/7, range 63/7),
+            // plus 0.01 for the f16 rounding of the scales.
             let step = match f {
-                BlockFormat::Q8_0 => 4.3 / 127.0,
-                _ => 9.0 / 7.0 / 15.0 * 2.0,
-            };
+                BlockFormat::Q4_0 => 33.0 / 7.0 / 8.0 / 2.0,
+                BlockFormat::Q4_1 => 63.0 / 7.0 / 15.0 / 2.0,
+                BlockFormat::Q8_0 => 33.0 / 7.0 / 127.0 / 2.0,
+            } + 0.01;
             for (a, b) in x.iter().zip(&y) {
                 assert!((*a as f64 - b).abs() <= step, "{f}: {a} vs {b}");
             }
