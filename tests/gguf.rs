@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use capaboost::runtime::gguf::write::Writer;
 use capaboost::runtime::gguf::{Gguf, TensorType, Value, ValueType};
 use capaboost::runtime::half::f16_bits;
+use capaboost::runtime::kquant::{self, KQuant};
 use capaboost::runtime::quant::{self, BlockFormat};
 use rand::Rng;
 
@@ -247,9 +248,14 @@ fn tensor_errors_name_the_tensor() {
         f(&mut w);
         err_of(w.to_bytes())
     };
+    let e = with(&|w| w.tensors[2].type_id = 13);
+    assert!(
+        e.contains("'Q4_0'") && e.contains("Q5_K (id 13)") && e.contains("not supported"),
+        "{e}"
+    );
     let e = with(&|w| w.tensors[2].type_id = 12);
     assert!(
-        e.contains("'Q4_0'") && e.contains("Q4_K (id 12)") && e.contains("not supported"),
+        e.contains("'Q4_0'") && e.contains("Q4_K") && e.contains("256"),
         "{e}"
     );
     let e = with(&|w| w.tensors[0].type_id = 77);
@@ -299,6 +305,49 @@ fn every_truncation_and_random_corruption_is_an_error_not_a_panic() {
             }
         }
     }
+}
+
+/// Q4_K and Q6_K super-blocks of random bytes against the `gguf` package's numpy
+/// dequantization (tests/data/kquant-golden.json, scripts/make_kquant_golden.py), which
+/// computes in f32: within 1e-6 relative.
+#[test]
+fn k_quants_match_the_gguf_package() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/kquant-golden.json");
+    let gold: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut wr = Writer::new();
+    for (name, k) in [("Q4_K", KQuant::Q4K), ("Q6_K", KQuant::Q6K)] {
+        let bytes: Vec<u8> = gold[name]["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u8)
+            .collect();
+        wr.tensor(name, &[2, 256], TensorType::KQuant(k), bytes)
+            .unwrap();
+    }
+    let g = parse(&wr).unwrap();
+    for name in ["Q4_K", "Q6_K"] {
+        let want: Vec<f64> = gold[name]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let got = g.tensor_f32(name).unwrap();
+        assert_eq!(got.len(), 512);
+        assert!(want.iter().any(|v| v.abs() > 0.5), "{name}: degenerate");
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (*a as f64 - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "{name}[{i}]: {a} vs {b}"
+            );
+        }
+    }
+    let e = kquant::dequantize_f64(KQuant::Q6K, "w", &[0; 209], 256)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'w'") && e.contains("210 bytes each"), "{e}");
 }
 
 fn smollm2() -> Option<PathBuf> {

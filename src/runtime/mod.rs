@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod half;
 pub mod io;
+pub mod kquant;
 pub mod pipeline;
 pub mod pool;
 pub mod quant;

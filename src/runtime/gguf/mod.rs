@@ -3,8 +3,9 @@
 //! tensor data read by seeking (the header is parsed streaming; nothing is mapped).
 //!
 //! Tensor types read: F32, F16, Q4_0, Q4_1, Q8_0 (block formats in
-//! [`crate::runtime::quant`]). Other ggml types (Q4_K, Q6_K, ...) are refused with an error
-//! naming the tensor and the type. A corrupt or truncated file is an [`Error::File`]
+//! [`crate::runtime::quant`]), Q4_K and Q6_K (super-blocks in [`crate::runtime::kquant`],
+//! decoded on the CPU only). Other ggml types (Q5_0, Q5_K, IQ*, BF16, ...) are refused with
+//! an error naming the tensor and the type. A corrupt or truncated file is an [`Error::File`]
 //! naming the key or tensor involved; counts and lengths are checked against the bytes left
 //! in the file before anything is allocated for them.
 //!
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use crate::runtime::error::{Error, Result};
 use crate::runtime::half::f16_value;
+use crate::runtime::kquant::{self, KQuant, SUPER_BLOCK};
 use crate::runtime::quant::{self, BLOCK, BlockFormat};
 
 /// The file's first four bytes.
@@ -167,6 +169,8 @@ pub enum TensorType {
     F16,
     /// A block format.
     Quant(BlockFormat),
+    /// A k-quant super-block format (CPU decoding only).
+    KQuant(KQuant),
 }
 
 /// ggml's type names by id, for errors about types this reader does not decode.
@@ -185,11 +189,13 @@ impl TensorType {
             2 => TensorType::Quant(BlockFormat::Q4_0),
             3 => TensorType::Quant(BlockFormat::Q4_1),
             8 => TensorType::Quant(BlockFormat::Q8_0),
+            12 => TensorType::KQuant(KQuant::Q4K),
+            14 => TensorType::KQuant(KQuant::Q6K),
             _ => {
                 let name = GGML_NAMES.get(id as usize).unwrap_or(&"unknown");
                 return Err(format!(
                     "tensor '{tensor}' has ggml type {name} (id {id}), which is not supported \
-                     (supported: F32, F16, Q4_0, Q4_1, Q8_0)"
+                     (supported: F32, F16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K)"
                 ));
             }
         })
@@ -203,6 +209,8 @@ impl TensorType {
             TensorType::Quant(BlockFormat::Q4_0) => 2,
             TensorType::Quant(BlockFormat::Q4_1) => 3,
             TensorType::Quant(BlockFormat::Q8_0) => 8,
+            TensorType::KQuant(KQuant::Q4K) => 12,
+            TensorType::KQuant(KQuant::Q6K) => 14,
         }
     }
 
@@ -212,7 +220,7 @@ impl TensorType {
     }
 
     /// Bytes of `numel` elements whose rows are `row` long, or `None` when a block format's
-    /// rows are not whole blocks (or the size overflows).
+    /// rows are not whole blocks (32, or 256 for the k-quants) or the size overflows.
     pub fn data_bytes(self, row: u64, numel: u64) -> Option<u64> {
         match self {
             TensorType::F32 => numel.checked_mul(4),
@@ -220,6 +228,10 @@ impl TensorType {
             TensorType::Quant(f) => row
                 .is_multiple_of(BLOCK as u64)
                 .then(|| (numel / BLOCK as u64).checked_mul(f.block_bytes() as u64))
+                .flatten(),
+            TensorType::KQuant(f) => row
+                .is_multiple_of(SUPER_BLOCK as u64)
+                .then(|| (numel / SUPER_BLOCK as u64).checked_mul(f.block_bytes() as u64))
                 .flatten(),
         }
     }
@@ -400,6 +412,10 @@ impl Gguf {
                 .map(|b| f16_value(u16::from_le_bytes([b[0], b[1]])))
                 .collect(),
             TensorType::Quant(f) => quant::dequantize(f, name, &raw, info.numel())?,
+            TensorType::KQuant(f) => kquant::dequantize_f64(f, name, &raw, info.numel())?
+                .into_iter()
+                .map(|v| v as f32)
+                .collect(),
         })
     }
 }

@@ -144,7 +144,7 @@ impl<R: Read> Input<R> {
             .ok_or_else(|| {
                 self.err(format!(
                     "{what}: dims {dims:?} of type {ty} give no valid size (rows of a block \
-                     format must be whole blocks of 32)"
+                     format must be whole blocks of 32, of a k-quant of 256)"
                 ))
             })?;
         let info = TensorInfo {
