@@ -14,4 +14,5 @@ pub mod norms;
 pub mod optim;
 pub mod qgemm;
 pub mod reduce;
+pub mod rope;
 pub mod splitk;

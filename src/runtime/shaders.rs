@@ -140,6 +140,9 @@ pub static ACTIVATIONS: ShaderSource = shader!("activations", "grid", "hash");
 /// GEMMs through a frozen weight in a ggml block format (Q4_0, Q4_1, Q8_0).
 pub static QGEMM: ShaderSource = shader!("qgemm");
 
+/// Rotary position embeddings (llama.cpp's adjacent pairs), forward and backward.
+pub static ROPE: ShaderSource = shader!("rope", "grid");
+
 /// Embedding lookup and masked mean pooling with its backward.
 pub static LOOKUP: ShaderSource = shader!("lookup", "grid");
 
@@ -171,6 +174,7 @@ pub static ALL: &[&ShaderSource] = &[
     &LAYOUT,
     &SPLITK,
     &QGEMM,
+    &ROPE,
 ];
 
 #[cfg(test)]
