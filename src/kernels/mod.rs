@@ -14,5 +14,6 @@ pub mod norms;
 pub mod optim;
 pub mod qgemm;
 pub mod reduce;
+pub mod rmsnorm;
 pub mod rope;
 pub mod splitk;

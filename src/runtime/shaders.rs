@@ -143,6 +143,9 @@ pub static QGEMM: ShaderSource = shader!("qgemm");
 /// Rotary position embeddings (llama.cpp's adjacent pairs), forward and backward.
 pub static ROPE: ShaderSource = shader!("rope", "grid");
 
+/// RMSNorm forward and its gradient with respect to x (frozen weight).
+pub static RMSNORM: ShaderSource = shader!("rmsnorm", "grid", "block_reduce");
+
 /// Embedding lookup and masked mean pooling with its backward.
 pub static LOOKUP: ShaderSource = shader!("lookup", "grid");
 
@@ -175,6 +178,7 @@ pub static ALL: &[&ShaderSource] = &[
     &SPLITK,
     &QGEMM,
     &ROPE,
+    &RMSNORM,
 ];
 
 #[cfg(test)]
