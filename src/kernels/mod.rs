@@ -17,3 +17,4 @@ pub mod reduce;
 pub mod rmsnorm;
 pub mod rope;
 pub mod splitk;
+pub mod swiglu;

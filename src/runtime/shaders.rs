@@ -146,6 +146,9 @@ pub static ROPE: ShaderSource = shader!("rope", "grid");
 /// RMSNorm forward and its gradient with respect to x (frozen weight).
 pub static RMSNORM: ShaderSource = shader!("rmsnorm", "grid", "block_reduce");
 
+/// SwiGLU `silu(g) u` and its gradients.
+pub static SWIGLU: ShaderSource = shader!("swiglu", "grid");
+
 /// Embedding lookup and masked mean pooling with its backward.
 pub static LOOKUP: ShaderSource = shader!("lookup", "grid");
 
@@ -179,6 +182,7 @@ pub static ALL: &[&ShaderSource] = &[
     &QGEMM,
     &ROPE,
     &RMSNORM,
+    &SWIGLU,
 ];
 
 #[cfg(test)]
