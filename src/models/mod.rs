@@ -2,4 +2,5 @@
 
 pub mod bert;
 pub mod common;
+pub mod llama;
 pub mod vit;

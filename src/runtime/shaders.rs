@@ -137,6 +137,18 @@ pub static GEMM: ShaderSource = shader!("gemm");
 /// GELU, tanh, ReLU and dropout with their gradients, the bias add and its column sum.
 pub static ACTIVATIONS: ShaderSource = shader!("activations", "grid", "hash");
 
+/// GEMMs through a frozen weight in a ggml block format (Q4_0, Q4_1, Q8_0).
+pub static QGEMM: ShaderSource = shader!("qgemm");
+
+/// Rotary position embeddings (llama.cpp's adjacent pairs), forward and backward.
+pub static ROPE: ShaderSource = shader!("rope", "grid");
+
+/// RMSNorm forward and its gradient with respect to x (frozen weight).
+pub static RMSNORM: ShaderSource = shader!("rmsnorm", "grid", "block_reduce");
+
+/// SwiGLU `silu(g) u` and its gradients.
+pub static SWIGLU: ShaderSource = shader!("swiglu", "grid");
+
 /// Embedding lookup and masked mean pooling with its backward.
 pub static LOOKUP: ShaderSource = shader!("lookup", "grid");
 
@@ -167,6 +179,10 @@ pub static ALL: &[&ShaderSource] = &[
     &REDUCE,
     &LAYOUT,
     &SPLITK,
+    &QGEMM,
+    &ROPE,
+    &RMSNORM,
+    &SWIGLU,
 ];
 
 #[cfg(test)]
