@@ -244,8 +244,8 @@ pub fn self_attention(
     let k = proj[1].forward(g, x)?;
     let v = proj[2].forward(g, x)?;
     let (q, k, v) = (split(g, &q)?, split(g, &k)?, split(g, &v)?);
-    let scores = g.matmul(&q, false, &k, true)?;
-    let scores = g.scale(&scores, 1.0 / (dh as f32).sqrt())?;
+    // The 1/sqrt(dh) scale rides in the GEMM's alpha (no separate scale pass).
+    let scores = g.matmul_scaled(&q, false, &k, true, 1.0 / (dh as f32).sqrt())?;
     let probs = g.softmax(&scores, mask, heads * s)?;
     let ctx = g.matmul(&probs, false, &v, false)?;
     let ctx = g.reshape(&ctx, &[b, heads, s, dh])?;
