@@ -259,8 +259,20 @@ fn norms_softmax_pooling_losses() {
     );
     gradcheck(
         "layer_norm",
-        vec![x.clone(), gamma, beta],
+        vec![x.clone(), gamma.clone(), beta.clone()],
         &|g, v| g.layer_norm(&v[0], &v[1], &v[2], 1e-5),
+        1e-2,
+    );
+    // Frozen gamma and beta (inputs, not parameters): the dx-only backward.
+    gradcheck(
+        "layer_norm frozen affine",
+        vec![x.clone()],
+        &move |g, v| {
+            let tg = Tensor::from_slice(g.gpu(), &gamma.0, &gamma.1)?;
+            let tb = Tensor::from_slice(g.gpu(), &beta.0, &beta.1)?;
+            let (vg, vb) = (g.input(&tg), g.input(&tb));
+            g.layer_norm(&v[0], &vg, &vb, 1e-5)
+        },
         1e-2,
     );
     let Some(gpu) = common::gpu() else { return };

@@ -127,6 +127,40 @@ fn layer_norm_backward_matches_reference() {
     }
 }
 
+/// `layer_norm_backward_dx` (frozen gamma and beta: one dispatch) gives `layer_norm_backward`'s
+/// dx bit for bit and the f64 twin's to `TOL`, on odd shapes with fresh random inputs.
+#[test]
+fn layer_norm_backward_dx_alone_matches_full_backward() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("layer_norm_backward_dx_alone");
+    for shape in [vec![7, 13], vec![3, 5, 385], vec![257, 33], vec![2, 1]] {
+        let n = *shape.last().unwrap();
+        let numel: usize = shape.iter().product();
+        let x = spread_rows(&mut rng, numel, n, -1.0);
+        let gamma = random_vec(&mut rng, n, 1.5);
+        let beta = random_vec(&mut rng, n, 1.0);
+        let dy = random_vec(&mut rng, numel, 1.0);
+        let tx = Tensor::from_slice(&gpu, &x, &shape).unwrap();
+        let tg = Tensor::from_slice(&gpu, &gamma, &[n]).unwrap();
+        let tb = Tensor::from_slice(&gpu, &beta, &[n]).unwrap();
+        let tdy = Tensor::from_slice(&gpu, &dy, &shape).unwrap();
+        let (full, alone) = gpu
+            .run(|rec| {
+                let out = norms::layer_norm(rec, &tx, &tg, &tb, EPS)?;
+                let full = norms::layer_norm_backward(rec, &tx, &tg, &out.mean, &out.rstd, &tdy)?;
+                let alone =
+                    norms::layer_norm_backward_dx(rec, &tx, &tg, &out.mean, &out.rstd, &tdy)?;
+                Ok((full, alone))
+            })
+            .unwrap();
+        let alone = alone.to_vec().unwrap();
+        assert_eq!(alone, full.dx.to_vec().unwrap(), "{shape:?}");
+        let (dx, _, _) = cpu::layer_norm_backward(&x, &gamma, &dy, n, EPS);
+        let err = rel_frobenius(&alone, &dx);
+        assert!(err <= TOL, "{shape:?}: {err:.2e}");
+    }
+}
+
 #[test]
 fn layer_norm_backward_reference_matches_finite_differences() {
     let mut rng = common::rng("layer_norm_backward_reference_matches_finite_differences");

@@ -155,6 +155,43 @@ pub fn layer_norm_backward(
     rstd: &Tensor,
     dy: &Tensor,
 ) -> Result<LayerNormGrads> {
+    let (dx, params) = backward_dx(rec, x, gamma, (mean, rstd), dy)?;
+    let gpu = rec.gpu().clone();
+    let n = params.n as usize;
+    let dgamma = Tensor::empty(&gpu, &[n])?;
+    let dbeta = Tensor::empty(&gpu, &[n])?;
+    if params.rows == 0 {
+        rec.clear(&dgamma);
+        rec.clear(&dbeta);
+        return Ok(LayerNormGrads { dx, dgamma, dbeta });
+    }
+    let (bx, bm, br, bdy) = (x.binding(), mean.binding(), rstd.binding(), dy.binding());
+    let saved = [(1, &bx), (7, &bm), (8, &br), (9, &bdy)];
+    layer_norm_param_grads(rec, params, &saved, &dgamma, &dbeta)?;
+    Ok(LayerNormGrads { dx, dgamma, dbeta })
+}
+
+/// The `dx` of [`layer_norm_backward`] alone (one dispatch), for a frozen gamma and beta:
+/// the same kernel and values, without the two parameter-gradient dispatches.
+pub fn layer_norm_backward_dx(
+    rec: &mut Recorder,
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+) -> Result<Tensor> {
+    Ok(backward_dx(rec, x, gamma, (mean, rstd), dy)?.0)
+}
+
+/// Checks the backward's inputs and records `dx`; returns it with the kernel parameters.
+fn backward_dx(
+    rec: &mut Recorder,
+    x: &Tensor,
+    gamma: &Tensor,
+    (mean, rstd): (&Tensor, &Tensor),
+    dy: &Tensor,
+) -> Result<(Tensor, Params)> {
     let op = "layer_norm_backward";
     let (rows, n) = rows_of(op, "x", x)?;
     if n == 0 {
@@ -167,16 +204,7 @@ pub fn layer_norm_backward(
     expect_shape(op, "mean", mean, &[rows], "x's row count")?;
     expect_shape(op, "rstd", rstd, &[rows], "x's row count")?;
     expect_shape(op, "dy", dy, x.shape(), "x")?;
-
-    let gpu = rec.gpu().clone();
-    let dx = Tensor::empty(&gpu, x.shape())?;
-    let dgamma = Tensor::empty(&gpu, &[n])?;
-    let dbeta = Tensor::empty(&gpu, &[n])?;
-    if rows == 0 {
-        rec.clear(&dgamma);
-        rec.clear(&dbeta);
-        return Ok(LayerNormGrads { dx, dgamma, dbeta });
-    }
+    let dx = Tensor::empty(rec.gpu(), x.shape())?;
     let chunks = rows.div_ceil(CHUNK);
     let col_blocks = n.div_ceil(COLS_PER_GROUP);
     let params = Params {
@@ -186,6 +214,9 @@ pub fn layer_norm_backward(
         col_blocks: u32_of("column blocks", col_blocks)?,
         ..Default::default()
     };
+    if rows == 0 {
+        return Ok((dx, params));
+    }
     let (bx, bm, br, bdy) = (x.binding(), mean.binding(), rstd.binding(), dy.binding());
     dispatch_rows(
         rec,
@@ -201,9 +232,7 @@ pub fn layer_norm_backward(
             (10, &dx.binding()),
         ],
     )?;
-    let saved = [(1, &bx), (7, &bm), (8, &br), (9, &bdy)];
-    layer_norm_param_grads(rec, params, &saved, &dgamma, &dbeta)?;
-    Ok(LayerNormGrads { dx, dgamma, dbeta })
+    Ok((dx, params))
 }
 
 /// `dgamma`, `dbeta` of [`layer_norm_backward`] in two stages: per chunk of rows into

@@ -13,6 +13,11 @@ impl Graph {
         let (ix, ig, ib) = (x.id(), gamma.id(), beta.id());
         let (tx, tg, tb) = (x.tracked(), gamma.tracked(), beta.tracked());
         Ok(self.record(out.y, &[x, gamma, beta], move |rec, dy| {
+            if !tg && !tb {
+                // Frozen gamma and beta (the encoders' norms): dx only, one dispatch.
+                let dx = norms::layer_norm_backward_dx(rec, &xv, &gv, &mean, &rstd, dy)?;
+                return Ok(if tx { vec![(ix, dx)] } else { Vec::new() });
+            }
             let g = norms::layer_norm_backward(rec, &xv, &gv, &mean, &rstd, dy)?;
             let mut c = Vec::new();
             if tx {
