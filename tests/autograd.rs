@@ -263,6 +263,25 @@ fn norms_softmax_pooling_losses() {
         &|g, v| g.layer_norm(&v[0], &v[1], &v[2], 1e-5),
         1e-2,
     );
+    let (a, b) = (rand_input(&mut rng, &[5, 7]), rand_input(&mut rng, &[5, 7]));
+    let (g7, b7) = (rand_input(&mut rng, &[7]), rand_input(&mut rng, &[7]));
+    gradcheck(
+        "add_layer_norm",
+        vec![a.clone(), b.clone(), g7.clone(), b7.clone()],
+        &|g, v| g.add_layer_norm((&v[0], &v[1]), &v[2], &v[3], 1e-5),
+        1e-2,
+    );
+    gradcheck(
+        "add_layer_norm frozen affine",
+        vec![a, b],
+        &move |g, v| {
+            let tg = Tensor::from_slice(g.gpu(), &g7.0, &g7.1)?;
+            let tb = Tensor::from_slice(g.gpu(), &b7.0, &b7.1)?;
+            let (vg, vb) = (g.input(&tg), g.input(&tb));
+            g.add_layer_norm((&v[0], &v[1]), &vg, &vb, 1e-5)
+        },
+        1e-2,
+    );
     // Frozen gamma and beta (inputs, not parameters): the dx-only backward.
     gradcheck(
         "layer_norm frozen affine",

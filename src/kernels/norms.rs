@@ -102,6 +102,33 @@ pub fn layer_norm(
     beta: &Tensor,
     eps: f32,
 ) -> Result<LayerNormOut> {
+    Ok(forward(rec, x, None, (gamma, beta), eps)?.0)
+}
+
+/// `LayerNorm(a + b)` (a residual connection and the norm after it) in one dispatch:
+/// `(a + b, LayerNormOut)`. The sum is the f32 `a + b` of `elementwise::add` and the norm
+/// that of [`layer_norm`] on it, so both equal the two separate dispatches bit for bit.
+pub fn layer_norm_add(
+    rec: &mut Recorder,
+    a: &Tensor,
+    b: &Tensor,
+    (gamma, beta): (&Tensor, &Tensor),
+    eps: f32,
+) -> Result<(Tensor, LayerNormOut)> {
+    expect_shape("layer_norm_add", "b", b, a.shape(), "a")?;
+    let (out, sum) = forward(rec, a, Some(b), (gamma, beta), eps)?;
+    let sum = sum.ok_or_else(|| Error::InvalidArgument("layer_norm_add: no sum".into()))?;
+    Ok((sum, out))
+}
+
+/// The forward of [`layer_norm`] on `x`, or on `x + residual` (then also returned).
+fn forward(
+    rec: &mut Recorder,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    (gamma, beta): (&Tensor, &Tensor),
+    eps: f32,
+) -> Result<(LayerNormOut, Option<Tensor>)> {
     let op = "layer_norm";
     let (rows, n) = rows_of(op, "x", x)?;
     if n == 0 {
@@ -134,14 +161,23 @@ pub fn layer_norm(
         mean.binding(),
         rstd.binding(),
     );
-    dispatch_rows(
-        rec,
-        "layer_norm_fwd",
-        rows,
-        params,
-        &[(1, &bx), (2, &bg), (3, &bb), (4, &by), (5, &bm), (6, &br)],
-    )?;
-    Ok(LayerNormOut { y, mean, rstd })
+    let mut bindings = vec![(1, &bx), (2, &bg), (3, &bb), (4, &by), (5, &bm), (6, &br)];
+    let sum = residual
+        .map(|_| Tensor::empty(rec.gpu(), x.shape()))
+        .transpose()?;
+    let (bres, bsum) = (
+        residual.map(Tensor::binding),
+        sum.as_ref().map(Tensor::binding),
+    );
+    let entry = match (&bres, &bsum) {
+        (Some(r), Some(s)) => {
+            bindings.extend([(17, r), (18, s)]);
+            "layer_norm_add_fwd"
+        }
+        _ => "layer_norm_fwd",
+    };
+    dispatch_rows(rec, entry, rows, params, &bindings)?;
+    Ok((LayerNormOut { y, mean, rstd }, sum))
 }
 
 /// LayerNorm backward from the forward's `mean` and `rstd`; `dgamma` and `dbeta` are summed

@@ -68,6 +68,13 @@ impl Norm {
         let beta = g.input(&self.beta);
         g.layer_norm(x, &gamma, &beta, eps)
     }
+
+    /// `LayerNorm(a + b)` on the graph, the residual add fused into the norm's dispatch.
+    pub fn forward_add(&self, g: &mut Graph, (a, b): (&Var, &Var), eps: f32) -> Result<Var> {
+        let gamma = g.input(&self.gamma);
+        let beta = g.input(&self.beta);
+        g.add_layer_norm((a, b), &gamma, &beta, eps)
+    }
 }
 
 /// Puts LoRA / CapaBoost on the `targets` of layer `layer`'s projections (in
