@@ -37,6 +37,8 @@ struct Params {
 @group(0) @binding(14) var<storage, read_write> dbeta_out: array<f32>;
 @group(0) @binding(15) var<storage, read> mask: array<f32>;          // [m, n], additive
 @group(0) @binding(16) var<storage, read> probs: array<f32>;         // softmax output y
+@group(0) @binding(17) var<storage, read> residual: array<f32>;      // LayerNorm(x + residual)
+@group(0) @binding(18) var<storage, read_write> sum_out: array<f32>; // x + residual
 
 // Rows summed by one workgroup in the first dgamma/dbeta stage (16 per lane, 16 lanes).
 const CHUNK: u32 = 256u;
@@ -74,6 +76,46 @@ fn layer_norm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 
     for (var j = lid; j < n; j += WG) {
         y_out[base + j] = (x[base + j] - mean) * rstd * gamma[j] + beta[j];
+    }
+    if (lid == 0u) {
+        mean_out[row] = mean;
+        rstd_out[row] = rstd;
+    }
+}
+
+// layer_norm_fwd of v = x + residual (a residual connection and the norm after it), also
+// writing v: the same f32 sum as the elementwise add and the same arithmetic as
+// layer_norm_fwd, so both outputs equal the two separate dispatches bit for bit. Each pass
+// recomputes v (a deterministic f32 add) instead of reading sum_out back.
+@compute @workgroup_size(256)
+fn layer_norm_add_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let row = group_index(wid, p.grid_x);
+    if (row >= p.rows) {
+        return;
+    }
+    let lid = lid3.x;
+    let n = p.n;
+    let base = row * n;
+    let inv_n = 1.0 / f32(n);
+
+    var s = 0.0;
+    for (var j = lid; j < n; j += WG) {
+        let v = x[base + j] + residual[base + j];
+        sum_out[base + j] = v;
+        s += v;
+    }
+    let mean = block_sum(lid, s) * inv_n;
+
+    var q = 0.0;
+    for (var j = lid; j < n; j += WG) {
+        let d = (x[base + j] + residual[base + j]) - mean;
+        q += d * d;
+    }
+    let variance = block_sum(lid, q) * inv_n;
+    let rstd = 1.0 / sqrt(variance + p.eps);
+
+    for (var j = lid; j < n; j += WG) {
+        y_out[base + j] = ((x[base + j] + residual[base + j]) - mean) * rstd * gamma[j] + beta[j];
     }
     if (lid == 0u) {
         mean_out[row] = mean;

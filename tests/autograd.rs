@@ -151,6 +151,51 @@ fn matmul_all_transposes_and_batched() {
     );
 }
 
+/// `matmul_scaled` (the attention scores' `1/sqrt(dh)` in the GEMM's alpha): both
+/// gradients by finite differences on odd shapes, every transpose and batched, and the
+/// forward against `scale(matmul)` (the same f32 product times alpha: equal to 1e-6).
+#[test]
+fn matmul_scaled_all_transposes_and_batched() {
+    let mut rng = common::rng("matmul_scaled_inputs");
+    let alpha = -0.37f32;
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        let a = rand_input(&mut rng, if ta { &[7, 5] } else { &[5, 7] });
+        let b = rand_input(&mut rng, if tb { &[3, 7] } else { &[7, 3] });
+        gradcheck(
+            &format!("matmul_scaled {ta} {tb}"),
+            vec![a, b],
+            &move |g, v| g.matmul_scaled(&v[0], ta, &v[1], tb, alpha),
+            1e-2,
+        );
+    }
+    let (a, b) = (
+        rand_input(&mut rng, &[3, 5, 9]),
+        rand_input(&mut rng, &[3, 7, 9]),
+    );
+    gradcheck(
+        "batched matmul_scaled",
+        vec![a.clone(), b.clone()],
+        &move |g, v| g.matmul_scaled(&v[0], false, &v[1], true, alpha),
+        1e-2,
+    );
+    let Some(gpu) = common::gpu() else { return };
+    let ta = Tensor::from_slice(&gpu, &a.0, &a.1).unwrap();
+    let tb = Tensor::from_slice(&gpu, &b.0, &b.1).unwrap();
+    let mut g = Graph::no_grad(&gpu);
+    let (va, vb) = (g.input(&ta), g.input(&tb));
+    let fused = g.matmul_scaled(&va, false, &vb, true, alpha).unwrap();
+    let plain = g.matmul(&va, false, &vb, true).unwrap();
+    let two = g.scale(&plain, alpha).unwrap();
+    g.submit().unwrap();
+    let (f, t) = (
+        fused.value().to_vec().unwrap(),
+        two.value().to_vec().unwrap(),
+    );
+    for (x, y) in f.iter().zip(&t) {
+        assert!((x - y).abs() <= 1e-6 * y.abs().max(1.0), "{x} vs {y}");
+    }
+}
+
 #[test]
 fn linear_add_mul_scale_reshape() {
     let mut rng = common::rng("linear_inputs");
@@ -214,8 +259,39 @@ fn norms_softmax_pooling_losses() {
     );
     gradcheck(
         "layer_norm",
-        vec![x.clone(), gamma, beta],
+        vec![x.clone(), gamma.clone(), beta.clone()],
         &|g, v| g.layer_norm(&v[0], &v[1], &v[2], 1e-5),
+        1e-2,
+    );
+    let (a, b) = (rand_input(&mut rng, &[5, 7]), rand_input(&mut rng, &[5, 7]));
+    let (g7, b7) = (rand_input(&mut rng, &[7]), rand_input(&mut rng, &[7]));
+    gradcheck(
+        "add_layer_norm",
+        vec![a.clone(), b.clone(), g7.clone(), b7.clone()],
+        &|g, v| g.add_layer_norm((&v[0], &v[1]), &v[2], &v[3], 1e-5),
+        1e-2,
+    );
+    gradcheck(
+        "add_layer_norm frozen affine",
+        vec![a, b],
+        &move |g, v| {
+            let tg = Tensor::from_slice(g.gpu(), &g7.0, &g7.1)?;
+            let tb = Tensor::from_slice(g.gpu(), &b7.0, &b7.1)?;
+            let (vg, vb) = (g.input(&tg), g.input(&tb));
+            g.add_layer_norm((&v[0], &v[1]), &vg, &vb, 1e-5)
+        },
+        1e-2,
+    );
+    // Frozen gamma and beta (inputs, not parameters): the dx-only backward.
+    gradcheck(
+        "layer_norm frozen affine",
+        vec![x.clone()],
+        &move |g, v| {
+            let tg = Tensor::from_slice(g.gpu(), &gamma.0, &gamma.1)?;
+            let tb = Tensor::from_slice(g.gpu(), &beta.0, &beta.1)?;
+            let (vg, vb) = (g.input(&tg), g.input(&tb));
+            g.layer_norm(&v[0], &vg, &vb, 1e-5)
+        },
         1e-2,
     );
     let Some(gpu) = common::gpu() else { return };

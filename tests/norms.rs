@@ -127,6 +127,94 @@ fn layer_norm_backward_matches_reference() {
     }
 }
 
+/// `layer_norm_backward_dx` (frozen gamma and beta: one dispatch) gives `layer_norm_backward`'s
+/// dx bit for bit and the f64 twin's to `TOL`, on odd shapes with fresh random inputs.
+#[test]
+fn layer_norm_backward_dx_alone_matches_full_backward() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("layer_norm_backward_dx_alone");
+    for shape in [vec![7, 13], vec![3, 5, 385], vec![257, 33], vec![2, 1]] {
+        let n = *shape.last().unwrap();
+        let numel: usize = shape.iter().product();
+        let x = spread_rows(&mut rng, numel, n, -1.0);
+        let gamma = random_vec(&mut rng, n, 1.5);
+        let beta = random_vec(&mut rng, n, 1.0);
+        let dy = random_vec(&mut rng, numel, 1.0);
+        let tx = Tensor::from_slice(&gpu, &x, &shape).unwrap();
+        let tg = Tensor::from_slice(&gpu, &gamma, &[n]).unwrap();
+        let tb = Tensor::from_slice(&gpu, &beta, &[n]).unwrap();
+        let tdy = Tensor::from_slice(&gpu, &dy, &shape).unwrap();
+        let (full, alone) = gpu
+            .run(|rec| {
+                let out = norms::layer_norm(rec, &tx, &tg, &tb, EPS)?;
+                let full = norms::layer_norm_backward(rec, &tx, &tg, &out.mean, &out.rstd, &tdy)?;
+                let alone =
+                    norms::layer_norm_backward_dx(rec, &tx, &tg, &out.mean, &out.rstd, &tdy)?;
+                Ok((full, alone))
+            })
+            .unwrap();
+        let alone = alone.to_vec().unwrap();
+        assert_eq!(alone, full.dx.to_vec().unwrap(), "{shape:?}");
+        let (dx, _, _) = cpu::layer_norm_backward(&x, &gamma, &dy, n, EPS);
+        let err = rel_frobenius(&alone, &dx);
+        assert!(err <= TOL, "{shape:?}: {err:.2e}");
+    }
+}
+
+/// `layer_norm_add` (`layer_norm_add_fwd`: a residual add and the norm in one dispatch)
+/// against the f64 twin of LayerNorm(a + b) to `TOL` on odd shapes with fresh random
+/// inputs, and bit for bit against `add` then `layer_norm` (sum, y, mean, rstd).
+#[test]
+fn layer_norm_add_matches_twin_and_separate_dispatches() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("layer_norm_add");
+    for shape in [
+        vec![7, 13],
+        vec![3, 5, 385],
+        vec![257, 33],
+        vec![2, 1],
+        vec![1, 1000],
+    ] {
+        let n = *shape.last().unwrap();
+        let numel: usize = shape.iter().product();
+        let a = spread_rows(&mut rng, numel, n, -1.0);
+        let b = random_vec(&mut rng, numel, 2.0);
+        let gamma = random_vec(&mut rng, n, 1.5);
+        let beta = random_vec(&mut rng, n, 1.0);
+        let t = |v: &[f32], s: &[usize]| Tensor::from_slice(&gpu, v, s).unwrap();
+        let (ta, tb, tg, tbeta) = (
+            t(&a, &shape),
+            t(&b, &shape),
+            t(&gamma, &[n]),
+            t(&beta, &[n]),
+        );
+        let ((sum, fused), (sum2, plain)) = gpu
+            .run(|rec| {
+                let fused = norms::layer_norm_add(rec, &ta, &tb, (&tg, &tbeta), EPS)?;
+                let sum2 = capaboost::kernels::elementwise::add(rec, &ta, &tb)?;
+                let plain = norms::layer_norm(rec, &sum2, &tg, &tbeta, EPS)?;
+                Ok((fused, (sum2, plain)))
+            })
+            .unwrap();
+        let v = |x: &Tensor| x.to_vec().unwrap();
+        assert_eq!(v(&sum), v(&sum2), "{shape:?}: sum");
+        assert_eq!(v(&fused.y), v(&plain.y), "{shape:?}: y");
+        assert_eq!(v(&fused.mean), v(&plain.mean), "{shape:?}: mean");
+        assert_eq!(v(&fused.rstd), v(&plain.rstd), "{shape:?}: rstd");
+        let x64: Vec<f64> = a.iter().zip(&b).map(|(p, q)| (p + q) as f64).collect();
+        let (want, _, _) = cpu::layer_norm_f64(&x64, &to64(&gamma), &to64(&beta), n, EPS as f64);
+        let err = rel_frobenius(&v(&fused.y), &want);
+        assert!(err <= TOL, "{shape:?}: {err:.2e}");
+    }
+    let bad = Tensor::from_slice(&gpu, &[1.0; 6], &[3, 2]).unwrap();
+    let ok = Tensor::from_slice(&gpu, &[1.0; 6], &[2, 3]).unwrap();
+    let g3 = Tensor::from_slice(&gpu, &[1.0; 3], &[3]).unwrap();
+    let err = gpu
+        .run(|rec| norms::layer_norm_add(rec, &ok, &bad, (&g3, &g3), EPS))
+        .unwrap_err();
+    assert!(err.to_string().contains("layer_norm_add"), "{err}");
+}
+
 #[test]
 fn layer_norm_backward_reference_matches_finite_differences() {
     let mut rng = common::rng("layer_norm_backward_reference_matches_finite_differences");

@@ -49,6 +49,7 @@ pub struct BenchStepArgs {
 #[derive(Clone, Debug, Default)]
 struct StepCost {
     record: Duration,
+    record_cpu: Option<Duration>,
     submit: Duration,
     gpu: Duration,
     dispatches: usize,
@@ -131,6 +132,7 @@ fn step(gpu: &Gpu, s: &mut Setup) -> Result<StepCost> {
     gpu.wait()?;
     let pipes = gpu.pipelines();
     let (bg0, pc0) = (pipes.bind_groups_created(), pipes.compiled_count());
+    let c0 = thread_cpu();
     let t0 = Instant::now();
     let mut g = Graph::new(gpu);
     g.recorder().count_entries();
@@ -145,12 +147,14 @@ fn step(gpu: &Gpu, s: &mut Setup) -> Result<StepCost> {
     let (uniforms, uniform_writes) = (rec.uniform_count(), rec.uniform_write_count());
     let entries = rec.entry_counts();
     let t1 = Instant::now();
+    let c1 = thread_cpu();
     g.submit()?;
     let t2 = Instant::now();
     gpu.wait()?;
     let t3 = Instant::now();
     Ok(StepCost {
         record: t1 - t0,
+        record_cpu: c0.zip(c1).map(|(a, b)| b.saturating_sub(a)),
         submit: t2 - t1,
         gpu: t3 - t2,
         dispatches,
@@ -161,6 +165,23 @@ fn step(gpu: &Gpu, s: &mut Setup) -> Result<StepCost> {
         pipelines_compiled: pipes.compiled_count() - pc0,
         entries,
     })
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), where the platform has it.
+#[cfg(unix)]
+fn thread_cpu() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+#[cfg(not(unix))]
+fn thread_cpu() -> Option<Duration> {
+    None
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -194,9 +215,11 @@ pub fn run(args: BenchStepArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let last = &costs[costs.len() - 1];
+    let cpu: Option<Vec<Duration>> = costs.iter().map(|c| c.record_cpu).collect();
+    let cpu = cpu.map_or("n/a".into(), |v| format!("{:.3} ms", ms(median(v))));
     println!(
-        "host recording {:.3} ms, finish + submit {:.3} ms, GPU (wait after submit) {:.1} ms \
-         (medians of {})",
+        "host recording {:.3} ms wall, {cpu} recording thread CPU, finish + submit {:.3} ms, \
+         GPU (wait after submit) {:.1} ms (medians of {})",
         ms(median(costs.iter().map(|c| c.record).collect())),
         ms(median(costs.iter().map(|c| c.submit).collect())),
         ms(median(costs.iter().map(|c| c.gpu).collect())),

@@ -14,6 +14,7 @@
 //! `alpha / sqrt(r)`), no division by d.
 
 use crate::kernels::gemm::{Operand, View, gemm, gemm_into};
+use crate::kernels::masked_sums::masked_sum_pair;
 use crate::kernels::masks::{Factor, MaskBits, MaskConfig, masked_sum};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
@@ -305,17 +306,29 @@ impl<'a> Adapter<'a> {
         self.check_backward(x, h, g)?;
         let s = self.scale;
         let mut out = AdapterGrads::default();
-        if needs.b {
-            let stacked = gemm(rec, Operand::trans(g), Operand::plain(h), s, None)?;
-            out.db = Some(masked_sum(rec, &self.masks.b, Factor::B, &stacked)?);
-        }
+        // Both factors' stacked gradients are folded by one `masked_sum_pair` dispatch.
+        let stacked_b = if needs.b {
+            Some(gemm(rec, Operand::trans(g), Operand::plain(h), s, None)?)
+        } else {
+            None
+        };
         if !needs.a && matches!(needs.x, Dx::Skip) {
+            if let Some(sb) = &stacked_b {
+                out.db = Some(masked_sum(rec, &self.masks.b, Factor::B, sb)?);
+            }
             return Ok(out);
         }
         let dh = gemm(rec, Operand::plain(g), self.b_view(View::BStacked), s, None)?;
         if needs.a {
-            let stacked = gemm(rec, Operand::trans(&dh), Operand::plain(x), 1.0, None)?;
-            out.da = Some(masked_sum(rec, &self.masks.a, Factor::A, &stacked)?);
+            let sa = gemm(rec, Operand::trans(&dh), Operand::plain(x), 1.0, None)?;
+            if let Some(sb) = &stacked_b {
+                let (da, db) = masked_sum_pair(rec, self.masks, &sa, sb)?;
+                (out.da, out.db) = (Some(da), Some(db));
+            } else {
+                out.da = Some(masked_sum(rec, &self.masks.a, Factor::A, &sa)?);
+            }
+        } else if let Some(sb) = &stacked_b {
+            out.db = Some(masked_sum(rec, &self.masks.b, Factor::B, sb)?);
         }
         let a_s = self.a_view(View::AStacked);
         match needs.x {

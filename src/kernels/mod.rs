@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod layout;
 pub mod lookup;
+pub mod masked_sums;
 pub mod masks;
 pub mod norms;
 pub mod optim;

@@ -102,6 +102,33 @@ pub fn layer_norm(
     beta: &Tensor,
     eps: f32,
 ) -> Result<LayerNormOut> {
+    Ok(forward(rec, x, None, (gamma, beta), eps)?.0)
+}
+
+/// `LayerNorm(a + b)` (a residual connection and the norm after it) in one dispatch:
+/// `(a + b, LayerNormOut)`. The sum is the f32 `a + b` of `elementwise::add` and the norm
+/// that of [`layer_norm`] on it, so both equal the two separate dispatches bit for bit.
+pub fn layer_norm_add(
+    rec: &mut Recorder,
+    a: &Tensor,
+    b: &Tensor,
+    (gamma, beta): (&Tensor, &Tensor),
+    eps: f32,
+) -> Result<(Tensor, LayerNormOut)> {
+    expect_shape("layer_norm_add", "b", b, a.shape(), "a")?;
+    let (out, sum) = forward(rec, a, Some(b), (gamma, beta), eps)?;
+    let sum = sum.ok_or_else(|| Error::InvalidArgument("layer_norm_add: no sum".into()))?;
+    Ok((sum, out))
+}
+
+/// The forward of [`layer_norm`] on `x`, or on `x + residual` (then also returned).
+fn forward(
+    rec: &mut Recorder,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    (gamma, beta): (&Tensor, &Tensor),
+    eps: f32,
+) -> Result<(LayerNormOut, Option<Tensor>)> {
     let op = "layer_norm";
     let (rows, n) = rows_of(op, "x", x)?;
     if n == 0 {
@@ -134,14 +161,23 @@ pub fn layer_norm(
         mean.binding(),
         rstd.binding(),
     );
-    dispatch_rows(
-        rec,
-        "layer_norm_fwd",
-        rows,
-        params,
-        &[(1, &bx), (2, &bg), (3, &bb), (4, &by), (5, &bm), (6, &br)],
-    )?;
-    Ok(LayerNormOut { y, mean, rstd })
+    let mut bindings = vec![(1, &bx), (2, &bg), (3, &bb), (4, &by), (5, &bm), (6, &br)];
+    let sum = residual
+        .map(|_| Tensor::empty(rec.gpu(), x.shape()))
+        .transpose()?;
+    let (bres, bsum) = (
+        residual.map(Tensor::binding),
+        sum.as_ref().map(Tensor::binding),
+    );
+    let entry = match (&bres, &bsum) {
+        (Some(r), Some(s)) => {
+            bindings.extend([(17, r), (18, s)]);
+            "layer_norm_add_fwd"
+        }
+        _ => "layer_norm_fwd",
+    };
+    dispatch_rows(rec, entry, rows, params, &bindings)?;
+    Ok((LayerNormOut { y, mean, rstd }, sum))
 }
 
 /// LayerNorm backward from the forward's `mean` and `rstd`; `dgamma` and `dbeta` are summed
@@ -155,6 +191,43 @@ pub fn layer_norm_backward(
     rstd: &Tensor,
     dy: &Tensor,
 ) -> Result<LayerNormGrads> {
+    let (dx, params) = backward_dx(rec, x, gamma, (mean, rstd), dy)?;
+    let gpu = rec.gpu().clone();
+    let n = params.n as usize;
+    let dgamma = Tensor::empty(&gpu, &[n])?;
+    let dbeta = Tensor::empty(&gpu, &[n])?;
+    if params.rows == 0 {
+        rec.clear(&dgamma);
+        rec.clear(&dbeta);
+        return Ok(LayerNormGrads { dx, dgamma, dbeta });
+    }
+    let (bx, bm, br, bdy) = (x.binding(), mean.binding(), rstd.binding(), dy.binding());
+    let saved = [(1, &bx), (7, &bm), (8, &br), (9, &bdy)];
+    layer_norm_param_grads(rec, params, &saved, &dgamma, &dbeta)?;
+    Ok(LayerNormGrads { dx, dgamma, dbeta })
+}
+
+/// The `dx` of [`layer_norm_backward`] alone (one dispatch), for a frozen gamma and beta:
+/// the same kernel and values, without the two parameter-gradient dispatches.
+pub fn layer_norm_backward_dx(
+    rec: &mut Recorder,
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+) -> Result<Tensor> {
+    Ok(backward_dx(rec, x, gamma, (mean, rstd), dy)?.0)
+}
+
+/// Checks the backward's inputs and records `dx`; returns it with the kernel parameters.
+fn backward_dx(
+    rec: &mut Recorder,
+    x: &Tensor,
+    gamma: &Tensor,
+    (mean, rstd): (&Tensor, &Tensor),
+    dy: &Tensor,
+) -> Result<(Tensor, Params)> {
     let op = "layer_norm_backward";
     let (rows, n) = rows_of(op, "x", x)?;
     if n == 0 {
@@ -167,16 +240,7 @@ pub fn layer_norm_backward(
     expect_shape(op, "mean", mean, &[rows], "x's row count")?;
     expect_shape(op, "rstd", rstd, &[rows], "x's row count")?;
     expect_shape(op, "dy", dy, x.shape(), "x")?;
-
-    let gpu = rec.gpu().clone();
-    let dx = Tensor::empty(&gpu, x.shape())?;
-    let dgamma = Tensor::empty(&gpu, &[n])?;
-    let dbeta = Tensor::empty(&gpu, &[n])?;
-    if rows == 0 {
-        rec.clear(&dgamma);
-        rec.clear(&dbeta);
-        return Ok(LayerNormGrads { dx, dgamma, dbeta });
-    }
+    let dx = Tensor::empty(rec.gpu(), x.shape())?;
     let chunks = rows.div_ceil(CHUNK);
     let col_blocks = n.div_ceil(COLS_PER_GROUP);
     let params = Params {
@@ -186,6 +250,9 @@ pub fn layer_norm_backward(
         col_blocks: u32_of("column blocks", col_blocks)?,
         ..Default::default()
     };
+    if rows == 0 {
+        return Ok((dx, params));
+    }
     let (bx, bm, br, bdy) = (x.binding(), mean.binding(), rstd.binding(), dy.binding());
     dispatch_rows(
         rec,
@@ -201,9 +268,7 @@ pub fn layer_norm_backward(
             (10, &dx.binding()),
         ],
     )?;
-    let saved = [(1, &bx), (7, &bm), (8, &br), (9, &bdy)];
-    layer_norm_param_grads(rec, params, &saved, &dgamma, &dbeta)?;
-    Ok(LayerNormGrads { dx, dgamma, dbeta })
+    Ok((dx, params))
 }
 
 /// `dgamma`, `dbeta` of [`layer_norm_backward`] in two stages: per chunk of rows into

@@ -70,6 +70,13 @@ impl Norm {
         let beta = g.input(&self.beta);
         g.layer_norm(x, &gamma, &beta, eps)
     }
+
+    /// `LayerNorm(a + b)` on the graph, the residual add fused into the norm's dispatch.
+    pub fn forward_add(&self, g: &mut Graph, (a, b): (&Var, &Var), eps: f32) -> Result<Var> {
+        let gamma = g.input(&self.gamma);
+        let beta = g.input(&self.beta);
+        g.add_layer_norm((a, b), &gamma, &beta, eps)
+    }
 }
 
 /// Puts LoRA / CapaBoost on the `targets` of layer `layer`'s projections (in
@@ -246,8 +253,8 @@ pub fn self_attention(
     let k = proj[1].forward(g, x)?;
     let v = proj[2].forward(g, x)?;
     let (q, k, v) = (split(g, &q)?, split(g, &k)?, split(g, &v)?);
-    let scores = g.matmul(&q, false, &k, true)?;
-    let scores = g.scale(&scores, 1.0 / (dh as f32).sqrt())?;
+    // The 1/sqrt(dh) scale rides in the GEMM's alpha (no separate scale pass).
+    let scores = g.matmul_scaled(&q, false, &k, true, 1.0 / (dh as f32).sqrt())?;
     let probs = g.softmax(&scores, mask, heads * s)?;
     let ctx = g.matmul(&probs, false, &v, false)?;
     let ctx = g.reshape(&ctx, &[b, heads, s, dh])?;

@@ -131,6 +131,9 @@ pub static ELEMENTWISE: ShaderSource = shader!("elementwise", "grid");
 /// CapaBoost mask generation and masked sums over branches.
 pub static MASKS: ShaderSource = shader!("masks", "grid", "hash");
 
+/// Both masked sums of one adapter's backward in one dispatch.
+pub static MASKED_SUMS: ShaderSource = shader!("masked_sums", "grid");
+
 /// Tiled, register-blocked GEMM with transposed and masked-stacked operand views.
 pub static GEMM: ShaderSource = shader!("gemm");
 
@@ -171,6 +174,7 @@ pub static SPLITK: ShaderSource = shader!("splitk", "grid");
 pub static ALL: &[&ShaderSource] = &[
     &ELEMENTWISE,
     &MASKS,
+    &MASKED_SUMS,
     &GEMM,
     &ACTIVATIONS,
     &LOOKUP,

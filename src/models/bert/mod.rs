@@ -172,10 +172,9 @@ impl Bert {
         let pos = g.embedding(&self.position, &batch.positions)?;
         let typ = g.embedding(&self.token_type, &batch.type_ids)?;
         let x = g.add(&word, &pos)?;
-        let x = g.add(&x, &typ)?;
-        let x = g.reshape(&x, &[b * s, h])?;
+        let (x, typ) = (g.reshape(&x, &[b * s, h])?, g.reshape(&typ, &[b * s, h])?);
         let eps = self.config.layer_norm_eps;
-        let mut x = self.norm(g, &x, &self.emb_norm, eps)?;
+        let mut x = self.emb_norm.forward_add(g, (&x, &typ), eps)?;
         let mut hidden = Vec::new();
         if keep_hidden {
             hidden.push(x.clone());
@@ -186,26 +185,20 @@ impl Bert {
             if let Some(a) = &layer.attn_adapter {
                 attn = a.forward(g, &attn)?;
             }
-            let attn = g.add(&attn, &x)?;
-            let attn = self.norm(g, &attn, &layer.attn_norm, eps)?;
+            let attn = layer.attn_norm.forward_add(g, (&attn, &x), eps)?;
             let inter = layer.proj[4].forward(g, &attn)?;
             let inter = g.gelu(&inter)?;
             let mut out = layer.proj[5].forward(g, &inter)?;
             if let Some(a) = &layer.ffn_adapter {
                 out = a.forward(g, &out)?;
             }
-            let out = g.add(&out, &attn)?;
-            x = self.norm(g, &out, &layer.out_norm, eps)?;
+            x = layer.out_norm.forward_add(g, (&out, &attn), eps)?;
             if keep_hidden {
                 hidden.push(x.clone());
             }
         }
         let x = g.reshape(&x, &[b, s, h])?;
         Ok((x, hidden))
-    }
-
-    fn norm(&self, g: &mut Graph, x: &Var, n: &Norm, eps: f32) -> Result<Var> {
-        n.forward(g, x, eps)
     }
 }
 

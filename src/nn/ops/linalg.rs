@@ -11,6 +11,19 @@ use crate::runtime::tensor::Tensor;
 impl Graph {
     /// `op(a) op(b)` (2-D, or batched with equal batch dims).
     pub fn matmul(&mut self, a: &Var, ta: bool, b: &Var, tb: bool) -> Result<Var> {
+        self.matmul_scaled(a, ta, b, tb, 1.0)
+    }
+
+    /// `alpha op(a) op(b)`: the scale applied in the GEMM's epilogue (forward and both
+    /// gradients), one dispatch each instead of a separate `scale` pass (attention scores).
+    pub fn matmul_scaled(
+        &mut self,
+        a: &Var,
+        ta: bool,
+        b: &Var,
+        tb: bool,
+        alpha: f32,
+    ) -> Result<Var> {
         let (sa, sb) = (a.shape(), b.shape());
         if sa.len() != sb.len()
             || sa[..sa.len().saturating_sub(2)] != sb[..sb.len().saturating_sub(2)]
@@ -19,7 +32,13 @@ impl Graph {
                 "matmul: batch dims of {sa:?} and {sb:?} differ"
             )));
         }
-        let out = gemm::matmul(self.recorder(), a.value(), ta, b.value(), tb)?;
+        let out = gemm::gemm(
+            self.recorder(),
+            op(a.value(), ta),
+            op(b.value(), tb),
+            alpha,
+            None,
+        )?;
         let (av, bv) = (a.value().clone(), b.value().clone());
         let (ia, ib, ga, gb) = (a.id(), b.id(), a.tracked(), b.tracked());
         Ok(self.record(out, &[a, b], move |rec, dc| {
@@ -27,18 +46,18 @@ impl Graph {
             if ga {
                 // d op(A) = dC op(B)^T; stored A^T when ta.
                 let da = if ta {
-                    gemm::gemm(rec, op(&bv, tb), Operand::trans(dc), 1.0, None)?
+                    gemm::gemm(rec, op(&bv, tb), Operand::trans(dc), alpha, None)?
                 } else {
-                    gemm::gemm(rec, Operand::plain(dc), op(&bv, !tb), 1.0, None)?
+                    gemm::gemm(rec, Operand::plain(dc), op(&bv, !tb), alpha, None)?
                 };
                 c.push((ia, da));
             }
             if gb {
                 // d op(B) = op(A)^T dC; stored B^T when tb.
                 let db = if tb {
-                    gemm::gemm(rec, Operand::trans(dc), op(&av, ta), 1.0, None)?
+                    gemm::gemm(rec, Operand::trans(dc), op(&av, ta), alpha, None)?
                 } else {
-                    gemm::gemm(rec, op(&av, !ta), Operand::plain(dc), 1.0, None)?
+                    gemm::gemm(rec, op(&av, !ta), Operand::plain(dc), alpha, None)?
                 };
                 c.push((ib, db));
             }

@@ -13,6 +13,11 @@ impl Graph {
         let (ix, ig, ib) = (x.id(), gamma.id(), beta.id());
         let (tx, tg, tb) = (x.tracked(), gamma.tracked(), beta.tracked());
         Ok(self.record(out.y, &[x, gamma, beta], move |rec, dy| {
+            if !tg && !tb {
+                // Frozen gamma and beta (the encoders' norms): dx only, one dispatch.
+                let dx = norms::layer_norm_backward_dx(rec, &xv, &gv, &mean, &rstd, dy)?;
+                return Ok(if tx { vec![(ix, dx)] } else { Vec::new() });
+            }
             let g = norms::layer_norm_backward(rec, &xv, &gv, &mean, &rstd, dy)?;
             let mut c = Vec::new();
             if tx {
@@ -24,6 +29,38 @@ impl Graph {
             if tb {
                 c.push((ib, g.dbeta));
             }
+            Ok(c)
+        }))
+    }
+
+    /// `LayerNorm(a + b)`: a residual connection and the norm after it in one forward
+    /// dispatch (`norms::layer_norm_add`, equal to `add` then `layer_norm` bit for bit).
+    /// `a` and `b` both get the gradient of the sum.
+    pub fn add_layer_norm(
+        &mut self,
+        (a, b): (&Var, &Var),
+        gamma: &Var,
+        beta: &Var,
+        eps: f32,
+    ) -> Result<Var> {
+        let pair = (gamma.value(), beta.value());
+        let (sum, out) = norms::layer_norm_add(self.recorder(), a.value(), b.value(), pair, eps)?;
+        let (gv, mean, rstd) = (gamma.value().clone(), out.mean, out.rstd);
+        let (ia, ib, ig, ibeta) = (a.id(), b.id(), gamma.id(), beta.id());
+        let (ta, tb) = (a.tracked(), b.tracked());
+        let (tg, tbeta) = (gamma.tracked(), beta.tracked());
+        Ok(self.record(out.y, &[a, b, gamma, beta], move |rec, dy| {
+            let mut c = Vec::new();
+            let dx = if !tg && !tbeta {
+                norms::layer_norm_backward_dx(rec, &sum, &gv, &mean, &rstd, dy)?
+            } else {
+                let g = norms::layer_norm_backward(rec, &sum, &gv, &mean, &rstd, dy)?;
+                c.extend(tg.then_some((ig, g.dgamma)));
+                c.extend(tbeta.then_some((ibeta, g.dbeta)));
+                g.dx
+            };
+            c.extend(ta.then_some((ia, dx.clone())));
+            c.extend(tb.then_some((ib, dx)));
             Ok(c)
         }))
     }
