@@ -62,6 +62,41 @@ fn pool_and_caches_stay_flat_over_repeated_work() {
     assert_eq!(gpu.pool_stats().cached_bytes, 0);
 }
 
+/// Work whose shapes keep changing (as length-bucketed batches do) leaves idle buffers in
+/// many size classes; `trim_excess` between rounds keeps them under the peak in use.
+#[test]
+fn trim_excess_bounds_idle_buffers_when_shapes_vary() {
+    let (Some(plain), Some(trimmed)) = (common::fresh_gpu(), common::fresh_gpu()) else {
+        return;
+    };
+    let sizes: Vec<usize> = (0..24).map(|i| 1000 + 997 * ((i * 7) % 24)).collect();
+    for (gpu, trim) in [(&plain, false), (&trimmed, true)] {
+        for (i, &n) in sizes.iter().enumerate() {
+            let a = Tensor::full(gpu, &[n], 1.5).unwrap();
+            let b = Tensor::full(gpu, &[n], 2.0).unwrap();
+            assert_eq!(one_round(gpu, &a, &b), 3.5, "round {i}");
+            drop((a, b));
+            let s = gpu.pool_stats();
+            if trim {
+                let trimmed_now = gpu.trim_excess(0);
+                let t = gpu.pool_stats();
+                assert_eq!(trimmed_now, s.cached_bytes > s.peak_live_bytes, "round {i}");
+                assert!(t.cached_bytes <= t.peak_live_bytes, "round {i}: {t:?}");
+            }
+        }
+    }
+    let (p, t) = (plain.pool_stats(), trimmed.pool_stats());
+    eprintln!("untrimmed {p:?}\ntrimmed {t:?}");
+    assert!(
+        p.cached_bytes > 2 * p.peak_live_bytes,
+        "the shapes do pile up: {p:?}"
+    );
+    assert!(t.cached_bytes <= t.peak_live_bytes);
+    // A floor above what is idle leaves the pool alone.
+    assert!(!plain.trim_excess(u64::MAX));
+    assert_eq!(plain.pool_stats().cached_bytes, p.cached_bytes);
+}
+
 #[test]
 fn one_submit_for_many_dispatches() {
     let Some(gpu) = common::gpu() else { return };

@@ -423,6 +423,20 @@ impl Gpu {
         self.inner.pool.trim();
     }
 
+    /// Frees the pool's idle buffers when they hold more bytes than the most ever in use at
+    /// once (and more than `floor`); returns whether it did. Work whose shapes vary (length-
+    /// bucketed batches) leaves free buffers in many size classes that the next shapes
+    /// may never ask for: a trainer calls this between steps so that memory stays near
+    /// twice the peak in use instead of growing with every new length.
+    pub fn trim_excess(&self, floor: u64) -> bool {
+        let s = self.pool_stats();
+        let over = s.cached_bytes > s.peak_live_bytes.max(floor);
+        if over {
+            self.trim();
+        }
+        over
+    }
+
     /// A small buffer bound where a kernel's optional input is absent (never read). Held
     /// as a bare pooled buffer, not a `Tensor`, which would keep this `Gpu` alive.
     pub(crate) fn dummy(&self) -> Result<crate::Binding> {
