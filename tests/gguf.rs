@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use capaboost::runtime::gguf::write::Writer;
 use capaboost::runtime::gguf::{Gguf, TensorType, Value, ValueType};
 use capaboost::runtime::half::f16_bits;
@@ -350,30 +348,11 @@ fn k_quants_match_the_gguf_package() {
     assert!(e.contains("'w'") && e.contains("210 bytes each"), "{e}");
 }
 
-fn smollm2() -> Option<PathBuf> {
-    let path = std::env::var_os("CAPABOOST_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/capaboost/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    let required = std::env::var("CAPABOOST_REQUIRE_MODEL").is_ok_and(|v| v == "1");
-    if required && std::env::var_os("CAPABOOST_GGUF").is_some() {
-        panic!(
-            "CAPABOOST_REQUIRE_MODEL=1 but {} is missing",
-            path.display()
-        );
-    }
-    eprintln!("skipping: no {} (scripts/fetch-smollm2.sh)", path.display());
-    None
-}
-
 #[test]
 fn smollm2_header_tensors_and_metadata() {
-    let Some(path) = smollm2() else { return };
+    let Some(path) = common::smollm2_gguf() else {
+        return;
+    };
     let g = Gguf::open(&path).unwrap();
     assert_eq!((g.version, g.alignment, g.tensors.len()), (3, 32, 272));
     assert_eq!(g.str("general.architecture").unwrap(), "llama");

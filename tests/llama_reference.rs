@@ -7,6 +7,8 @@
 //! every position's logits within 1e-6 of the largest; and configuration errors that name
 //! the key.
 
+mod common;
+
 use capaboost::models::llama::{LlamaConfig, cpu};
 use capaboost::runtime::gguf::write::Writer;
 use capaboost::runtime::gguf::{Gguf, Value};
@@ -94,34 +96,15 @@ fn configuration_errors_name_the_key() {
     assert!(e.contains("token id 96"), "{e}");
 }
 
-fn smollm2() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("CAPABOOST_GGUF")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/capaboost/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    let required = std::env::var("CAPABOOST_REQUIRE_MODEL").is_ok_and(|v| v == "1");
-    if required && std::env::var_os("CAPABOOST_GGUF").is_some() {
-        panic!(
-            "CAPABOOST_REQUIRE_MODEL=1 but {} is missing",
-            path.display()
-        );
-    }
-    eprintln!("skipping: no {} (scripts/fetch-smollm2.sh)", path.display());
-    None
-}
-
 /// SmolLM2 (30 layers, 9/3 heads, tied Q8_0 head) on one prompt: the last position's 20
 /// largest logits and 64 probes against transformers (tests/data/smollm2-logits-golden.json
 /// from scripts/make_smollm2_logits_golden.py), within 1e-5 of the largest: the same
 /// dequantized weights, f64 against transformers' f32-rounded weights over 30 layers.
 #[test]
 fn smollm2_last_logits_match_transformers() {
-    let Some(path) = smollm2() else { return };
+    let Some(path) = common::smollm2_gguf() else {
+        return;
+    };
     let g = Gguf::open(&path).unwrap();
     let c = LlamaConfig::from_gguf(&g).unwrap();
     assert_eq!(

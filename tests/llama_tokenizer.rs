@@ -5,7 +5,7 @@
 //! skipped when the file is absent unless `CAPABOOST_REQUIRE_MODEL=1` and `CAPABOOST_GGUF`
 //! is set.
 
-use std::path::PathBuf;
+mod common;
 
 use capaboost::models::llama::LlamaTokenizer;
 use capaboost::runtime::gguf::write::Writer;
@@ -114,30 +114,11 @@ fn unsupported_or_malformed_metadata_names_the_key() {
     assert!(e.contains("'tokenizer.ggml.model' is missing"), "{e}");
 }
 
-fn smollm2() -> Option<PathBuf> {
-    let path = std::env::var_os("CAPABOOST_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/capaboost/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    let required = std::env::var("CAPABOOST_REQUIRE_MODEL").is_ok_and(|v| v == "1");
-    if required && std::env::var_os("CAPABOOST_GGUF").is_some() {
-        panic!(
-            "CAPABOOST_REQUIRE_MODEL=1 but {} is missing",
-            path.display()
-        );
-    }
-    eprintln!("skipping: no {} (scripts/fetch-smollm2.sh)", path.display());
-    None
-}
-
 #[test]
 fn smollm2_ids_match_transformers() {
-    let Some(path) = smollm2() else { return };
+    let Some(path) = common::smollm2_gguf() else {
+        return;
+    };
     let g = Gguf::open(&path).unwrap();
     let t = LlamaTokenizer::from_gguf(&g).unwrap();
     let gold: serde_json::Value = serde_json::from_str(

@@ -11,8 +11,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use capaboost::Tensor;
 use capaboost::kernels::{gemm, qgemm};
 use capaboost::runtime::gguf::{Gguf, TensorType};
@@ -140,31 +138,12 @@ fn misuse_names_the_culprit() {
     assert!(e.contains("must end in 2"), "{e}");
 }
 
-fn smollm2() -> Option<PathBuf> {
-    let path = std::env::var_os("CAPABOOST_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/capaboost/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    let required = std::env::var("CAPABOOST_REQUIRE_MODEL").is_ok_and(|v| v == "1");
-    if required && std::env::var_os("CAPABOOST_GGUF").is_some() {
-        panic!(
-            "CAPABOOST_REQUIRE_MODEL=1 but {} is missing",
-            path.display()
-        );
-    }
-    eprintln!("skipping: no {} (scripts/fetch-smollm2.sh)", path.display());
-    None
-}
-
 /// Every quantized weight of SmolLM2 uploaded: GPU bytes against f32; one layer checked.
 #[test]
 fn smollm2_base_memory_and_a_real_layer() {
-    let Some(path) = smollm2() else { return };
+    let Some(path) = common::smollm2_gguf() else {
+        return;
+    };
     let Some(gpu) = common::gpu() else { return };
     let g = Gguf::open(&path).unwrap();
     let (mut quant_bytes, mut f32_bytes, mut count) = (0u64, 0u64, 0);

@@ -154,3 +154,36 @@ pub fn capaboost_cmd() -> std::process::Command {
     c.env("CAPABOOST_AUTOTUNE", tune);
     c
 }
+
+/// The SmolLM2-135M GGUF of scripts/fetch-smollm2.sh: `$CAPABOOST_GGUF`, else where the
+/// script puts it. `None` (skip) when absent, unless `CAPABOOST_REQUIRE_MODEL=1` and
+/// `CAPABOOST_GGUF` are set (as CI does): then a missing file fails the test.
+pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("CAPABOOST_GGUF")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("CAPABOOST_CACHE_DIR")
+                .map(std::path::PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("XDG_CACHE_HOME")
+                        .map(|x| std::path::PathBuf::from(x).join("capaboost"))
+                })
+                .unwrap_or_else(|| {
+                    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/capaboost")
+                });
+            cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    if path.exists() {
+        return Some(path);
+    }
+    let required = std::env::var("CAPABOOST_REQUIRE_MODEL").is_ok_and(|v| v == "1");
+    if required && std::env::var_os("CAPABOOST_GGUF").is_some() {
+        panic!(
+            "CAPABOOST_REQUIRE_MODEL=1 but {} is missing",
+            path.display()
+        );
+    }
+    eprintln!("skipping: no {} (scripts/fetch-smollm2.sh)", path.display());
+    None
+}
