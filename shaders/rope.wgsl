@@ -32,15 +32,13 @@ fn table_index(k: u32) -> u32 {
     return t * p.half + i;
 }
 
-@compute @workgroup_size(256)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let k = thread_index(wid, lid, p.grid_x, 256u);
-    if (k >= p.pairs) {
-        return;
-    }
+// Rotates pair k by the table's angle (sgn = 1) or by its negative (sgn = -1: the backward,
+// the transpose of the rotation; negating sin is exact, so both match their twins bit for
+// bit as the two separate bodies did).
+fn rotate(k: u32, sgn: f32) {
     let j = table_index(k);
     let c = cos_t[j];
-    let s = sin_t[j];
+    let s = sgn * sin_t[j];
     let a = x[2u * k];
     let b = x[2u * k + 1u];
     out[2u * k] = a * c - b * s;
@@ -48,16 +46,17 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
 }
 
 @compute @workgroup_size(256)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = thread_index(wid, lid, p.grid_x, 256u);
+    if (k < p.pairs) {
+        rotate(k, 1.0);
+    }
+}
+
+@compute @workgroup_size(256)
 fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let k = thread_index(wid, lid, p.grid_x, 256u);
-    if (k >= p.pairs) {
-        return;
+    if (k < p.pairs) {
+        rotate(k, -1.0);
     }
-    let j = table_index(k);
-    let c = cos_t[j];
-    let s = sin_t[j];
-    let g = x[2u * k];
-    let h = x[2u * k + 1u];
-    out[2u * k] = g * c + h * s;
-    out[2u * k + 1u] = h * c - g * s;
 }
