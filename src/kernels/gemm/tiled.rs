@@ -462,6 +462,31 @@ fn fetch_b(w: &mut String, spec: &Spec, k0: &str, kq: u32, bn4: u32) {
     }
 }
 
+/// The two ways register `s{x}{v}` goes into workgroup buffer `t{x}` (`x` = `a` or `b`):
+/// 4 consecutive k one lane at a time into the k-major layout (`idx`: the row of A / the
+/// column of B the vec4 holds), or a vec4 that is already k-major stored as it is.
+fn stash_forms(
+    (x, idx): (&str, &str),
+    (v, e): (u32, &str),
+    (buf, size, width4, kq): (&str, u32, u32, u32),
+) -> (String, String) {
+    let lanes: Vec<String> = LANES
+        .iter()
+        .enumerate()
+        .map(|(l, lane)| {
+            format!(
+                "t{x}[base + (kq + {l}u) * {width4}u + ({idx} >> 2u)][{idx} & 3u] = s{x}{v}.{lane};"
+            )
+        })
+        .collect();
+    let rows = format!(
+        "{{ let base = {buf} * {size}u; let {idx} = ({e}) / {kq}u; let kq = (({e}) % {kq}u) * 4u; {} }}",
+        lanes.join(" ")
+    );
+    let cols = format!("{{ t{x}[{buf} * {size}u + {e}] = s{x}{v}; }}");
+    (rows, cols)
+}
+
 /// The registers `sa{v}` / `sb{v}` go into workgroup buffer `buf`, in the layout
 /// [`fetch`] loaded them in: a k-major vec4 as it is, 4 consecutive k one lane at a time.
 fn stash(w: &mut String, spec: &Spec, buf: &str) {
@@ -470,18 +495,7 @@ fn stash(w: &mut String, spec: &Spec, buf: &str) {
     let (sa, sb) = (t.bk * bm4, t.bk * bn4);
     for v in 0..t.a_vecs() {
         let e = format!("tid + {}u", v * t.threads());
-        let lanes: Vec<String> = LANES
-            .iter()
-            .enumerate()
-            .map(|(l, lane)| {
-                format!("ta[base + (kq + {l}u) * {bm4}u + (row >> 2u)][row & 3u] = sa{v}.{lane};")
-            })
-            .collect();
-        let rows = format!(
-            "{{ let base = {buf} * {sa}u; let row = ({e}) / {kq}u; let kq = (({e}) % {kq}u) * 4u; {} }}",
-            lanes.join(" ")
-        );
-        let cols = format!("{{ ta[{buf} * {sa}u + {e}] = sa{v}; }}");
+        let (rows, cols) = stash_forms(("a", "row"), (v, &e), (buf, sa, bm4, kq));
         let line = match spec.a {
             ALoad::VecK => rows,
             ALoad::VecM => cols,
@@ -491,18 +505,7 @@ fn stash(w: &mut String, spec: &Spec, buf: &str) {
     }
     for v in 0..t.b_vecs() {
         let e = format!("tid + {}u", v * t.threads());
-        let lanes: Vec<String> = LANES
-            .iter()
-            .enumerate()
-            .map(|(l, lane)| {
-                format!("tb[base + (kq + {l}u) * {bn4}u + (col >> 2u)][col & 3u] = sb{v}.{lane};")
-            })
-            .collect();
-        let rows = format!(
-            "{{ let base = {buf} * {sb}u; let col = ({e}) / {kq}u; let kq = (({e}) % {kq}u) * 4u; {} }}",
-            lanes.join(" ")
-        );
-        let cols = format!("{{ tb[{buf} * {sb}u + {e}] = sb{v}; }}");
+        let (rows, cols) = stash_forms(("b", "col"), (v, &e), (buf, sb, bn4, kq));
         let line = match spec.b {
             BLoad::VecN => cols,
             BLoad::VecK => rows,
