@@ -165,11 +165,13 @@ fn train_run(args: FinetuneArgs, given: &[String]) -> crate::Result<()> {
     let gpu = crate::Gpu::new()?;
     let summary = train::finetune(&gpu, &cfg, &opts)?;
     println!(
-        "{} {} steps, {:.1} examples/s, {} trainable parameters; dev {}; run folder {}{}",
+        "{} {} steps, {:.1} examples/s, {} trainable parameters, GPU buffers at most {} MiB \
+         in use; dev {}; run folder {}{}",
         cfg.kind()?.id(),
         summary.steps,
         summary.examples_per_s,
         summary.trainable,
+        gpu.pool_stats().peak_live_bytes >> 20,
         train::metrics_json(&summary.dev),
         opts.out.display(),
         if summary.interrupted {

@@ -270,11 +270,12 @@ fn prepare(gpu: &crate::Gpu, kernel: Kernel, a: &Operand, b: &Operand, c: &Tenso
 /// whose `B_HALF` picks the packed f16 binding) the storage of B; a generated kernel reads
 /// f16 through its own B load kind instead.
 fn constants(kernel: Kernel, a: &Operand, b: &Operand, bias: bool) -> Vec<(&'static str, f64)> {
-    let mut c = vec![
+    let mut c = Vec::with_capacity(4);
+    c.extend([
         ("A_MODE", a.view.code() as f64),
         ("B_MODE", b.view.code() as f64),
         ("HAS_BIAS", bias as u32 as f64),
-    ];
+    ]);
     if kernel == Kernel::Reference {
         c.push(("B_HALF", b.tensor.is_f16() as u32 as f64));
     }
@@ -358,14 +359,15 @@ fn launch(
     let constants = constants(kernel, a, b, bias.is_some());
     let (a_b, c_b) = (a.tensor.binding(), c.binding());
     let b_b = b_bindings(kernel, b, &dummy);
-    let mut bindings = vec![
+    let mut bindings = Vec::with_capacity(8);
+    bindings.extend([
         (0, &uniform),
         (1, &a_b),
         (2, &a_bits),
         (4, &b_bits),
         (5, &c_b),
         (6, &bias_b),
-    ];
+    ]);
     bindings.extend(b_b.iter().map(|(i, x)| (*i, x)));
     rec.dispatch_with(
         pl.shader,

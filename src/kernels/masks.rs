@@ -373,9 +373,9 @@ impl MaskBits {
         let words = (rows * cols * branches as usize).div_ceil(32);
         let bytes = words as u64 * 4;
         gpu.check_binding_size(bytes)?;
-        let buffer = gpu.scoped("allocating mask bits", || {
-            gpu.pool().acquire(BufferKind::Storage, bytes)
-        })?;
+        let buffer =
+            gpu.pool()
+                .acquire_checked(BufferKind::Storage, bytes, "allocating mask bits")?;
         Ok(Self {
             gpu: gpu.clone(),
             buffer: Arc::new(buffer),

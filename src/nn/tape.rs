@@ -158,6 +158,12 @@ impl Graph {
         self.rec.into_encoder()
     }
 
+    /// Ends the step without submitting and hands back its recorder (crate-private: the
+    /// profiler submits it with timestamps).
+    pub(crate) fn into_recorder(self) -> Recorder {
+        self.rec
+    }
+
     fn build(rec: Recorder, grad_enabled: bool) -> Self {
         Self {
             rec,
@@ -270,9 +276,9 @@ impl Graph {
                 out.shape()
             )));
         }
-        let mut grads: HashMap<usize, Tensor> = HashMap::new();
-        grads.insert(out.id, grad);
         let nodes = std::mem::take(&mut self.nodes);
+        let mut grads: HashMap<usize, Tensor> = HashMap::with_capacity(nodes.len() + 1);
+        grads.insert(out.id, grad);
         for node in nodes.into_iter().rev() {
             // Every contribution to this node's output came from later nodes, which have run.
             let Some(g) = grads.remove(&node.out) else {

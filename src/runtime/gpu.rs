@@ -173,6 +173,9 @@ pub struct Capabilities {
     pub max_tensor_bytes: u64,
 }
 
+/// The next [`Gpu::serial`].
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 struct GpuInner {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -186,6 +189,7 @@ struct GpuInner {
     gate: Gate,
     dummy: std::sync::OnceLock<crate::Binding>,
     submits: std::sync::atomic::AtomicU64,
+    serial: u64,
 }
 
 /// A wgpu device and queue plus the crate's buffer pool and pipeline cache.
@@ -313,8 +317,15 @@ impl Gpu {
                 gate,
                 dummy: std::sync::OnceLock::new(),
                 submits: std::sync::atomic::AtomicU64::new(0),
+                serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             }),
         }
+    }
+
+    /// This device's number in the process (1, 2, ... in creation order; clones share
+    /// it): a cheap identity for caches keyed per device.
+    pub fn serial(&self) -> u64 {
+        self.inner.serial
     }
 
     /// The wgpu device.
@@ -426,8 +437,9 @@ impl Gpu {
     /// Frees the pool's idle buffers when they hold more bytes than the most ever in use at
     /// once (and more than `floor`); returns whether it did. Work whose shapes vary (length-
     /// bucketed batches) leaves free buffers in many size classes that the next shapes
-    /// may never ask for: a trainer calls this between steps so that memory stays near
-    /// twice the peak in use instead of growing with every new length.
+    /// may never ask for: every [`crate::Recorder::submit`] calls this (with
+    /// [`crate::runtime::recorder::IDLE_FLOOR_BYTES`]) so that memory stays near twice the
+    /// peak in use instead of growing with every new length.
     pub fn trim_excess(&self, floor: u64) -> bool {
         let s = self.pool_stats();
         let over = s.cached_bytes > s.peak_live_bytes.max(floor);

@@ -33,10 +33,78 @@ pub enum Checks {
 
 /// Pipeline cache key: shader, entry point, override constants and the module's checks (a
 /// trusted and a checked module of the same source are two entries).
-type Key = (&'static str, &'static str, Vec<(&'static str, u64)>, Checks);
+type Key = (Source, &'static str, Vec<(&'static str, u64)>, Checks);
 
-/// Bind-group cache key: pipeline id and (binding, buffer id, offset, bound size).
-type BindKey = (u64, Vec<(u32, u64, u64, u64)>);
+/// A shader source compared and hashed by its name's address: each source (static, or
+/// generated and leaked once per process) owns its name, so a lookup on every dispatch
+/// hashes two words instead of the name's text, and two sources that happened to share a
+/// name could never share a pipeline.
+#[derive(Clone, Copy)]
+struct Source(&'static str);
+
+impl PartialEq for Source {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for Source {}
+
+impl std::hash::Hash for Source {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self.0.as_ptr() as usize, self.0.len()).hash(h)
+    }
+}
+
+/// Bindings a cached bind group may have (the most any kernel of this crate declares in
+/// one entry point is well under this); a dispatch with more gets an uncached group.
+const MAX_BIND_ENTRIES: usize = 20;
+
+/// Bind-group cache key: pipeline id and (binding, buffer id, offset, bound size), held
+/// inline so that the lookup on every dispatch allocates nothing and compares without
+/// following a pointer.
+#[derive(Clone, Copy)]
+struct BindKey {
+    pipeline: u64,
+    len: usize,
+    entries: [(u32, u64, u64, u64); MAX_BIND_ENTRIES],
+}
+
+impl BindKey {
+    fn new(pipeline: u64, entries: &[(u32, u64, &wgpu::Buffer, u64, u64)]) -> Option<Self> {
+        if entries.len() > MAX_BIND_ENTRIES {
+            return None;
+        }
+        let mut key = BindKey {
+            pipeline,
+            len: entries.len(),
+            entries: [(0, 0, 0, 0); MAX_BIND_ENTRIES],
+        };
+        for (slot, &(b, id, _, offset, size)) in key.entries.iter_mut().zip(entries) {
+            *slot = (b, id, offset, size);
+        }
+        Some(key)
+    }
+
+    fn used(&self) -> &[(u32, u64, u64, u64)] {
+        &self.entries[..self.len]
+    }
+}
+
+impl PartialEq for BindKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.pipeline == other.pipeline && self.used() == other.used()
+    }
+}
+
+impl Eq for BindKey {}
+
+impl std::hash::Hash for BindKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.pipeline.hash(h);
+        self.used().hash(h);
+    }
+}
 
 /// Bind groups kept at most; past this the cache starts over, so it cannot grow without
 /// bound when buffers churn.
@@ -100,7 +168,7 @@ impl PipelineCache {
         checks: Checks,
     ) -> Result<Arc<Pipeline>> {
         let key: Key = (
-            shader.name,
+            Source(shader.name),
             entry,
             constants.iter().map(|&(k, v)| (k, v.to_bits())).collect(),
             checks,
@@ -186,15 +254,9 @@ impl PipelineCache {
         pipeline: &Pipeline,
         entries: &[(u32, u64, &wgpu::Buffer, u64, u64)],
     ) -> Result<wgpu::BindGroup> {
-        let key: BindKey = (
-            pipeline.id,
-            entries
-                .iter()
-                .map(|&(b, id, _, offset, size)| (b, id, offset, size))
-                .collect(),
-        );
-        if let Some(bg) = self.bind_groups.lock().unwrap().get(&key) {
-            return Ok(bg.clone());
+        let key = BindKey::new(pipeline.id, entries);
+        if let Some(bg) = key.and_then(|k| self.bind_groups.lock().unwrap().get(&k).cloned()) {
+            return Ok(bg);
         }
         let scope = Scope::push(&self.device);
         let wgpu_entries: Vec<_> = entries
@@ -220,6 +282,7 @@ impl PipelineCache {
             });
         }
         self.bind_groups_created.fetch_add(1, Ordering::Relaxed);
+        let Some(key) = key else { return Ok(bg) };
         let mut cache = self.bind_groups.lock().unwrap();
         if cache.len() >= MAX_BIND_GROUPS {
             cache.clear();

@@ -5,7 +5,7 @@
 //! are handed to the next. Sizes are rounded up to quarter steps between powers of two
 //! (at most 25% slack) so nearby sizes share a class.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -77,7 +77,7 @@ struct PoolState {
     /// buffer it gets depends only on the set that is free, not on the order buffers came
     /// back in. A training step that repeats the same requests then binds the same buffers
     /// every step, and its bind groups come from the cache.
-    free: HashMap<(BufferKind, u64), BTreeMap<u64, wgpu::Buffer>>,
+    free: HashMap<(BufferKind, u64), FreeList>,
     stats: PoolStats,
 }
 
@@ -120,34 +120,77 @@ impl BufferPool {
     /// callers check sizes against the device limits first.
     pub fn acquire(&self, kind: BufferKind, bytes: u64) -> PooledBuffer {
         let class = size_class(bytes, self.shared.max_buffer);
-        let reused = {
-            let mut st = self.state();
-            let reused = st
-                .free
-                .get_mut(&(kind, class))
-                .and_then(BTreeMap::pop_first)
-                .map(|(id, b)| (b, id));
-            if reused.is_some() {
-                st.stats.cached_bytes -= class;
-                st.stats.cached_count -= 1;
-                st.stats.reused_count += 1;
-            } else {
-                st.stats.created_count += 1;
+        let (buffer, id) = self
+            .take_free(kind, class)
+            .unwrap_or_else(|| self.create(kind, class));
+        self.hand_out(buffer, id, kind, class)
+    }
+
+    /// [`BufferPool::acquire`] with a creation error returned (naming `during`) instead of
+    /// left to wgpu's error handler: a new buffer is created inside error scopes; a reused
+    /// one needs no device call, so a step whose buffers all come from the free lists
+    /// pushes no scope at all.
+    pub fn acquire_checked(
+        &self,
+        kind: BufferKind,
+        bytes: u64,
+        during: &str,
+    ) -> crate::Result<PooledBuffer> {
+        let class = size_class(bytes, self.shared.max_buffer);
+        let (buffer, id) = match self.take_free(kind, class) {
+            Some(free) => free,
+            None => {
+                let scope = crate::runtime::pipeline::Scope::push(&self.shared.device);
+                let created = self.create(kind, class);
+                if let Some(message) = scope.pop() {
+                    return Err(crate::Error::Gpu {
+                        during: during.to_string(),
+                        message,
+                    });
+                }
+                created
             }
-            reused
         };
-        // The device call runs outside the pool's lock (a panic inside wgpu cannot poison
-        // it) and inside the device's gate (GL).
-        let (buffer, id) = reused.unwrap_or_else(|| {
-            let _gate = self.shared.gate.enter();
-            let b = self.shared.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("capaboost pooled"),
-                size: class,
-                usage: kind.usage(),
-                mapped_at_creation: false,
-            });
-            (b, self.shared.next_id.fetch_add(1, Ordering::Relaxed))
+        Ok(self.hand_out(buffer, id, kind, class))
+    }
+
+    /// The lowest-id free buffer of the class, if any, counted as reused (else as created).
+    fn take_free(&self, kind: BufferKind, class: u64) -> Option<(wgpu::Buffer, u64)> {
+        let mut st = self.state();
+        let reused = st
+            .free
+            .get_mut(&(kind, class))
+            .and_then(FreeList::take_lowest);
+        if reused.is_some() {
+            st.stats.cached_bytes -= class;
+            st.stats.cached_count -= 1;
+            st.stats.reused_count += 1;
+        } else {
+            st.stats.created_count += 1;
+        }
+        reused
+    }
+
+    /// A new buffer of the class. The device call runs outside the pool's lock (a panic
+    /// inside wgpu cannot poison it) and inside the device's gate (GL).
+    fn create(&self, kind: BufferKind, class: u64) -> (wgpu::Buffer, u64) {
+        let _gate = self.shared.gate.enter();
+        let b = self.shared.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("capaboost pooled"),
+            size: class,
+            usage: kind.usage(),
+            mapped_at_creation: false,
         });
+        (b, self.shared.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn hand_out(
+        &self,
+        buffer: wgpu::Buffer,
+        id: u64,
+        kind: BufferKind,
+        class: u64,
+    ) -> PooledBuffer {
         let mut st = self.state();
         st.stats.live_bytes += class;
         st.stats.live_count += 1;
@@ -181,13 +224,31 @@ impl BufferPool {
             st.stats.cached_count = 0;
             st.free
                 .drain()
-                .flat_map(|(_, bufs)| bufs.into_values())
+                .flat_map(|(_, bufs)| bufs.0.into_iter().map(|(_, b)| b))
                 .collect()
         };
         let _gate = self.shared.gate.enter();
         for b in freed {
             b.destroy();
         }
+    }
+}
+
+/// The free buffers of one class, sorted by descending id: the lowest id is the last, so
+/// taking it and (usually) putting it back touch the end of a vector that keeps its
+/// capacity (a tree map allocated and freed a node whenever a class emptied and refilled,
+/// which a training step does for most classes).
+#[derive(Default)]
+struct FreeList(Vec<(u64, wgpu::Buffer)>);
+
+impl FreeList {
+    fn take_lowest(&mut self) -> Option<(wgpu::Buffer, u64)> {
+        self.0.pop().map(|(id, b)| (b, id))
+    }
+
+    fn put(&mut self, id: u64, buffer: wgpu::Buffer) {
+        let at = self.0.partition_point(|&(other, _)| other > id);
+        self.0.insert(at, (id, buffer));
     }
 }
 
@@ -254,7 +315,7 @@ impl Drop for PooledBuffer {
         st.free
             .entry((self.kind, self.class))
             .or_default()
-            .insert(self.id, self.buffer.clone());
+            .put(self.id, self.buffer.clone());
     }
 }
 

@@ -53,6 +53,14 @@ struct Timestamps {
     labels: Vec<&'static str>,
 }
 
+/// Buffers a recording reserves room to keep alive up front: a training step binds a
+/// few thousand, so the list grows a few times instead of a dozen.
+const KEEP_CAPACITY: usize = 1024;
+
+/// Idle pooled buffers below this many bytes are never shed after a submit
+/// ([`Gpu::trim_excess`]).
+pub const IDLE_FLOOR_BYTES: u64 = 256 << 20;
+
 /// Records dispatches into one command encoder and submits them together.
 ///
 /// Every buffer a recorded dispatch binds is held until [`Recorder::submit`], so the pool
@@ -89,7 +97,7 @@ impl Recorder {
             encoder: Some(encoder),
             pass: None,
             arena: Vec::new(),
-            keep: Vec::new(),
+            keep: Vec::with_capacity(KEEP_CAPACITY),
             dispatches: 0,
             passes: 0,
             uniforms: 0,
@@ -110,7 +118,7 @@ impl Recorder {
             encoder: Some(encoder),
             pass: None,
             arena: Vec::new(),
-            keep: Vec::new(),
+            keep: Vec::with_capacity(KEEP_CAPACITY),
             dispatches: 0,
             passes: 0,
             uniforms: 0,
@@ -424,6 +432,9 @@ impl Recorder {
         let gpu = self.gpu.clone();
         let idx = gpu.scoped("submitting recorded work", || gpu.submit(encoder.finish()))?;
         self.keep.clear();
+        // This work's buffers are back in the pool: shed the idle ones if shapes moved on
+        // (an evaluation over length-sorted batches, length-bucketed training steps).
+        gpu.trim_excess(IDLE_FLOOR_BYTES);
         Ok(Some(idx))
     }
 

@@ -76,9 +76,9 @@ impl Tensor {
             .checked_mul(4)
             .ok_or_else(|| Error::shape(format!("shape {shape:?} is too large")))?;
         gpu.check_binding_size(bytes)?;
-        let buffer = gpu.scoped("allocating a tensor", || {
-            gpu.pool().acquire(BufferKind::Storage, bytes)
-        })?;
+        let buffer =
+            gpu.pool()
+                .acquire_checked(BufferKind::Storage, bytes, "allocating a tensor")?;
         Ok(Self {
             gpu: gpu.clone(),
             buffer: Arc::new(buffer),
@@ -278,9 +278,9 @@ pub fn read_together(gpu: &Gpu, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
 pub(crate) fn upload_bytes(gpu: &Gpu, data: &[u8]) -> Result<Arc<PooledBuffer>> {
     let bytes = (data.len() as u64).div_ceil(4) * 4;
     gpu.check_binding_size(bytes)?;
-    let buffer = gpu.scoped("allocating a buffer", || {
-        gpu.pool().acquire(BufferKind::Storage, bytes)
-    })?;
+    let buffer = gpu
+        .pool()
+        .acquire_checked(BufferKind::Storage, bytes, "allocating a buffer")?;
     if !data.is_empty() {
         gpu.write_buffer(buffer.buffer(), 0, data);
     }

@@ -23,9 +23,6 @@ use crate::tasks::trace::{self, StepRecord, Tracer};
 
 const ADAPTER_FILE: &str = "adapter.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-/// Idle pooled buffers below this many bytes are never shed between steps
-/// ([`Gpu::trim_excess`]).
-const TRIM_FLOOR_BYTES: u64 = 256 << 20;
 
 /// Where a run stands: saved in `trainer_state.json` of each checkpoint.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -316,8 +313,6 @@ impl<T: Task> Trainer<T> {
     /// and before an evaluation (logging it to `train_loss.csv`); a non-finite loss is an
     /// error (the last good checkpoint is kept).
     pub fn step(&mut self) -> Result<StepReport> {
-        // The previous step's buffers are free now: shed them if shapes moved on.
-        self.gpu.trim_excess(TRIM_FLOOR_BYTES);
         let per_epoch = self.current_batches().len();
         let at = self.state.batch_in_epoch;
         let idx = self.current_batches()[at].clone();
@@ -435,7 +430,6 @@ impl<T: Task> Trainer<T> {
     pub fn evaluate(&mut self) -> Result<Metrics> {
         let began = Instant::now();
         let predictions = self.task.predictions(&self.gpu, &self.model)?;
-        self.gpu.trim_excess(TRIM_FLOOR_BYTES);
         let metrics = self.task.metrics(&predictions)?;
         let mut rec = json!({
             "step": self.state.step,

@@ -157,7 +157,35 @@ struct State {
     path: Option<std::path::PathBuf>,
     loaded: bool,
     choices: HashMap<String, Kernel>,
+    /// The choices already looked up, by [`Seen`] problem: a repeated GEMM skips formatting
+    /// its string key (the recording of a training step makes about 180 GEMM calls).
+    seen: HashMap<Seen, Kernel>,
     reports: Vec<Report>,
+}
+
+/// Everything the tuning key of a problem depends on, exactly (the key rounds the
+/// sizes; this does not): the device by its [`Gpu::serial`], the operand views, batched
+/// operands, f16 B and the sizes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Seen {
+    gpu: u64,
+    views: [u32; 2],
+    batched: [bool; 2],
+    half: bool,
+    mkn: [usize; 3],
+}
+
+impl Seen {
+    fn of(gpu: &Gpu, a: &Operand, b: &Operand, mkn: [usize; 3]) -> Self {
+        let batched = |o: &Operand| o.tensor.shape().len() > 2;
+        Seen {
+            gpu: gpu.serial(),
+            views: [a.view.code(), b.view.code()],
+            batched: [batched(a), batched(b)],
+            half: b.tensor.is_f16(),
+            mkn,
+        }
+    }
 }
 
 fn state() -> &'static Mutex<State> {
@@ -167,6 +195,7 @@ fn state() -> &'static Mutex<State> {
             path: cache::default_dir().map(|d| cache::file_in(&d)),
             loaded: false,
             choices: HashMap::new(),
+            seen: HashMap::new(),
             reports: Vec::new(),
         })
     })
@@ -183,6 +212,7 @@ pub fn set_cache_file(path: Option<std::path::PathBuf>) {
     s.path = path;
     s.loaded = false;
     s.choices.clear();
+    s.seen.clear();
 }
 
 /// Forgets this process's choices and does not read the cache file again: every key is
@@ -191,6 +221,7 @@ pub fn retune() {
     let mut s = lock();
     s.loaded = true;
     s.choices.clear();
+    s.seen.clear();
 }
 
 /// The tunings this process has done so far.
@@ -260,16 +291,23 @@ pub fn choose_with(
     if mode == Mode::Fixed {
         return Ok(fixed_choice(mkn));
     }
-    let key = key(gpu, a, b, mkn);
-    if let Some(kernel) = cached(&key) {
+    let problem = Seen::of(gpu, a, b, mkn);
+    if let Some(&kernel) = lock().seen.get(&problem) {
         return Ok(kernel);
     }
-    if !may_tune {
-        return Ok(Kernel::Reference);
-    }
-    let report = tune(gpu, a, b, mkn, mode)?;
-    remember(&report);
-    Ok(report.chosen)
+    let key = key(gpu, a, b, mkn);
+    let kernel = match cached(&key) {
+        Some(kernel) => kernel,
+        // Not remembered: a later call that may tune must still tune.
+        None if !may_tune => return Ok(Kernel::Reference),
+        None => {
+            let report = tune(gpu, a, b, mkn, mode)?;
+            remember(&report);
+            report.chosen
+        }
+    };
+    lock().seen.insert(problem, kernel);
+    Ok(kernel)
 }
 
 /// The variant [`Mode::Fixed`] takes: the narrow-N block (4x4 per invocation, 4x16
