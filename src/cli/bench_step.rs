@@ -43,6 +43,10 @@ pub struct BenchStepArgs {
     /// Untimed steps first (pipelines compiled, GEMMs tuned, buffers pooled).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Then one more step with GPU timestamps around every dispatch (each in a pass of its
+    /// own), printing the GPU time per kernel: where the step's GPU time goes.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// What one step cost on the host and what it recorded.
@@ -240,5 +244,51 @@ pub fn run(args: BenchStepArgs) -> Result<()> {
     entries.sort_by_key(|&(name, n)| (std::cmp::Reverse(n), name));
     let list: Vec<String> = entries.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("dispatches per kernel: {}", list.join(", "));
+    if args.profile {
+        print_profile(&gpu, &mut s)?;
+    }
+    Ok(())
+}
+
+/// Records one step with timestamps around each dispatch and prints the GPU time per
+/// entry point, largest first.
+fn print_profile(gpu: &Gpu, s: &mut Setup) -> Result<()> {
+    gpu.wait()?;
+    let mut rec = gpu.recorder();
+    if !rec.enable_timestamps(2048) {
+        println!("profile: this device has no timestamp queries");
+        return Ok(());
+    }
+    let mut g = Graph::with_recorder(rec);
+    let (last, _) = s.bert.forward(&mut g, &s.batch, false)?;
+    let pooled = g.mean_pool(&last, &s.batch.mask)?;
+    let logits = s.head.forward(&mut g, &pooled)?;
+    let loss = g.cross_entropy(&logits, &s.labels)?;
+    let grads = g.backward(&loss)?;
+    s.opt.step(g.recorder(), &grads)?;
+    let timing = g.into_recorder().submit_timed()?;
+    let mut by_entry: Vec<(&'static str, usize, Duration)> = Vec::new();
+    for &(entry, d) in &timing.passes {
+        match by_entry.iter_mut().find(|(e, ..)| *e == entry) {
+            Some((_, n, total)) => {
+                *n += 1;
+                *total += d;
+            }
+            None => by_entry.push((entry, 1, d)),
+        }
+    }
+    by_entry.sort_by_key(|&(e, _, d)| (std::cmp::Reverse(d), e));
+    let sum: Duration = by_entry.iter().map(|&(.., d)| d).sum();
+    println!(
+        "GPU time per kernel (one step, timestamps around each dispatch): {:.1} ms in all",
+        sum.as_secs_f64() * 1e3
+    );
+    for (entry, n, d) in by_entry {
+        println!(
+            "  {entry:<28} {n:>4} dispatches {:>10.2} ms {:>5.1}%",
+            d.as_secs_f64() * 1e3,
+            100.0 * d.as_secs_f64() / sum.as_secs_f64().max(1e-12)
+        );
+    }
     Ok(())
 }
