@@ -294,3 +294,134 @@ fn softmax_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         dx_out[base + j] = probs[base + j] * (dy[base + j] - dot);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Softmax, one row per invocation: serial loops, no workgroup memory and no barriers. For
+// CPU devices (llvmpipe, WARP), where a 256-wide workgroup per row spends its time in
+// barriers (and idles on short rows). Same math as softmax_fwd / softmax_bwd; the sums run
+// in index order instead of as a tree.
+
+const ROWS_WG: u32 = 64u;
+
+@compute @workgroup_size(64)
+fn softmax_fwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let row = thread_index(wid, lid3, p.grid_x, ROWS_WG);
+    if (row >= p.rows) {
+        return;
+    }
+    let n = p.n;
+    let base = row * n;
+    var hmax = -0.5 * F32_MAX;
+    for (var j = 0u; j < n; j++) {
+        hmax = max(hmax, softmax_half(base, row, j));
+    }
+    var s = 0.0;
+    for (var j = 0u; j < n; j++) {
+        s += softmax_exp(softmax_half(base, row, j), hmax);
+    }
+    let inv = 1.0 / s;
+    for (var j = 0u; j < n; j++) {
+        y_out[base + j] = softmax_exp(softmax_half(base, row, j), hmax) * inv;
+    }
+}
+
+@compute @workgroup_size(64)
+fn softmax_bwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let row = thread_index(wid, lid3, p.grid_x, ROWS_WG);
+    if (row >= p.rows) {
+        return;
+    }
+    let n = p.n;
+    let base = row * n;
+    var dot = 0.0;
+    for (var j = 0u; j < n; j++) {
+        dot += dy[base + j] * probs[base + j];
+    }
+    for (var j = 0u; j < n; j++) {
+        dx_out[base + j] = probs[base + j] * (dy[base + j] - dot);
+    }
+}
+
+// LayerNorm, one row per invocation (see the softmax above): the same two-pass statistics
+// and formulas as layer_norm_fwd / layer_norm_add_fwd / layer_norm_bwd_dx, summed in index
+// order. The fused form equals layer_norm_fwd_rows on the f32 sum bit for bit.
+
+@compute @workgroup_size(64)
+fn layer_norm_fwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let row = thread_index(wid, lid3, p.grid_x, ROWS_WG);
+    if (row >= p.rows) {
+        return;
+    }
+    let n = p.n;
+    let base = row * n;
+    let inv_n = 1.0 / f32(n);
+    var s = 0.0;
+    for (var j = 0u; j < n; j++) {
+        s += x[base + j];
+    }
+    let mean = s * inv_n;
+    var q = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let d = x[base + j] - mean;
+        q += d * d;
+    }
+    let rstd = 1.0 / sqrt(q * inv_n + p.eps);
+    for (var j = 0u; j < n; j++) {
+        y_out[base + j] = (x[base + j] - mean) * rstd * gamma[j] + beta[j];
+    }
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+}
+
+@compute @workgroup_size(64)
+fn layer_norm_add_fwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let row = thread_index(wid, lid3, p.grid_x, ROWS_WG);
+    if (row >= p.rows) {
+        return;
+    }
+    let n = p.n;
+    let base = row * n;
+    let inv_n = 1.0 / f32(n);
+    var s = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let v = x[base + j] + residual[base + j];
+        sum_out[base + j] = v;
+        s += v;
+    }
+    let mean = s * inv_n;
+    var q = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let d = (x[base + j] + residual[base + j]) - mean;
+        q += d * d;
+    }
+    let rstd = 1.0 / sqrt(q * inv_n + p.eps);
+    for (var j = 0u; j < n; j++) {
+        y_out[base + j] = ((x[base + j] + residual[base + j]) - mean) * rstd * gamma[j] + beta[j];
+    }
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+}
+
+@compute @workgroup_size(64)
+fn layer_norm_bwd_dx_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let row = thread_index(wid, lid3, p.grid_x, ROWS_WG);
+    if (row >= p.rows) {
+        return;
+    }
+    let n = p.n;
+    let base = row * n;
+    let mean = mean_in[row];
+    let rstd = rstd_in[row];
+    var acc = vec2<f32>(0.0, 0.0);
+    for (var j = 0u; j < n; j++) {
+        let g = dy[base + j] * gamma[j];
+        let xhat = (x[base + j] - mean) * rstd;
+        acc += vec2<f32>(g, g * xhat);
+    }
+    let sums = acc * (1.0 / f32(n));
+    for (var j = 0u; j < n; j++) {
+        let g = dy[base + j] * gamma[j];
+        let xhat = (x[base + j] - mean) * rstd;
+        dx_out[base + j] = rstd * (g - sums.x - xhat * sums.y);
+    }
+}

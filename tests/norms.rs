@@ -6,7 +6,7 @@ mod common;
 
 use common::{fd_grad, rel_max_abs, to64};
 
-use capaboost::kernels::norms::{self, cpu};
+use capaboost::kernels::norms::{self, RowSpread, cpu};
 use capaboost::{Error, Tensor};
 use common::{max_rel_err, random_vec, rel_frobenius};
 use rand::Rng;
@@ -55,17 +55,20 @@ fn layer_norm_forward_matches_reference() {
         let tx = Tensor::from_slice(&gpu, &x, &shape).unwrap();
         let tg = Tensor::from_slice(&gpu, &gamma, &[n]).unwrap();
         let tb = Tensor::from_slice(&gpu, &beta, &[n]).unwrap();
-        let out = gpu
-            .run(|rec| norms::layer_norm(rec, &tx, &tg, &tb, EPS))
-            .unwrap();
         let (y, mean, rstd) = cpu::layer_norm(&x, &gamma, &beta, n, EPS);
-        assert_eq!(out.y.shape(), &shape[..]);
-        assert_eq!(out.mean.shape(), &[numel / n]);
-        let ey = rel_frobenius(&out.y.to_vec().unwrap(), &y);
-        let em = max_rel_err(&out.mean.to_vec().unwrap(), &mean, 1e-30);
-        let er = max_rel_err(&out.rstd.to_vec().unwrap(), &rstd, 1e-30);
-        eprintln!("layer_norm {shape:?}: y {ey:.2e} mean {em:.2e} rstd {er:.2e}");
-        assert!(ey <= TOL && em <= TOL && er <= TOL, "{shape:?}");
+        for spread in SPREADS {
+            let out = gpu
+                .run(|rec| norms::layer_norm_with(rec, (&tx, None), (&tg, &tb), EPS, spread))
+                .unwrap()
+                .0;
+            assert_eq!(out.y.shape(), &shape[..]);
+            assert_eq!(out.mean.shape(), &[numel / n]);
+            let ey = rel_frobenius(&out.y.to_vec().unwrap(), &y);
+            let em = max_rel_err(&out.mean.to_vec().unwrap(), &mean, 1e-30);
+            let er = max_rel_err(&out.rstd.to_vec().unwrap(), &rstd, 1e-30);
+            eprintln!("layer_norm {spread:?} {shape:?}: y {ey:.2e} mean {em:.2e} rstd {er:.2e}");
+            assert!(ey <= TOL && em <= TOL && er <= TOL, "{spread:?} {shape:?}");
+        }
     }
 }
 
@@ -158,6 +161,21 @@ fn layer_norm_backward_dx_alone_matches_full_backward() {
         let (dx, _, _) = cpu::layer_norm_backward(&x, &gamma, &dy, n, EPS);
         let err = rel_frobenius(&alone, &dx);
         assert!(err <= TOL, "{shape:?}: {err:.2e}");
+        // Both row spreads, whichever the device picks above.
+        for spread in SPREADS {
+            let got = gpu
+                .run(|rec| {
+                    let out = norms::layer_norm_with(rec, (&tx, None), (&tg, &tb), EPS, spread)?.0;
+                    let stats = (&out.mean, &out.rstd);
+                    norms::layer_norm_backward_dx_with(rec, (&tx, &tg), stats, &tdy, spread)
+                })
+                .unwrap()
+                .to_vec()
+                .unwrap();
+            let err = rel_frobenius(&got, &dx);
+            eprintln!("layer_norm_backward_dx {spread:?} {shape:?}: {err:.2e}");
+            assert!(err <= TOL, "{spread:?} {shape:?}: {err:.2e}");
+        }
     }
 }
 
@@ -188,23 +206,28 @@ fn layer_norm_add_matches_twin_and_separate_dispatches() {
             t(&gamma, &[n]),
             t(&beta, &[n]),
         );
-        let ((sum, fused), (sum2, plain)) = gpu
-            .run(|rec| {
-                let fused = norms::layer_norm_add(rec, &ta, &tb, (&tg, &tbeta), EPS)?;
-                let sum2 = capaboost::kernels::elementwise::add(rec, &ta, &tb)?;
-                let plain = norms::layer_norm(rec, &sum2, &tg, &tbeta, EPS)?;
-                Ok((fused, (sum2, plain)))
-            })
-            .unwrap();
-        let v = |x: &Tensor| x.to_vec().unwrap();
-        assert_eq!(v(&sum), v(&sum2), "{shape:?}: sum");
-        assert_eq!(v(&fused.y), v(&plain.y), "{shape:?}: y");
-        assert_eq!(v(&fused.mean), v(&plain.mean), "{shape:?}: mean");
-        assert_eq!(v(&fused.rstd), v(&plain.rstd), "{shape:?}: rstd");
         let x64: Vec<f64> = a.iter().zip(&b).map(|(p, q)| (p + q) as f64).collect();
         let (want, _, _) = cpu::layer_norm_f64(&x64, &to64(&gamma), &to64(&beta), n, EPS as f64);
-        let err = rel_frobenius(&v(&fused.y), &want);
-        assert!(err <= TOL, "{shape:?}: {err:.2e}");
+        for spread in SPREADS {
+            let ((fused, sum), (plain, sum2)) = gpu
+                .run(|rec| {
+                    let fused =
+                        norms::layer_norm_with(rec, (&ta, Some(&tb)), (&tg, &tbeta), EPS, spread)?;
+                    let sum2 = capaboost::kernels::elementwise::add(rec, &ta, &tb)?;
+                    let plain =
+                        norms::layer_norm_with(rec, (&sum2, None), (&tg, &tbeta), EPS, spread)?.0;
+                    Ok((fused, (plain, sum2)))
+                })
+                .unwrap();
+            let sum = sum.expect("the fused form returns the sum");
+            let v = |x: &Tensor| x.to_vec().unwrap();
+            assert_eq!(v(&sum), v(&sum2), "{spread:?} {shape:?}: sum");
+            assert_eq!(v(&fused.y), v(&plain.y), "{spread:?} {shape:?}: y");
+            assert_eq!(v(&fused.mean), v(&plain.mean), "{spread:?} {shape:?}: mean");
+            assert_eq!(v(&fused.rstd), v(&plain.rstd), "{spread:?} {shape:?}: rstd");
+            let err = rel_frobenius(&v(&fused.y), &want);
+            assert!(err <= TOL, "{spread:?} {shape:?}: {err:.2e}");
+        }
     }
     let bad = Tensor::from_slice(&gpu, &[1.0; 6], &[3, 2]).unwrap();
     let ok = Tensor::from_slice(&gpu, &[1.0; 6], &[2, 3]).unwrap();
@@ -295,26 +318,40 @@ fn softmax_forward_matches_reference() {
         let tm = mask
             .as_ref()
             .map(|v| Tensor::from_slice(&gpu, v, &[m, n]).unwrap());
-        let y = gpu
-            .run(|rec| norms::softmax(rec, &tx, tm.as_ref(), rpm))
-            .unwrap()
-            .to_vec()
-            .unwrap();
         let want = cpu::softmax(&x, mask.as_deref(), n, rpm);
-        let ef = rel_frobenius(&y, &want);
-        // Elementwise, relative to each probability (floored at 1e-7): exp of an argument
-        // rounded to f32 (|x - max| <= 8 here) has relative error ~ 8 * 2^-24.
-        let em = max_rel_err(&y, &want, 1e-7);
-        eprintln!("softmax {shape:?} mask m={m} rpm={rpm}: frob {ef:.2e} max rel {em:.2e}");
-        assert!(y.iter().all(|v| v.is_finite()), "{shape:?}");
-        assert!(ef <= TOL && em <= TOL, "{shape:?}");
+        for spread in SPREADS {
+            let y = gpu
+                .run(|rec| norms::softmax_with(rec, &tx, (tm.as_ref(), rpm), spread))
+                .unwrap()
+                .to_vec()
+                .unwrap();
+            let ef = rel_frobenius(&y, &want);
+            // Elementwise, relative to each probability (floored at 1e-7): exp of an
+            // argument rounded to f32 (|x - max| <= 8 here) has relative error ~ 8 * 2^-24.
+            let em = max_rel_err(&y, &want, 1e-7);
+            eprintln!(
+                "softmax {spread:?} {shape:?} mask m={m} rpm={rpm}: frob {ef:.2e} max rel {em:.2e}"
+            );
+            assert!(y.iter().all(|v| v.is_finite()), "{shape:?}");
+            assert!(ef <= TOL && em <= TOL, "{spread:?} {shape:?}");
+        }
     }
 }
+
+/// Both ways of spreading a row; `softmax` picks one per device (a workgroup per row, or
+/// one invocation per row on CPU devices), and both must match the reference everywhere.
+const SPREADS: [RowSpread; 2] = [RowSpread::Workgroup, RowSpread::Invocation];
 
 #[test]
 fn softmax_fully_masked_rows_are_uniform_not_nan() {
     let Some(gpu) = common::gpu() else { return };
     let mut rng = common::rng("softmax_fully_masked_rows_are_uniform_not_nan");
+    for spread in SPREADS {
+        fully_masked_rows(&gpu, &mut rng, spread);
+    }
+}
+
+fn fully_masked_rows(gpu: &capaboost::Gpu, rng: &mut rand::rngs::StdRng, spread: RowSpread) {
     let n = 9;
     let fills = [f32::MIN, -1e9, -3.0e38, f32::NEG_INFINITY];
     // 2 x rows per mask row; mask row k is fully masked with fills[k]; the last row
@@ -326,11 +363,11 @@ fn softmax_fully_masked_rows_are_uniform_not_nan() {
     }
     mask[fills.len() * n..].fill(f32::MIN);
     mask[fills.len() * n + 4] = 0.0;
-    let x = random_vec(&mut rng, 2 * m * n, 1.0);
-    let tx = Tensor::from_slice(&gpu, &x, &[2 * m, n]).unwrap();
-    let tm = Tensor::from_slice(&gpu, &mask, &[m, n]).unwrap();
+    let x = random_vec(rng, 2 * m * n, 1.0);
+    let tx = Tensor::from_slice(gpu, &x, &[2 * m, n]).unwrap();
+    let tm = Tensor::from_slice(gpu, &mask, &[m, n]).unwrap();
     let y = gpu
-        .run(|rec| norms::softmax(rec, &tx, Some(&tm), 2))
+        .run(|rec| norms::softmax_with(rec, &tx, (Some(&tm), 2), spread))
         .unwrap()
         .to_vec()
         .unwrap();
@@ -358,10 +395,10 @@ fn softmax_fully_masked_rows_are_uniform_not_nan() {
     // Huge x next to huge masks: x + mask would overflow to -inf in f32.
     let x = vec![-3.0e38f32, 3.0e38, -1.0, 0.0];
     let mask = vec![f32::MIN, f32::MIN, 0.0, f32::MIN];
-    let tx = Tensor::from_slice(&gpu, &x, &[1, 4]).unwrap();
-    let tm = Tensor::from_slice(&gpu, &mask, &[1, 4]).unwrap();
+    let tx = Tensor::from_slice(gpu, &x, &[1, 4]).unwrap();
+    let tm = Tensor::from_slice(gpu, &mask, &[1, 4]).unwrap();
     let y = gpu
-        .run(|rec| norms::softmax(rec, &tx, Some(&tm), 1))
+        .run(|rec| norms::softmax_with(rec, &tx, (Some(&tm), 1), spread))
         .unwrap()
         .to_vec()
         .unwrap();
@@ -389,22 +426,24 @@ fn softmax_backward_matches_reference() {
         let dy = random_vec(&mut rng, numel, 1.0);
         let tx = Tensor::from_slice(&gpu, &x, &shape).unwrap();
         let tdy = Tensor::from_slice(&gpu, &dy, &shape).unwrap();
-        let (y, dx) = gpu
-            .run(|rec| {
-                let y = norms::softmax(rec, &tx, None, 1)?;
-                let dx = norms::softmax_backward(rec, &y, &tdy)?;
-                Ok((y, dx))
-            })
-            .unwrap();
-        let y = y.to_vec().unwrap();
-        let want = cpu::softmax_backward(&y, &dy, n);
-        let e = rel_frobenius(&dx.to_vec().unwrap(), &want);
-        eprintln!("softmax_backward {shape:?}: {e:.2e}");
-        if n == 1 {
-            // y = 1, dx = y (dy - y dy) = 0 exactly.
-            assert!(dx.to_vec().unwrap().iter().all(|&v| v == 0.0));
-        } else {
-            assert!(e <= TOL, "{shape:?}");
+        for spread in SPREADS {
+            let (y, dx) = gpu
+                .run(|rec| {
+                    let y = norms::softmax_with(rec, &tx, (None, 1), spread)?;
+                    let dx = norms::softmax_backward_with(rec, &y, &tdy, spread)?;
+                    Ok((y, dx))
+                })
+                .unwrap();
+            let y = y.to_vec().unwrap();
+            let want = cpu::softmax_backward(&y, &dy, n);
+            let e = rel_frobenius(&dx.to_vec().unwrap(), &want);
+            eprintln!("softmax_backward {spread:?} {shape:?}: {e:.2e}");
+            if n == 1 {
+                // y = 1, dx = y (dy - y dy) = 0 exactly.
+                assert!(dx.to_vec().unwrap().iter().all(|&v| v == 0.0));
+            } else {
+                assert!(e <= TOL, "{spread:?} {shape:?}");
+            }
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct LayerNormGrads {
     pub dbeta: Tensor,
 }
 
+mod spread;
+pub use spread::RowSpread;
+
 fn u32_of(what: &str, v: usize) -> Result<u32> {
     crate::runtime::error::index_u32(what, v)
 }
@@ -102,7 +105,8 @@ pub fn layer_norm(
     beta: &Tensor,
     eps: f32,
 ) -> Result<LayerNormOut> {
-    Ok(forward(rec, x, None, (gamma, beta), eps)?.0)
+    let spread = RowSpread::for_device(rec.gpu());
+    Ok(layer_norm_with(rec, (x, None), (gamma, beta), eps, spread)?.0)
 }
 
 /// `LayerNorm(a + b)` (a residual connection and the norm after it) in one dispatch:
@@ -116,18 +120,20 @@ pub fn layer_norm_add(
     eps: f32,
 ) -> Result<(Tensor, LayerNormOut)> {
     expect_shape("layer_norm_add", "b", b, a.shape(), "a")?;
-    let (out, sum) = forward(rec, a, Some(b), (gamma, beta), eps)?;
+    let spread = RowSpread::for_device(rec.gpu());
+    let (out, sum) = layer_norm_with(rec, (a, Some(b)), (gamma, beta), eps, spread)?;
     let sum = sum.ok_or_else(|| Error::InvalidArgument("layer_norm_add: no sum".into()))?;
     Ok((sum, out))
 }
 
-/// The forward of [`layer_norm`] on `x`, or on `x + residual` (then also returned).
-fn forward(
+/// The forward of [`layer_norm`] on `x`, or on `x + residual` (then also returned), with
+/// the row spread chosen by the caller (tests run both on one device).
+pub fn layer_norm_with(
     rec: &mut Recorder,
-    x: &Tensor,
-    residual: Option<&Tensor>,
+    (x, residual): (&Tensor, Option<&Tensor>),
     (gamma, beta): (&Tensor, &Tensor),
     eps: f32,
+    spread: RowSpread,
 ) -> Result<(LayerNormOut, Option<Tensor>)> {
     let op = "layer_norm";
     let (rows, n) = rows_of(op, "x", x)?;
@@ -176,7 +182,8 @@ fn forward(
         }
         _ => "layer_norm_fwd",
     };
-    dispatch_rows(rec, entry, rows, params, &bindings)?;
+    let (entry, groups) = spread.plan(entry, rows);
+    dispatch_rows(rec, entry, groups, params, &bindings)?;
     Ok((LayerNormOut { y, mean, rstd }, sum))
 }
 
@@ -191,7 +198,8 @@ pub fn layer_norm_backward(
     rstd: &Tensor,
     dy: &Tensor,
 ) -> Result<LayerNormGrads> {
-    let (dx, params) = backward_dx(rec, x, gamma, (mean, rstd), dy)?;
+    let spread = RowSpread::for_device(rec.gpu());
+    let (dx, params) = backward_dx(rec, (x, gamma), (mean, rstd), dy, spread)?;
     let gpu = rec.gpu().clone();
     let n = params.n as usize;
     let dgamma = Tensor::empty(&gpu, &[n])?;
@@ -217,16 +225,28 @@ pub fn layer_norm_backward_dx(
     rstd: &Tensor,
     dy: &Tensor,
 ) -> Result<Tensor> {
-    Ok(backward_dx(rec, x, gamma, (mean, rstd), dy)?.0)
+    let spread = RowSpread::for_device(rec.gpu());
+    Ok(backward_dx(rec, (x, gamma), (mean, rstd), dy, spread)?.0)
+}
+
+/// [`layer_norm_backward_dx`] with the row spread chosen by the caller.
+pub fn layer_norm_backward_dx_with(
+    rec: &mut Recorder,
+    (x, gamma): (&Tensor, &Tensor),
+    (mean, rstd): (&Tensor, &Tensor),
+    dy: &Tensor,
+    spread: RowSpread,
+) -> Result<Tensor> {
+    Ok(backward_dx(rec, (x, gamma), (mean, rstd), dy, spread)?.0)
 }
 
 /// Checks the backward's inputs and records `dx`; returns it with the kernel parameters.
 fn backward_dx(
     rec: &mut Recorder,
-    x: &Tensor,
-    gamma: &Tensor,
+    (x, gamma): (&Tensor, &Tensor),
     (mean, rstd): (&Tensor, &Tensor),
     dy: &Tensor,
+    spread: RowSpread,
 ) -> Result<(Tensor, Params)> {
     let op = "layer_norm_backward";
     let (rows, n) = rows_of(op, "x", x)?;
@@ -254,10 +274,11 @@ fn backward_dx(
         return Ok((dx, params));
     }
     let (bx, bm, br, bdy) = (x.binding(), mean.binding(), rstd.binding(), dy.binding());
+    let (entry, groups) = spread.plan("layer_norm_bwd_dx", rows);
     dispatch_rows(
         rec,
-        "layer_norm_bwd_dx",
-        rows,
+        entry,
+        groups,
         params,
         &[
             (1, &bx),
@@ -334,6 +355,17 @@ pub fn softmax(
     mask: Option<&Tensor>,
     rows_per_mask_row: usize,
 ) -> Result<Tensor> {
+    let spread = RowSpread::for_device(rec.gpu());
+    softmax_with(rec, x, (mask, rows_per_mask_row), spread)
+}
+
+/// [`softmax`] with the row spread chosen by the caller (tests run both on one device).
+pub fn softmax_with(
+    rec: &mut Recorder,
+    x: &Tensor,
+    (mask, rows_per_mask_row): (Option<&Tensor>, usize),
+    spread: RowSpread,
+) -> Result<Tensor> {
     let op = "softmax";
     let (rows, n) = rows_of(op, "x", x)?;
     let mut params = Params {
@@ -368,33 +400,26 @@ pub fn softmax(
         return Ok(y);
     }
     let (bx, by) = (x.binding(), y.binding());
-    match mask {
-        Some(mask) => {
-            let bm = mask.binding();
-            dispatch_rows(
-                rec,
-                "softmax_fwd",
-                rows,
-                params,
-                &[(1, &bx), (4, &by), (15, &bm)],
-            )?;
-        }
-        None => {
-            // The entry point statically uses the mask binding: bind x in its place, unread.
-            dispatch_rows(
-                rec,
-                "softmax_fwd",
-                rows,
-                params,
-                &[(1, &bx), (4, &by), (15, &bx)],
-            )?;
-        }
-    }
+    // The entry points statically use the mask binding: without one, x is bound there, unread.
+    let bm = mask.map_or_else(|| bx.clone(), |m| m.binding());
+    let (entry, groups) = spread.plan("softmax_fwd", rows);
+    dispatch_rows(rec, entry, groups, params, &[(1, &bx), (4, &by), (15, &bm)])?;
     Ok(y)
 }
 
 /// Softmax backward from the forward OUTPUT `y`: `dx = y * (dy - sum(dy * y))` per row.
 pub fn softmax_backward(rec: &mut Recorder, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    let spread = RowSpread::for_device(rec.gpu());
+    softmax_backward_with(rec, y, dy, spread)
+}
+
+/// [`softmax_backward`] with the row spread chosen by the caller.
+pub fn softmax_backward_with(
+    rec: &mut Recorder,
+    y: &Tensor,
+    dy: &Tensor,
+    spread: RowSpread,
+) -> Result<Tensor> {
     let op = "softmax_backward";
     let (rows, n) = rows_of(op, "y", y)?;
     expect_shape(op, "dy", dy, y.shape(), "y")?;
@@ -408,10 +433,11 @@ pub fn softmax_backward(rec: &mut Recorder, y: &Tensor, dy: &Tensor) -> Result<T
         ..Default::default()
     };
     let (by, bdy, bdx) = (y.binding(), dy.binding(), dx.binding());
+    let (entry, groups) = spread.plan("softmax_bwd", rows);
     dispatch_rows(
         rec,
-        "softmax_bwd",
-        rows,
+        entry,
+        groups,
         params,
         &[(9, &bdy), (10, &bdx), (16, &by)],
     )?;
