@@ -158,9 +158,9 @@ impl Graph {
         self.rec.into_encoder()
     }
 
-    /// Ends the step without submitting and hands back its recorder (crate-private: the
-    /// profiler submits it with timestamps).
-    pub(crate) fn into_recorder(self) -> Recorder {
+    /// Ends the step without submitting and hands back its recorder (with everything
+    /// recorded so far), e.g. to submit it another way.
+    pub fn into_recorder(self) -> Recorder {
         self.rec
     }
 
