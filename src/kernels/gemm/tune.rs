@@ -43,7 +43,7 @@ pub const DROP: f64 = 3.0;
 pub const ON_SAMPLES: usize = 3;
 /// Samples per candidate in `exhaustive` mode.
 pub const EXHAUSTIVE_SAMPLES: usize = 7;
-/// `2 M N K` below which the reference runs without tuning.
+/// `2 M N K` (times the batch) below which the reference runs without tuning.
 pub const TINY_FLOP: f64 = 2.0 * 64.0 * 64.0 * 64.0;
 /// Largest relative Frobenius difference from the reference a winner with f32 arithmetic may
 /// show ([`Kernel::check_tol`]: the cooperative-matrix kernels with f16 inputs have their own).
@@ -285,7 +285,11 @@ pub fn choose_with(
     let mode = mode();
     let [m, k, n] = mkn;
     let f16_off = b.tensor.is_f16() && !super::f16_variants(gpu);
-    if mode == Mode::Off || 2.0 * (m * n * k) as f64 <= TINY_FLOP || f16_off {
+    // A batched problem is as large as all its batches (attention: 192 products of
+    // 32 x 32 x 32 at batch 16 x 32 are one 25-MFLOP dispatch, not a tiny one).
+    let batch = [a, b].map(|o| o.tensor.shape().iter().rev().skip(2).product::<usize>());
+    let flop = 2.0 * (m * n * k) as f64 * batch.into_iter().max().unwrap_or(1) as f64;
+    if mode == Mode::Off || flop <= TINY_FLOP || f16_off {
         return Ok(Kernel::Reference);
     }
     if mode == Mode::Fixed {
