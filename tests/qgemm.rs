@@ -43,7 +43,15 @@ fn forward_and_backward_match_the_f64_twin_and_dense_gemm() {
             let w = QuantTensor::from_blocks(&gpu, "w", f, &blocks, [n, k]).unwrap();
             let dense = quant::dequantize(f, "w", &blocks, n * k).unwrap();
             let wd = Tensor::from_slice(&gpu, &dense, &[n, k]).unwrap();
-            let xv = random_vec(&mut rng, m * k, 1.0);
+            // Redraw x until the product is not degenerate (with one output of a 32-term
+            // dot product, |y| <= 0.1 happens by chance a few percent of the time).
+            let xv = (0..100)
+                .map(|_| random_vec(&mut rng, m * k, 1.0))
+                .find(|xv| {
+                    let y = qgemm::cpu::forward(xv, &qw).unwrap();
+                    y.iter().any(|&v| v.abs() > 0.1)
+                })
+                .expect("a non-degenerate product within 100 draws");
             let gv = random_vec(&mut rng, m * n, 1.0);
             let x = Tensor::from_slice(&gpu, &xv, &[m, k]).unwrap();
             let g = Tensor::from_slice(&gpu, &gv, &[m, n]).unwrap();
