@@ -131,6 +131,17 @@ fn setup(gpu: &Gpu, args: &BenchStepArgs) -> Result<Setup> {
     })
 }
 
+/// Records the measured step into `g`: forward, mean pooling, head, loss, backward, AdamW.
+fn record_step(g: &mut Graph, s: &mut Setup) -> Result<()> {
+    let (last, _) = s.bert.forward(g, &s.batch, false)?;
+    let pooled = g.mean_pool(&last, &s.batch.mask)?;
+    let logits = s.head.forward(g, &pooled)?;
+    let loss = g.cross_entropy(&logits, &s.labels)?;
+    let grads = g.backward(&loss)?;
+    s.opt.step(g.recorder(), &grads)?;
+    Ok(())
+}
+
 /// Records, submits and waits for one step, timing each part.
 fn step(gpu: &Gpu, s: &mut Setup) -> Result<StepCost> {
     gpu.wait()?;
@@ -140,12 +151,7 @@ fn step(gpu: &Gpu, s: &mut Setup) -> Result<StepCost> {
     let t0 = Instant::now();
     let mut g = Graph::new(gpu);
     g.recorder().count_entries();
-    let (last, _) = s.bert.forward(&mut g, &s.batch, false)?;
-    let pooled = g.mean_pool(&last, &s.batch.mask)?;
-    let logits = s.head.forward(&mut g, &pooled)?;
-    let loss = g.cross_entropy(&logits, &s.labels)?;
-    let grads = g.backward(&loss)?;
-    s.opt.step(g.recorder(), &grads)?;
+    record_step(&mut g, s)?;
     let rec = g.recorder();
     let (dispatches, passes) = (rec.dispatch_count(), rec.pass_count());
     let (uniforms, uniform_writes) = (rec.uniform_count(), rec.uniform_write_count());
@@ -260,12 +266,7 @@ fn print_profile(gpu: &Gpu, s: &mut Setup) -> Result<()> {
         return Ok(());
     }
     let mut g = Graph::with_recorder(rec);
-    let (last, _) = s.bert.forward(&mut g, &s.batch, false)?;
-    let pooled = g.mean_pool(&last, &s.batch.mask)?;
-    let logits = s.head.forward(&mut g, &pooled)?;
-    let loss = g.cross_entropy(&logits, &s.labels)?;
-    let grads = g.backward(&loss)?;
-    s.opt.step(g.recorder(), &grads)?;
+    record_step(&mut g, s)?;
     let timing = g.into_recorder().submit_timed()?;
     let mut by_entry: Vec<(&'static str, usize, Duration)> = Vec::new();
     for &(entry, d) in &timing.passes {
