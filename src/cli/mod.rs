@@ -7,6 +7,7 @@ mod bench_step;
 mod eval;
 mod export;
 mod finetune;
+mod generate;
 mod info;
 pub mod layer;
 mod resume;
@@ -51,6 +52,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Write the full model with the adapters merged (plain BERT for HF transformers).
     Merge(export::MergeArgs),
+    /// Generate text from a Llama-family GGUF model (greedy, or sampled with a seed).
+    Generate(generate::GenerateArgs),
 }
 
 /// The ids of the flags given on the command line to `subcommand` (not defaults).
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::export(args),
         Command::Merge(args) => export::merge(args),
+        Command::Generate(args) => generate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,5 @@
-//! Layout kernels (`shaders/layout.wgsl`): the middle-dims swap of multi-head attention.
+//! Layout kernels (`shaders/layout.wgsl`): the middle-dims swap of multi-head attention;
+//! and [`copy_into`], a plain buffer copy (no kernel) that a KV cache appends with.
 
 use crate::runtime::error::{Error, Result};
 use crate::runtime::recorder::Recorder;
@@ -42,6 +43,37 @@ pub fn swap_middle(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         grid,
     )?;
     Ok(out)
+}
+
+/// Copies all of `src` into `dst` starting at element `at` (a buffer copy recorded in
+/// order with the dispatches); a range past the end of `dst` is an error naming both.
+pub fn copy_into(rec: &mut Recorder, src: &Tensor, dst: &Tensor, at: usize) -> Result<()> {
+    copy_range(rec, (src, 0), (dst, at), src.numel())
+}
+
+/// Copies `n` elements of `src` from element `from` into `dst` at element `to` (a buffer
+/// copy); a range past the end of either is an error naming both shapes.
+pub fn copy_range(
+    rec: &mut Recorder,
+    (src, from): (&Tensor, usize),
+    (dst, to): (&Tensor, usize),
+    n: usize,
+) -> Result<()> {
+    let fits = |at: usize, t: &Tensor| at.checked_add(n).is_some_and(|end| end <= t.numel());
+    if !fits(from, src) || !fits(to, dst) {
+        return Err(Error::shape(format!(
+            "copy: {n} elements from {from} of {:?} to {to} of {:?} run past the end",
+            src.shape(),
+            dst.shape()
+        )));
+    }
+    if n > 0 {
+        let b = |e: usize| e as u64 * 4;
+        let (bs, mut bd) = (src.binding(), dst.binding());
+        bd.offset += b(to);
+        rec.copy_bytes(bs, bd, b(from), b(n));
+    }
+    Ok(())
 }
 
 /// f64 CPU references.

@@ -407,6 +407,15 @@ impl Recorder {
         self.keep.push(b.buffer);
     }
 
+    /// Records a buffer copy of `bytes` from byte `from` of `src` to `dst` (ranges checked
+    /// by the caller: `kernels::layout::copy_range`).
+    pub(crate) fn copy_bytes(&mut self, src: Binding, dst: Binding, from: u64, bytes: u64) {
+        let (s, d) = (src.buffer.buffer(), dst.buffer.buffer());
+        self.encoder()
+            .copy_buffer_to_buffer(s, src.offset + from, d, dst.offset, bytes);
+        self.keep.extend([src.buffer, dst.buffer]);
+    }
+
     /// A 2-D grid of workgroups covering `groups` workgroups within the per-dimension
     /// limit; shaders rebuild the linear index as `y * grid_x + x`.
     pub fn grid_1d(&self, groups: u64) -> [u32; 3] {

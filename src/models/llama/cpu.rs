@@ -135,17 +135,30 @@ pub fn logits(g: &Gguf, ids: &[u32]) -> Result<Vec<f64>> {
     let c = LlamaConfig::from_gguf(g)?;
     crate::kernels::lookup::check_ids(ids, c.vocab)?;
     let emb = mat(g, "token_embd.weight")?;
-    let t = ids.len();
-    let mut x: Vec<f64> = ids
+    let x: Vec<f64> = ids
         .iter()
         .flat_map(|&id| emb.data[id as usize * c.hidden..][..c.hidden].to_vec())
         .collect();
+    logits_of_embeddings(g, x)
+}
+
+/// The logits `[t, vocab]` of embeddings `x [t, hidden]` (row-major) at positions `0..t`.
+pub fn logits_of_embeddings(g: &Gguf, mut x: Vec<f64>) -> Result<Vec<f64>> {
+    let c = LlamaConfig::from_gguf(g)?;
+    let t = x.len() / c.hidden;
+    if t == 0 || !x.len().is_multiple_of(c.hidden) {
+        return Err(crate::runtime::error::Error::shape(format!(
+            "cpu::logits_of_embeddings: {} values are not whole rows of {}",
+            x.len(),
+            c.hidden
+        )));
+    }
     for i in 0..c.layers {
         block(g, &c, i, &mut x, t)?;
     }
     let x = rms_norm(&x, &mat(g, "output_norm.weight")?.data, c.rms_eps);
     let head = if c.tied {
-        emb
+        mat(g, "token_embd.weight")?
     } else {
         mat(g, "output.weight")?
     };

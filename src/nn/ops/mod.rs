@@ -9,7 +9,8 @@
 //! - [`norms`] holds `layer_norm`, `softmax`;
 //! - [`lookup`] holds `embedding`, `mean_pool`;
 //! - [`reduce`] holds `sum`, `mean`, `cross_entropy`, `mse`;
-//! - [`layout`] holds `swap_middle`.
+//! - [`layout`] holds `swap_middle`;
+//! - [`llama`] holds `qlinear`, `rms_norm`, `rope`, `swiglu` (the decoder's kernels).
 
 use crate::nn::Var;
 use crate::runtime::error::{Error, Result};
@@ -21,6 +22,7 @@ pub mod elementwise;
 pub mod half;
 pub mod layout;
 pub mod linalg;
+pub mod llama;
 pub mod lookup;
 pub mod norms;
 pub mod reduce;
