@@ -128,3 +128,151 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
         out[row * p.k + col] = acc;
     }
 }
+
+// ---- Register forms (no workgroup memory, no barriers): each invocation owns a 4 x 4 block
+// of Y (forward) or 4 rows x 8 columns of dX (backward), decoding its weight words straight
+// from the buffer. They are what CPU devices (llvmpipe) run fast, where the tiled forms
+// above spend their time in barriers. Out-of-range rows and columns are clamped on load
+// (every read stays in its buffer) and skipped on store, so any M and N work.
+//
+// A quant word index q in 0..4 of a block names 8 of its 32 elements: 4q..4q+3 (`lo`) and
+// 16+4q..16+4q+3 (`hi`): the low and high nibbles of one word of a 4-bit block, or words q
+// and q + 4 of a Q8_0 block.
+
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;  // X [M, K] as vec4s
+
+fn nibbles(word: u32, shift: u32) -> vec4<f32> {
+    let v = (vec4<u32>(word) >> vec4<u32>(shift, shift + 8u, shift + 16u, shift + 24u)) & vec4<u32>(0xfu);
+    return vec4<f32>(v);
+}
+
+fn signed_bytes(word: u32) -> vec4<f32> {
+    let v = bitcast<vec4<i32>>(vec4<u32>(word) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u);
+    return vec4<f32>(v);
+}
+
+// Elements lo and hi (see above) of word q of block b (= row * K / 32 + block in the row).
+fn wpair(b: u32, q: u32) -> mat2x4<f32> {
+    let s = unpack2x16float(w[b]);
+    if (p.format == FMT_Q8_0) {
+        let base = p.blocks + b * 8u + q;
+        return mat2x4<f32>(signed_bytes(w[base]) * s.x, signed_bytes(w[base + 4u]) * s.x);
+    }
+    let word = w[p.blocks + b * 4u + q];
+    if (p.format == FMT_Q4_0) {
+        return mat2x4<f32>((nibbles(word, 0u) - 8.0) * s.x, (nibbles(word, 4u) - 8.0) * s.x);
+    }
+    return mat2x4<f32>(nibbles(word, 0u) * s.x + s.y, nibbles(word, 4u) * s.x + s.y);
+}
+
+@compute @workgroup_size(64)
+fn forward_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c0 = gid.x * 4u;
+    let r0 = gid.y * 4u;
+    if (c0 >= p.n || r0 >= p.m) {
+        return;
+    }
+    let kb = p.k / 32u;
+    let k4 = p.k / 4u;
+    var wrow: vec4<u32>;
+    var xrow: vec4<u32>;
+    for (var j = 0u; j < 4u; j++) {
+        wrow[j] = min(c0 + j, p.n - 1u) * kb;
+        xrow[j] = min(r0 + j, p.m - 1u) * k4;
+    }
+    var acc = mat4x4<f32>();  // acc[i] = row r0 + i, columns c0..c0+3
+    for (var b = 0u; b < kb; b++) {
+        for (var q = 0u; q < 4u; q++) {
+            let w0 = wpair(wrow.x + b, q);
+            let w1 = wpair(wrow.y + b, q);
+            let w2 = wpair(wrow.z + b, q);
+            let w3 = wpair(wrow.w + b, q);
+            let lo = mat4x4<f32>(w0[0], w1[0], w2[0], w3[0]);
+            let hi = mat4x4<f32>(w0[1], w1[1], w2[1], w3[1]);
+            let xo = b * 8u + q;
+            acc[0] += a4[xrow.x + xo] * lo + a4[xrow.x + xo + 4u] * hi;
+            acc[1] += a4[xrow.y + xo] * lo + a4[xrow.y + xo + 4u] * hi;
+            acc[2] += a4[xrow.z + xo] * lo + a4[xrow.z + xo + 4u] * hi;
+            acc[3] += a4[xrow.w + xo] * lo + a4[xrow.w + xo + 4u] * hi;
+        }
+    }
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            if (r0 + i < p.m && c0 + j < p.n) {
+                out[(r0 + i) * p.n + c0 + j] = acc[i][j];
+            }
+        }
+    }
+}
+
+// dX[M, K] = dY[M, N] W: invocation (gid.x = block * 4 + q, gid.y = row group) owns rows
+// r0..r0+3 and the 8 columns of word q of the column block.
+@compute @workgroup_size(64)
+fn backward_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let kb = p.k / 32u;
+    let blk = gid.x / 4u;
+    let q = gid.x % 4u;
+    let r0 = gid.y * 4u;
+    if (blk >= kb || r0 >= p.m) {
+        return;
+    }
+    var row: vec4<u32>;
+    for (var j = 0u; j < 4u; j++) {
+        row[j] = min(r0 + j, p.m - 1u) * p.n;
+    }
+    var lo = mat4x4<f32>();  // lo[i] = row r0 + i, columns 4q..4q+3 of the block
+    var hi = mat4x4<f32>();
+    for (var n = 0u; n < p.n; n++) {
+        let wv = wpair(n * kb + blk, q);
+        let g = vec4<f32>(a[row.x + n], a[row.y + n], a[row.z + n], a[row.w + n]);
+        lo[0] += g.x * wv[0];
+        hi[0] += g.x * wv[1];
+        lo[1] += g.y * wv[0];
+        hi[1] += g.y * wv[1];
+        lo[2] += g.z * wv[0];
+        hi[2] += g.z * wv[1];
+        lo[3] += g.w * wv[0];
+        hi[3] += g.w * wv[1];
+    }
+    let c = blk * 32u + 4u * q;
+    for (var i = 0u; i < 4u; i++) {
+        if (r0 + i < p.m) {
+            let o = (r0 + i) * p.k + c;
+            for (var j = 0u; j < 4u; j++) {
+                out[o + j] = lo[i][j];
+                out[o + 16u + j] = hi[i][j];
+            }
+        }
+    }
+}
+
+// One row (M = 1, a decoding step): invocation gid.x owns columns 4 gid.x .. 4 gid.x + 3.
+@compute @workgroup_size(64)
+fn forward_row(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c0 = gid.x * 4u;
+    if (c0 >= p.n) {
+        return;
+    }
+    let kb = p.k / 32u;
+    var wrow: vec4<u32>;
+    for (var j = 0u; j < 4u; j++) {
+        wrow[j] = min(c0 + j, p.n - 1u) * kb;
+    }
+    var acc = vec4<f32>();
+    for (var b = 0u; b < kb; b++) {
+        for (var q = 0u; q < 4u; q++) {
+            let w0 = wpair(wrow.x + b, q);
+            let w1 = wpair(wrow.y + b, q);
+            let w2 = wpair(wrow.z + b, q);
+            let w3 = wpair(wrow.w + b, q);
+            let xo = b * 8u + q;
+            acc += a4[xo] * mat4x4<f32>(w0[0], w1[0], w2[0], w3[0])
+                + a4[xo + 4u] * mat4x4<f32>(w0[1], w1[1], w2[1], w3[1]);
+        }
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if (c0 + j < p.n) {
+            out[c0 + j] = acc[j];
+        }
+    }
+}

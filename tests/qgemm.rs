@@ -16,6 +16,7 @@ use capaboost::kernels::{gemm, qgemm};
 use capaboost::runtime::gguf::{Gguf, TensorType};
 use capaboost::runtime::quant::{self, BlockFormat, QuantTensor};
 use common::{random_vec, rel_frobenius};
+use qgemm::QForm;
 use qgemm::cpu::QuantWeight;
 
 const TOL: f64 = 1e-5;
@@ -32,7 +33,10 @@ const SHAPES: [(usize, usize, usize); 5] = [
 fn forward_and_backward_match_the_f64_twin_and_dense_gemm() {
     let Some(gpu) = common::gpu() else { return };
     let mut rng = common::rng("qgemm");
-    for f in BlockFormat::ALL {
+    for (f, form) in BlockFormat::ALL
+        .into_iter()
+        .flat_map(|f| [QForm::Tiled, QForm::Register].map(|q| (f, q)))
+    {
         for (m, n, k) in SHAPES {
             let blocks = quant::quantize(f, &random_vec(&mut rng, n * k, 1.0)).unwrap();
             let qw = QuantWeight {
@@ -57,8 +61,8 @@ fn forward_and_backward_match_the_f64_twin_and_dense_gemm() {
             let g = Tensor::from_slice(&gpu, &gv, &[m, n]).unwrap();
             let (y, dx, y_ref, dx_ref) = gpu
                 .run(|rec| {
-                    let y = qgemm::forward(rec, &x, &w)?;
-                    let dx = qgemm::backward(rec, &g, &w)?;
+                    let y = qgemm::forward_with(rec, &x, &w, form)?;
+                    let dx = qgemm::backward_with(rec, &g, &w, form)?;
                     let y_ref = gemm::linear(rec, &x, &wd, None)?;
                     let dx_ref = gemm::matmul(rec, &g, false, &wd, false)?;
                     Ok((y, dx, y_ref, dx_ref))
@@ -67,7 +71,7 @@ fn forward_and_backward_match_the_f64_twin_and_dense_gemm() {
             assert_eq!((y.shape(), dx.shape()), (&[m, n][..], &[m, k][..]));
             let want_y = qgemm::cpu::forward(&xv, &qw).unwrap();
             let want_dx = qgemm::cpu::backward(&gv, &qw).unwrap();
-            let case = format!("{f} m={m} n={n} k={k}");
+            let case = format!("{f} {form:?} m={m} n={n} k={k}");
             let (y, dx) = (y.to_vec().unwrap(), dx.to_vec().unwrap());
             assert!(
                 want_y.iter().any(|&v| v.abs() > 0.1),

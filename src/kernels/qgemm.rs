@@ -9,8 +9,59 @@ use crate::runtime::recorder::Recorder;
 use crate::runtime::shaders::QGEMM;
 use crate::runtime::tensor::Tensor;
 
-/// Output tile edge of both entry points.
+/// Output tile edge of the tiled entry points.
 const TILE: usize = 16;
+
+/// Invocations per workgroup of the register forms.
+const REG_GROUP: usize = 64;
+
+/// How the product is spread over invocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QForm {
+    /// 16 x 16 output tiles staged through workgroup memory (GPUs).
+    Tiled,
+    /// Each invocation a 4 x 4 block of outputs (4 x 8 backward; 1 x 4 forward when there
+    /// is one row) decoded straight from the weight buffer: no workgroup memory, no
+    /// barriers (CPU devices).
+    Register,
+}
+
+impl QForm {
+    /// The form for `gpu`: the register form on CPU devices (llvmpipe, WARP), where the
+    /// tiled form's barriers dominate (a SmolLM2 token took 10 s with it on lavapipe), the
+    /// tiled form elsewhere.
+    pub fn for_device(gpu: &crate::Gpu) -> Self {
+        if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+            QForm::Register
+        } else {
+            QForm::Tiled
+        }
+    }
+
+    /// The entry point and workgroup grid of `product` with `m` rows, `cols` outputs
+    /// per row and a weight of `k` columns.
+    fn plan(self, product: Product, m: usize, cols: usize, k: usize) -> (&'static str, [u32; 3]) {
+        match (self, product) {
+            (QForm::Tiled, Product::Forward) => ("forward", tiles(cols, m)),
+            (QForm::Tiled, Product::Backward) => ("backward", tiles(cols, m)),
+            (QForm::Register, Product::Forward) => {
+                let groups = cols.div_ceil(4).div_ceil(REG_GROUP) as u32;
+                match m {
+                    1 => ("forward_row", [groups, 1, 1]),
+                    _ => ("forward_reg", [groups, m.div_ceil(4) as u32, 1]),
+                }
+            }
+            (QForm::Register, Product::Backward) => {
+                let groups = (k / 32 * 4).div_ceil(REG_GROUP);
+                ("backward_reg", [groups as u32, m.div_ceil(4) as u32, 1])
+            }
+        }
+    }
+}
+
+fn tiles(cols: usize, m: usize) -> [u32; 3] {
+    [cols.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1]
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -32,16 +83,21 @@ enum Product {
     Backward,
 }
 
-fn run(rec: &mut Recorder, a: &Tensor, w: &QuantTensor, product: Product) -> Result<Tensor> {
+fn run(
+    rec: &mut Recorder,
+    (a, w): (&Tensor, &QuantTensor),
+    product: Product,
+    form: QForm,
+) -> Result<Tensor> {
     let [n, k] = [w.shape()[0], w.shape()[1]];
-    let (entry, inner, outer) = match product {
+    let (name, inner, outer) = match product {
         Product::Forward => ("forward", k, n),
         Product::Backward => ("backward", n, k),
     };
     let s = a.shape();
     if s.last() != Some(&inner) {
         return Err(Error::shape(format!(
-            "qgemm {entry}: input {s:?} must end in {inner} to meet the {} weight [{n}, {k}]",
+            "qgemm {name}: input {s:?} must end in {inner} to meet the {} weight [{n}, {k}]",
             w.format()
         )));
     }
@@ -58,11 +114,7 @@ fn run(rec: &mut Recorder, a: &Tensor, w: &QuantTensor, product: Product) -> Res
         blocks: u32_of("qgemm blocks", w.blocks())?,
         _pad: [0; 3],
     };
-    let cols = match product {
-        Product::Forward => n,
-        Product::Backward => k,
-    };
-    let groups = [cols.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1];
+    let (entry, groups) = form.plan(product, m, outer, k);
     let uniform = rec.uniform(bytemuck::bytes_of(&p));
     let (ba, bw, bo) = (a.binding(), w.binding(), out.binding());
     let bindings = [(0, &uniform), (1, &ba), (2, &bw), (3, &bo)];
@@ -72,13 +124,35 @@ fn run(rec: &mut Recorder, a: &Tensor, w: &QuantTensor, product: Product) -> Res
 
 /// `x W^T` for `x [.., in]` and a quantized `W [out, in]`: `[.., out]`.
 pub fn forward(rec: &mut Recorder, x: &Tensor, w: &QuantTensor) -> Result<Tensor> {
-    run(rec, x, w, Product::Forward)
+    let form = QForm::for_device(rec.gpu());
+    run(rec, (x, w), Product::Forward, form)
+}
+
+/// [`forward`] in the given form.
+pub fn forward_with(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &QuantTensor,
+    form: QForm,
+) -> Result<Tensor> {
+    run(rec, (x, w), Product::Forward, form)
 }
 
 /// `dy W` for `dy [.., out]` and a quantized `W [out, in]`: the gradient `[.., in]` through
 /// the frozen layer.
 pub fn backward(rec: &mut Recorder, dy: &Tensor, w: &QuantTensor) -> Result<Tensor> {
-    run(rec, dy, w, Product::Backward)
+    let form = QForm::for_device(rec.gpu());
+    run(rec, (dy, w), Product::Backward, form)
+}
+
+/// [`backward`] in the given form.
+pub fn backward_with(
+    rec: &mut Recorder,
+    dy: &Tensor,
+    w: &QuantTensor,
+    form: QForm,
+) -> Result<Tensor> {
+    run(rec, (dy, w), Product::Backward, form)
 }
 
 /// f64 CPU references on the weight's GGUF blocks.
