@@ -6,6 +6,7 @@ use std::path::Path;
 
 use capaboost::kernels::masks::MaskKind;
 use capaboost::models::bert::Target;
+use capaboost::models::llama::LlamaTarget;
 use capaboost::tasks::config::{Method, Targets, TrainConfig};
 use capaboost::tasks::glue::Task;
 use clap::Parser;
@@ -50,7 +51,8 @@ fn flags_become_typed_settings() {
     assert_eq!(cfg.adapter.method, Method::Lora);
     assert_eq!(cfg.adapter.mask.kind, MaskKind::TwoOfFour);
     assert_eq!((cfg.adapter.mask.d, cfg.seed()), (4, 7));
-    assert_eq!(cfg.adapter.targets, Targets(Target::ALL.to_vec()));
+    assert_eq!(cfg.adapter.targets.encoder().unwrap(), Target::ALL.to_vec());
+    assert_eq!(cfg.adapter.targets.decoder().unwrap().len(), 7);
     // Plain LoRA ignores the mask flags: one dense branch.
     assert_eq!(cfg.adapter.layer_config().mask.d, 1);
     let d = parse(&[]).unwrap();
@@ -124,8 +126,19 @@ fn config_json_round_trips() {
     let back = TrainConfig::from_json(legacy, Path::new("config.json")).unwrap();
     assert_eq!(
         back.adapter.targets,
-        Targets(vec![Target::Query, Target::Key])
+        Targets::of(&[Target::Query, Target::Key])
     );
+    // Decoder names: typed, mapped, and refused where the model lacks them.
+    let t: Targets = "q_proj,v,gate".parse().unwrap();
+    let d = t.decoder().unwrap();
+    assert_eq!(d, [LlamaTarget::Q, LlamaTarget::V, LlamaTarget::Gate]);
+    assert!(t.encoder().unwrap_err().to_string().contains("--targets q"));
+    let t: Targets = "query,value".parse().unwrap();
+    assert_eq!(t.decoder().unwrap(), [LlamaTarget::Q, LlamaTarget::V]);
+    let t: Targets = "intermediate".parse().unwrap();
+    assert!(t.decoder().unwrap_err().to_string().contains("gate and up"));
+    let e = "qq".parse::<Targets>().unwrap_err().to_string();
+    assert!(e.contains("\"qq\"") && e.contains("gate"), "{e}");
     // A hand-edited config is validated like the flags.
     let mut bad = v;
     bad["mask"]["density"] = 2.0.into();

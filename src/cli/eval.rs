@@ -6,9 +6,16 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct EvalArgs {
     /// Run folder.
-    #[arg(long)]
-    run: PathBuf,
-    /// GLUE-format folder, or (QA runs) a SQuAD JSON file: the run's own file scores its
+    #[arg(long, required_unless_present = "model")]
+    run: Option<PathBuf>,
+    /// Causal LM without a run: score this GGUF base model (no adapters) on --data, the
+    /// baseline of a fine-tune.
+    #[arg(long, conflicts_with = "run")]
+    model: Option<PathBuf>,
+    /// With --model: longest example in tokens (longer ones are truncated).
+    #[arg(long, default_value_t = 512, requires = "model")]
+    max_len: usize,
+    /// GLUE-format folder, or (causal-LM runs) a JSONL file, or (QA runs) a SQuAD JSON file: the run's own file scores its
     /// evaluation articles, any other file every question; or (image runs) the run's data
     /// folder (its evaluation split), another folder (its dev/, else every class folder)
     /// or a TSV of path<TAB>label.
@@ -32,9 +39,38 @@ pub struct EvalArgs {
     confusion: Option<PathBuf>,
 }
 
-/// Scores the run and prints its metrics as JSON.
+/// Scores the run (or a causal LM's base model) and prints its metrics as JSON.
 pub fn run(args: EvalArgs) -> crate::Result<()> {
-    let (_, cfg) = crate::tasks::train::read_run(&args.run)?;
+    use crate::tasks::causal_lm::run as lm;
+    let extras = args.split.is_some() || args.predictions.is_some() || args.logits.is_some();
+    if let Some(model) = &args.model {
+        if extras || args.confusion.is_some() {
+            return Err(crate::Error::InvalidArgument(
+                "--model scores a causal LM's perplexity and answers; --split, --predictions, \
+                 --logits and --confusion are for runs of other tasks"
+                    .into(),
+            ));
+        }
+        let gpu = crate::Gpu::new()?;
+        let m = lm::eval_base(&gpu, model, &args.data, args.max_len)?;
+        println!("{}", crate::tasks::train::metrics_json(&m));
+        return Ok(());
+    }
+    let run_path = args.run.clone().expect("clap: --run or --model");
+    let (_, cfg) = crate::tasks::train::read_run(&run_path)?;
+    if cfg.kind()? == crate::tasks::kind::TaskKind::CausalLm {
+        if extras || args.confusion.is_some() {
+            return Err(crate::Error::InvalidArgument(
+                "a causal-lm run is scored on the --data JSONL file alone (no --split, \
+                 --predictions, --logits or --confusion)"
+                    .into(),
+            ));
+        }
+        let gpu = crate::Gpu::new()?;
+        let m = lm::eval_run(&gpu, &run_path, &args.data)?;
+        println!("{}", crate::tasks::train::metrics_json(&m));
+        return Ok(());
+    }
     if args.confusion.is_some() && cfg.kind()? != crate::tasks::kind::TaskKind::Image {
         return Err(crate::Error::InvalidArgument(
             "--confusion is for image runs".into(),
@@ -53,7 +89,7 @@ pub fn run(args: EvalArgs) -> crate::Result<()> {
             predictions: args.predictions.as_deref(),
             confusion: args.confusion.as_deref(),
         };
-        let m = crate::tasks::image::run::eval_run(&gpu, &args.run, &args.data, out)?;
+        let m = crate::tasks::image::run::eval_run(&gpu, &run_path, &args.data, out)?;
         println!("{}", crate::tasks::train::metrics_json(&m));
         return Ok(());
     }
@@ -68,7 +104,7 @@ pub fn run(args: EvalArgs) -> crate::Result<()> {
             predictions: args.predictions.as_deref(),
             logits: args.logits.as_deref(),
         };
-        let m = crate::tasks::squad::run::eval_run(&gpu, &args.run, &args.data, out)?;
+        let m = crate::tasks::squad::run::eval_run(&gpu, &run_path, &args.data, out)?;
         println!("{}", crate::tasks::train::metrics_json(&m));
         return Ok(());
     }
@@ -80,7 +116,7 @@ pub fn run(args: EvalArgs) -> crate::Result<()> {
     let gpu = crate::Gpu::new()?;
     let m = crate::tasks::glue_task::eval_run(
         &gpu,
-        &args.run,
+        &run_path,
         &args.data,
         args.split.as_deref(),
         args.predictions.as_deref(),

@@ -14,6 +14,9 @@ pub struct GenerateArgs {
     /// The GGUF file (Llama architecture).
     #[arg(long)]
     model: PathBuf,
+    /// A causal-lm run folder: generate with its adapters (its checkpoint) on --model.
+    #[arg(long)]
+    run: Option<PathBuf>,
     /// Text to continue (no chat template is applied).
     #[arg(long)]
     prompt: String,
@@ -41,7 +44,13 @@ pub fn run(args: GenerateArgs) -> crate::Result<()> {
     let g = Gguf::open(&args.model)?;
     let tok = LlamaTokenizer::from_gguf(&g)?;
     let gpu = Gpu::new()?;
-    let model = Llama::load(&gpu, &g)?;
+    let model = match &args.run {
+        Some(run) => {
+            let lm = crate::tasks::causal_lm::run::load_run_model(&gpu, run, Some(&args.model))?;
+            lm.1.llama
+        }
+        None => Llama::load(&gpu, &g)?,
+    };
     let prompt = tok.encode(&args.prompt)?;
     let sampling = Sampling {
         temperature: args.temperature,

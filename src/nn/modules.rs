@@ -162,7 +162,8 @@ impl CapaBoostConfig {
         self.rank_scaling.scale(self.alpha, self.r)
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks r >= 1, the mask settings and the dropout in [0, 1).
+    pub fn validate(&self) -> Result<()> {
         if self.r == 0 {
             return Err(Error::InvalidArgument("r must be at least 1".into()));
         }

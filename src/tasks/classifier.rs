@@ -37,7 +37,7 @@ impl Classifier {
         let d = a.layer_config().mask.d;
         match a.method {
             Method::Lora | Method::Capaboost => bert
-                .add_lora(gpu, &a.targets.0, &a.layer_config(), &mut rng)
+                .add_lora(gpu, &a.targets.encoder()?, &a.layer_config(), &mut rng)
                 .map_err(|e| naming_flags(e, format!("--r {} with --d {d}", a.r)))?,
             Method::CapaboostAdapter => bert
                 .add_adapters(gpu, a.placement, a.adapter_width, &a.mask, &mut rng)
@@ -99,12 +99,12 @@ impl Model for Classifier {
         Ok(self.bert.used_params()? + self.head.weight.numel() + self.labels)
     }
 
-    fn encoder(&self) -> &dyn AdaptedEncoder {
-        &self.bert
+    fn encoder(&self) -> Option<&dyn AdaptedEncoder> {
+        Some(&self.bert)
     }
 
-    fn encoder_mut(&mut self) -> &mut dyn AdaptedEncoder {
-        &mut self.bert
+    fn encoder_mut(&mut self) -> Option<&mut dyn AdaptedEncoder> {
+        Some(&mut self.bert)
     }
 
     fn masks(&self) -> Result<Vec<crate::tasks::task::NamedMask>> {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::kernels::capaboost::RankScaling;
 use crate::kernels::masks::{MaskConfig, MaskKind};
 use crate::models::bert::Target;
+use crate::models::llama::LlamaTarget;
 use crate::nn::modules::{CapaBoostConfig, Placement};
 use crate::nn::optim::Schedule;
 use crate::runtime::error::{Error, Result};
@@ -52,17 +53,38 @@ impl Method {
     }
 }
 
-/// The adapted layers of every encoder block: a comma-separated list of target names on
-/// the command line (or `all-linear`), a list in `config.json`.
+/// The adapted projections of every block: a comma-separated list of names on the command
+/// line (or `all-linear`), a list in `config.json`. Encoder names (`query`, `key`,
+/// `value`, `attention_output`, `intermediate`, `output`) and decoder names (`q`, `k`,
+/// `v`, `o`, `gate`, `up`, `down`, or `q_proj` ...) are both accepted here; the task
+/// takes the ones its model has ([`Targets::encoder`], [`Targets::decoder`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "TargetsRepr")]
-pub struct Targets(pub Vec<Target>);
+#[serde(try_from = "TargetsRepr", into = "Vec<String>")]
+pub struct Targets(Vec<TargetName>);
+
+/// One parsed target name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TargetName {
+    Encoder(Target),
+    Decoder(LlamaTarget),
+    AllLinear,
+}
+
+impl TargetName {
+    fn text(self) -> &'static str {
+        match self {
+            TargetName::Encoder(t) => t.name(),
+            TargetName::Decoder(t) => t.name(),
+            TargetName::AllLinear => "all-linear",
+        }
+    }
+}
 
 /// `config.json` accepts the list form and the command-line string form.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum TargetsRepr {
-    List(Vec<Target>),
+    List(Vec<String>),
     Text(String),
 }
 
@@ -71,10 +93,81 @@ impl TryFrom<TargetsRepr> for Targets {
 
     fn try_from(r: TargetsRepr) -> Result<Targets> {
         match r {
-            TargetsRepr::List(v) if !v.is_empty() => Ok(Targets(v)),
-            TargetsRepr::List(_) => Err(Error::InvalidArgument("no adapter targets given".into())),
+            TargetsRepr::List(v) => v.join(",").parse(),
             TargetsRepr::Text(s) => s.parse(),
         }
+    }
+}
+
+impl From<Targets> for Vec<String> {
+    fn from(t: Targets) -> Vec<String> {
+        t.0.iter().map(|n| n.text().to_string()).collect()
+    }
+}
+
+impl Targets {
+    /// Targets of the given encoder projections.
+    pub fn of(targets: &[Target]) -> Targets {
+        Targets(targets.iter().map(|&t| TargetName::Encoder(t)).collect())
+    }
+
+    /// The encoder projections named (a decoder name is an error naming it).
+    pub fn encoder(&self) -> Result<Vec<Target>> {
+        let mut out = Vec::new();
+        for n in &self.0 {
+            match *n {
+                TargetName::Encoder(t) => out.push(t),
+                TargetName::AllLinear => out.extend(Target::ALL),
+                // (duplicates are dropped below)
+                TargetName::Decoder(t) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "--targets {}: a decoder projection; an encoder's targets are query, \
+                         key, value, attention_output, intermediate, output or all-linear",
+                        t.name()
+                    )));
+                }
+            }
+        }
+        let mut seen = Vec::new();
+        out.retain(|t| {
+            let new = !seen.contains(t);
+            seen.push(*t);
+            new
+        });
+        Ok(out)
+    }
+
+    /// The decoder projections named; the encoder names `query`, `key`, `value`,
+    /// `attention_output` and `output` stand for `q`, `k`, `v`, `o` and `down` (so the
+    /// default `query,value` is LoRA's usual `q,v`); `intermediate` is ambiguous (gate or
+    /// up) and an error.
+    pub fn decoder(&self) -> Result<Vec<LlamaTarget>> {
+        let mut out = Vec::new();
+        for n in &self.0 {
+            let t = match *n {
+                TargetName::Decoder(t) => t,
+                TargetName::AllLinear => {
+                    out.extend(LlamaTarget::ALL);
+                    continue;
+                }
+                TargetName::Encoder(Target::Query) => LlamaTarget::Q,
+                TargetName::Encoder(Target::Key) => LlamaTarget::K,
+                TargetName::Encoder(Target::Value) => LlamaTarget::V,
+                TargetName::Encoder(Target::AttentionOutput) => LlamaTarget::O,
+                TargetName::Encoder(Target::Output) => LlamaTarget::Down,
+                TargetName::Encoder(Target::Intermediate) => {
+                    return Err(Error::InvalidArgument(
+                        "--targets intermediate: a decoder block has gate and up instead; \
+                         its targets are q, k, v, o, gate, up, down or all-linear"
+                            .into(),
+                    ));
+                }
+            };
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -83,22 +176,23 @@ impl FromStr for Targets {
 
     /// Parses a comma-separated list of target names, or `all-linear`.
     fn from_str(s: &str) -> Result<Targets> {
-        if s.trim() == "all-linear" {
-            return Ok(Targets(Target::ALL.to_vec()));
-        }
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let t = Target::ALL
-                .into_iter()
-                .find(|t| t.name() == part)
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "unknown target {part:?}: expected query, key, value, attention_output, \
-                         intermediate, output or all-linear"
-                    ))
-                })?;
-            if !out.contains(&t) {
-                out.push(t);
+            let name = if part == "all-linear" {
+                TargetName::AllLinear
+            } else if let Some(t) = Target::ALL.into_iter().find(|t| t.name() == part) {
+                TargetName::Encoder(t)
+            } else if let Some(t) = LlamaTarget::parse(part) {
+                TargetName::Decoder(t)
+            } else {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown target {part:?}: expected query, key, value, attention_output, \
+                     intermediate, output (encoders), q, k, v, o, gate, up, down (decoders) \
+                     or all-linear"
+                )));
+            };
+            if !out.contains(&name) {
+                out.push(name);
             }
         }
         if out.is_empty() {
@@ -110,7 +204,7 @@ impl FromStr for Targets {
 
 impl std::fmt::Display for Targets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.0.iter().map(|t| t.name()).collect();
+        let names: Vec<&str> = self.0.iter().map(|t| t.text()).collect();
         f.write_str(&names.join(","))
     }
 }
@@ -129,6 +223,11 @@ pub struct DataConfig {
     /// (train-* and t10k-*, MNIST / Fashion-MNIST).
     #[arg(long, requires = "task")]
     pub data: Option<PathBuf>,
+    /// (--task causal-lm) A JSONL file of evaluation examples; without it the last tenth
+    /// of --data is held out.
+    #[arg(long, requires = "data")]
+    #[serde(default)]
+    pub eval_data: Option<PathBuf>,
     /// Use only the first N training rows (QA: questions).
     #[arg(long)]
     pub train_limit: Option<usize>,
@@ -384,6 +483,7 @@ impl TrainConfig {
             || "--max-grad-norm must be finite and positive".into(),
         )?;
         self.validate_loop()?;
+        self.validate_targets()?;
         self.qa.validate()?;
         self.image.validate()?;
         let squad = self.data.task == Some(TaskKind::Squad);
@@ -397,6 +497,27 @@ impl TrainConfig {
         // [CLS], one word-piece, [SEP]: less keeps no text at all.
         check(self.max_len() >= 3, || {
             format!("--max-len {} must be at least 3", self.max_len())
+        })
+    }
+
+    /// The targets fit the task's model; a decoder (causal-lm) trains LoRA or CapaBoost on
+    /// its GGUF base as the file stores it.
+    fn validate_targets(&self) -> Result<()> {
+        if self.data.task != Some(TaskKind::CausalLm) {
+            return self.adapter.targets.encoder().map(drop);
+        }
+        self.adapter.targets.decoder()?;
+        let m = self.adapter.method;
+        check(matches!(m, Method::Lora | Method::Capaboost), || {
+            format!(
+                "--task causal-lm trains lora or capaboost adapters, not --method {}",
+                m.name()
+            )
+        })?;
+        check(self.model.base_dtype == BaseDType::F32, || {
+            "--base-dtype is for encoders; a GGUF base stays in its file's format (Q4_0, \
+             Q4_1, Q8_0 quantized on the GPU)"
+                .into()
         })
     }
 
@@ -479,6 +600,9 @@ impl TrainConfig {
         if let Some(d) = &self.data.data {
             let what = self.data.task.map_or("data folder", |k| k.data_label());
             v.push((what, d.as_path()));
+        }
+        if let Some(d) = &self.data.eval_data {
+            v.push(("--eval-data file", d.as_path()));
         }
         v
     }

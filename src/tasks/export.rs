@@ -163,6 +163,32 @@ pub fn write_peft_with_head(
     target_modules: &[String],
     head: Option<&HfHead>,
 ) -> Result<()> {
+    let task_type = head.and_then(|h| h.peft_task_type);
+    let names = (base_model, target_modules);
+    write_peft_files(out_dir, (adapters, scale), names, head, task_type)
+}
+
+/// A PEFT LoRA of a model without a separate head, for PEFT's `task_type` (e.g.
+/// `CAUSAL_LM`).
+pub fn write_peft_for_task(
+    out_dir: &Path,
+    adapters: &[PeftLora],
+    scale: f32,
+    base_model: &str,
+    target_modules: &[String],
+    task_type: &str,
+) -> Result<()> {
+    let names = (base_model, target_modules);
+    write_peft_files(out_dir, (adapters, scale), names, None, Some(task_type))
+}
+
+fn write_peft_files(
+    out_dir: &Path,
+    (adapters, scale): (&[PeftLora], f32),
+    (base_model, target_modules): (&str, &[String]),
+    head: Option<&HfHead>,
+    task_type: Option<&str>,
+) -> Result<()> {
     let first = adapters
         .first()
         .ok_or_else(|| Error::InvalidArgument("no adapters to export".into()))?;
@@ -201,8 +227,10 @@ pub fn write_peft_with_head(
         for (name, shape, values) in &h.tensors {
             w.f32(format!("{KEY_PREFIX}{name}"), shape, values);
         }
-        config["task_type"] = json!(h.peft_task_type);
+        config["task_type"] = json!(task_type);
         config["modules_to_save"] = json!([h.module]);
+    } else if let Some(t) = task_type {
+        config["task_type"] = json!(t);
     }
     w.write(&out_dir.join(MODEL_FILE))?;
     write_json(&out_dir.join(CONFIG_FILE), &config)

@@ -42,6 +42,7 @@ pub fn export_run(gpu: &Gpu, run_path: &Path, format: ExportFormat, out: &Path) 
             let task = crate::tasks::image::run::without_data(&cfg)?;
             export_task(gpu, &task, saved, format, out)
         }
+        TaskKind::CausalLm => crate::tasks::causal_lm::run::export(gpu, saved, format, out),
     }
 }
 
@@ -66,7 +67,7 @@ fn export_task<T: Task>(
     }
 }
 
-fn export_native(run: &RunDir, cfg: &TrainConfig, out: &Path) -> Result<()> {
+pub(crate) fn export_native(run: &RunDir, cfg: &TrainConfig, out: &Path) -> Result<()> {
     let src = crate::tasks::trainer::checkpoint_params_file(run);
     let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
     write_atomic(&out.join("adapter.safetensors"), &bytes)?;
@@ -87,7 +88,10 @@ fn export_peft(
     head: Option<HfHead>,
     out: &Path,
 ) -> Result<()> {
-    let layers = crate::tasks::adapters::adapted_layers(model.encoder());
+    let encoder = model.encoder().ok_or_else(|| {
+        Error::InvalidArgument("this task's model has no encoder adapters to export".into())
+    })?;
+    let layers = crate::tasks::adapters::adapted_layers(encoder);
     if layers.is_empty() {
         // head-only: the head beside the base model is the whole export.
         return Ok(());
@@ -103,9 +107,9 @@ fn export_peft(
     let targets: Vec<String> = cfg
         .adapter
         .targets
-        .0
+        .encoder()?
         .iter()
-        .map(|&t| model.encoder().peft_target_module(t).to_string())
+        .map(|&t| encoder.peft_target_module(t).to_string())
         .collect();
     let base = cfg.model.model.display().to_string();
     write_peft_with_head(out, &loras, scale, &base, &targets, head.as_ref())

@@ -20,6 +20,9 @@ pub enum TaskKind {
     /// Image classification (data: a folder of train/ and dev/ class folders, or one
     /// folder of classes split by ratio, or `train.tsv` + `dev.tsv` of `path<TAB>label`).
     Image,
+    /// Causal language modelling of a decoder from a GGUF file (data: a JSONL file of
+    /// `{"prompt", "response"}` or `{"messages": [...]}` objects).
+    CausalLm,
 }
 
 impl TaskKind {
@@ -29,6 +32,7 @@ impl TaskKind {
             TaskKind::Glue(t) => t.id(),
             TaskKind::Squad => "squad",
             TaskKind::Image => "image",
+            TaskKind::CausalLm => "causal-lm",
         }
     }
 
@@ -36,16 +40,17 @@ impl TaskKind {
     pub fn data_label(&self) -> &'static str {
         match self {
             TaskKind::Glue(_) | TaskKind::Image => "data folder",
-            TaskKind::Squad => "data file",
+            TaskKind::Squad | TaskKind::CausalLm => "data file",
         }
     }
 
     /// The default `--max-len`: 64 for GLUE's short sentences, 384 for QA windows (as
-    /// the reference SQuAD recipe).
+    /// the reference SQuAD recipe), 512 tokens per causal-LM example.
     pub fn default_max_len(&self) -> usize {
         match self {
             TaskKind::Glue(_) | TaskKind::Image => 64,
             TaskKind::Squad => 384,
+            TaskKind::CausalLm => 512,
         }
     }
 }
@@ -73,9 +78,12 @@ impl FromStr for TaskKind {
         if s.trim().eq_ignore_ascii_case("image") {
             return Ok(TaskKind::Image);
         }
+        if s.trim().eq_ignore_ascii_case("causal-lm") {
+            return Ok(TaskKind::CausalLm);
+        }
         s.parse::<glue::Task>().map(TaskKind::Glue).map_err(|_| {
             Error::InvalidArgument(format!(
-                "unknown task {s:?}; expected squad, image or a GLUE task (sst2, cola, mrpc, rte, \
+                "unknown task {s:?}; expected squad, image, causal-lm or a GLUE task (sst2, cola, mrpc, rte, \
                  stsb, qnli, qqp, mnli)"
             ))
         })

@@ -50,7 +50,17 @@ pub fn merge_run(gpu: &Gpu, run_path: &Path, out: &Path) -> Result<()> {
             let task = crate::tasks::image::run::without_data(&cfg)?;
             merge_task(gpu, &task, (&run, &cfg), out)
         }
+        TaskKind::CausalLm => Err(Error::InvalidArgument(
+            "merge writes an encoder's safetensors folder; a causal-lm run's base is a \
+             quantized GGUF file: use `capaboost generate --run` (adapters applied) or \
+             `export --format peft` (PeftModel on the transformers model)"
+                .into(),
+        )),
     }
+}
+
+fn no_encoder() -> Error {
+    Error::InvalidArgument("this task's model has no encoder to merge adapters into".into())
 }
 
 fn merge_task<T: Task>(
@@ -61,13 +71,14 @@ fn merge_task<T: Task>(
 ) -> Result<()> {
     let mut model = load_model(gpu, run, cfg, task)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    adapters::merge_all(gpu, model.encoder_mut())?;
+    adapters::merge_all(gpu, model.encoder_mut().ok_or_else(no_encoder)?)?;
     let head = task.hf_head(&model)?;
     let prefix = head.as_ref().map_or("", |h| h.encoder_prefix);
-    let mut w = encoder_tensors(model.encoder(), prefix)?;
+    let encoder = model.encoder().ok_or_else(no_encoder)?;
+    let mut w = encoder_tensors(encoder, prefix)?;
     let base = &cfg.model.model;
     let src = base.join("model.safetensors");
-    copy_other_tensors(&mut w, (&src, model.encoder()), head.as_ref())?;
+    copy_other_tensors(&mut w, (&src, encoder), head.as_ref())?;
     if let Some(h) = &head {
         for (name, shape, values) in &h.tensors {
             w.f32(name.clone(), shape, values);

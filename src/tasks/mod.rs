@@ -17,6 +17,7 @@
 //! - [`demo`]: the built-in LoRA-versus-CapaBoost demonstration.
 
 pub mod adapters;
+pub mod causal_lm;
 pub mod classifier;
 pub mod config;
 pub mod demo;

@@ -22,10 +22,11 @@ pub trait Model {
     fn params(&self) -> Vec<(String, Tensor)>;
     /// Parameters the forward pass uses (masked adapters use fewer than they store).
     fn used_params(&self) -> Result<usize>;
-    /// The encoder with its adapters (export and merge read it): BERT or ViT.
-    fn encoder(&self) -> &dyn AdaptedEncoder;
+    /// The encoder with its adapters (export and merge read it): BERT or ViT; `None` for
+    /// a decoder, which exports through its own path.
+    fn encoder(&self) -> Option<&dyn AdaptedEncoder>;
     /// The encoder, to merge its adapters.
-    fn encoder_mut(&mut self) -> &mut dyn AdaptedEncoder;
+    fn encoder_mut(&mut self) -> Option<&mut dyn AdaptedEncoder>;
     /// Every static mask of the encoder's adapters, named after the tensor it masks (see
     /// [`crate::models::bert::Bert::masks`]); reads them back. None by default.
     fn masks(&self) -> Result<Vec<NamedMask>> {

@@ -258,7 +258,16 @@ fn encoder_recipe(cfg: &TrainConfig) -> &'static str {
 fn method_recipe(cfg: &TrainConfig) -> Value {
     let a = &cfg.adapter;
     let layer = a.layer_config();
-    let targets: Vec<&str> = a.targets.0.iter().map(|t| t.module()).collect();
+    let targets: Vec<&str> = match a.targets.encoder() {
+        Ok(t) => t.iter().map(|t| t.module()).collect(),
+        Err(_) => a
+            .targets
+            .decoder()
+            .unwrap_or_default()
+            .iter()
+            .map(|t| t.module())
+            .collect(),
+    };
     json!({
         "name": a.method.name(),
         "targets": targets,

@@ -66,6 +66,7 @@ pub fn finetune(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSu
             cfg.image.classes = task.classes().to_vec();
             run_task(gpu, task, &cfg, opts)
         }
+        TaskKind::CausalLm => run_task(gpu, crate::tasks::causal_lm::run::load(cfg)?, cfg, opts),
     }
 }
 

@@ -100,6 +100,35 @@ pub fn causal_mask(gpu: &Gpu, heads: usize, t: usize, start: usize) -> Result<Te
     Tensor::from_slice(gpu, &m, &[heads * t, keys])
 }
 
+/// The additive mask of sequences of `lengths` packed into one of `t = sum(lengths)`
+/// positions: query `i` sees key `j` when both lie in the same sequence and `j <= i`;
+/// repeated for each of `heads` query heads: `[heads * t, t]`.
+pub fn packed_mask(gpu: &Gpu, heads: usize, lengths: &[usize]) -> Result<Tensor> {
+    let t: usize = lengths.iter().sum();
+    let mut row_mask = Vec::new();
+    row_mask
+        .try_reserve_exact(t * t)
+        .map_err(|e| Error::InvalidArgument(format!("packed causal mask [{t} x {t}]: {e}")))?;
+    let mut start = 0;
+    for &n in lengths {
+        for i in 0..n {
+            row_mask.extend((0..t).map(|j| {
+                if j >= start && j <= start + i {
+                    0.0
+                } else {
+                    f32::MIN
+                }
+            }));
+        }
+        start += n;
+    }
+    let mut m = Vec::with_capacity(heads * t * t);
+    for _ in 0..heads {
+        m.extend_from_slice(&row_mask);
+    }
+    Tensor::from_slice(gpu, &m, &[heads * t, t])
+}
+
 /// `[t, n * d]` → `[t, n, d]` with the heads rotated.
 fn heads_of(g: &mut Graph, x: &Var, n: usize, d: usize, table: Option<&RopeTable>) -> Result<Var> {
     let t = x.shape()[0];

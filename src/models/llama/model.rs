@@ -5,6 +5,7 @@
 //! head reads the same tensor through its quantized blocks.
 
 use super::LlamaConfig;
+use super::adapted::AdaptedProj;
 use super::attention::{Attention, causal_attention};
 use crate::kernels::rope::RopeTable;
 use crate::nn::{Graph, Var};
@@ -59,6 +60,15 @@ impl FrozenWeight {
         }
     }
 
+    /// `[out, in]`.
+    pub fn shape(&self) -> [usize; 2] {
+        let s = match self {
+            Self::Quant(w) => w.shape(),
+            Self::Dense(w) => w.shape(),
+        };
+        [s[0], s[1]]
+    }
+
     /// Bytes on the GPU.
     pub fn bytes(&self) -> u64 {
         match self {
@@ -68,13 +78,13 @@ impl FrozenWeight {
     }
 }
 
-/// A projection slot of a block: the frozen base now; LoRA / CapaBoost adapters are to be
-/// attached here (a variant holding the base plus the adapter's factors, whose forward is
-/// the base output plus `Graph::capaboost_update`, as BERT's `Proj::Adapted`).
+/// A projection slot of a block: the frozen base, or the base with LoRA / CapaBoost.
 #[derive(Clone, Debug)]
 pub enum LlamaProj {
     /// The frozen base weight.
     Base(FrozenWeight),
+    /// The base with adapters (boxed: much larger than a bare weight).
+    Adapted(Box<AdaptedProj>),
 }
 
 impl LlamaProj {
@@ -82,6 +92,7 @@ impl LlamaProj {
     pub fn forward(&self, g: &mut Graph, x: &Var) -> Result<Var> {
         match self {
             Self::Base(w) => w.forward(g, x),
+            Self::Adapted(a) => a.forward(g, x),
         }
     }
 
@@ -89,6 +100,7 @@ impl LlamaProj {
     pub fn base(&self) -> &FrozenWeight {
         match self {
             Self::Base(w) => w,
+            Self::Adapted(a) => &a.base,
         }
     }
 }
@@ -225,19 +237,11 @@ impl Llama {
         g: &mut Graph,
         x: &Var,
         start: usize,
-        mut cache: Option<&mut super::KvCache>,
+        cache: Option<&mut super::KvCache>,
     ) -> Result<Var> {
         let c = &self.config;
         let t = x.shape()[0];
-        if x.shape() != [t, c.hidden] || t == 0 || start + t > c.context {
-            return Err(Error::InvalidArgument(format!(
-                "llama: hidden states {:?} at position {start} must be [t > 0, {}] and fit \
-                 the context of {}",
-                x.shape(),
-                c.hidden,
-                c.context
-            )));
-        }
+        self.check_hidden(x, start + t)?;
         if let Some(k) = cache.as_deref() {
             if k.len() != start || k.layers.len() != c.layers {
                 return Err(Error::InvalidArgument(format!(
@@ -255,6 +259,51 @@ impl Llama {
             1 => None,
             _ => Some(super::causal_mask(g.gpu(), c.heads, t, start)?),
         };
+        self.run_blocks(g, x, (&table, mask.as_ref()), cache)
+    }
+
+    /// The final-normed hidden states `[t, hidden]` of several sequences packed into one
+    /// (`lengths` sum to `t`): each starts at position 0 and attends only to itself (a
+    /// block-diagonal causal mask), so the result is each sequence's own forward.
+    pub fn packed_blocks(&self, g: &mut Graph, x: &Var, lengths: &[usize]) -> Result<Var> {
+        let c = &self.config;
+        let t = x.shape()[0];
+        let longest = lengths.iter().copied().max().unwrap_or(0);
+        self.check_hidden(x, longest)?;
+        if lengths.iter().sum::<usize>() != t || lengths.contains(&0) {
+            return Err(Error::InvalidArgument(format!(
+                "llama: packed lengths {lengths:?} must be positive and sum to {t}"
+            )));
+        }
+        let positions: Vec<usize> = lengths.iter().flat_map(|&n| 0..n).collect();
+        let table = RopeTable::new(g.gpu(), c.rope_theta, c.head_dim, &positions)?;
+        let mask = super::packed_mask(g.gpu(), c.heads, lengths)?;
+        self.run_blocks(g, x, (&table, Some(&mask)), None)
+    }
+
+    fn check_hidden(&self, x: &Var, end: usize) -> Result<()> {
+        let c = &self.config;
+        let t = x.shape()[0];
+        if x.shape() != [t, c.hidden] || t == 0 || end > c.context {
+            return Err(Error::InvalidArgument(format!(
+                "llama: hidden states {:?} reaching position {end} must be [t > 0, {}] and \
+                 fit the context of {}",
+                x.shape(),
+                c.hidden,
+                c.context
+            )));
+        }
+        Ok(())
+    }
+
+    fn run_blocks(
+        &self,
+        g: &mut Graph,
+        x: &Var,
+        (table, mask): (&RopeTable, Option<&Tensor>),
+        mut cache: Option<&mut super::KvCache>,
+    ) -> Result<Var> {
+        let c = &self.config;
         let eps = c.rms_eps as f32;
         let mut x = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
@@ -262,8 +311,8 @@ impl Llama {
             let at = Attention {
                 config: c,
                 proj: &layer.proj,
-                table: &table,
-                mask: mask.as_ref(),
+                table,
+                mask,
             };
             let kv = cache.as_deref_mut().map(|k| &mut k.layers[i]);
             let a = causal_attention(g, &at, &h, kv)?;

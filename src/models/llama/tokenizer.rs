@@ -224,16 +224,22 @@ impl LlamaTokenizer {
     /// The ids of `text` (special tokens written in the text are matched whole), with BOS
     /// first when the file asks for it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let piece = self.encode_piece(text)?;
+        let mut ids = Vec::with_capacity(piece.len() + 1);
+        if let (true, Some(bos)) = (self.add_bos, self.bos) {
+            ids.push(bos);
+        }
+        ids.extend_from_slice(&piece);
+        Ok(ids)
+    }
+
+    /// The ids of `text` alone (no BOS): a piece that continues a sequence.
+    pub fn encode_piece(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .inner
             .encode(text, false)
             .map_err(|e| Error::InvalidArgument(format!("tokenizing {text:?}: {e}")))?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
-        if let (true, Some(bos)) = (self.add_bos, self.bos) {
-            ids.push(bos);
-        }
-        ids.extend_from_slice(enc.get_ids());
-        Ok(ids)
+        Ok(enc.get_ids().to_vec())
     }
 
     /// The text of `ids` (special tokens kept unless `skip_special`).

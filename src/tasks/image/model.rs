@@ -36,7 +36,7 @@ impl ImageModel {
         let d = a.layer_config().mask.d;
         match a.method {
             Method::Lora | Method::Capaboost => vit
-                .add_lora(gpu, &a.targets.0, &a.layer_config(), &mut rng)
+                .add_lora(gpu, &a.targets.encoder()?, &a.layer_config(), &mut rng)
                 .map_err(|e| naming_flags(e, format!("--r {} with --d {d}", a.r)))?,
             Method::CapaboostAdapter => vit
                 .add_adapters(gpu, a.placement, a.adapter_width, &a.mask, &mut rng)
@@ -90,12 +90,12 @@ impl Model for ImageModel {
         Ok(self.vit.used_params()? + head)
     }
 
-    fn encoder(&self) -> &dyn AdaptedEncoder {
-        &self.vit
+    fn encoder(&self) -> Option<&dyn AdaptedEncoder> {
+        Some(&self.vit)
     }
 
-    fn encoder_mut(&mut self) -> &mut dyn AdaptedEncoder {
-        &mut self.vit
+    fn encoder_mut(&mut self) -> Option<&mut dyn AdaptedEncoder> {
+        Some(&mut self.vit)
     }
 
     fn masks(&self) -> Result<Vec<crate::tasks::task::NamedMask>> {

@@ -37,7 +37,7 @@ impl SpanModel {
         let a = &cfg.adapter;
         match a.method {
             Method::Lora | Method::Capaboost => {
-                bert.add_lora(gpu, &a.targets.0, &a.layer_config(), &mut rng)?;
+                bert.add_lora(gpu, &a.targets.encoder()?, &a.layer_config(), &mut rng)?;
             }
             Method::CapaboostAdapter => {
                 bert.add_adapters(gpu, a.placement, a.adapter_width, &a.mask, &mut rng)?;
@@ -94,12 +94,12 @@ impl Model for SpanModel {
         Ok(self.bert.used_params()? + head)
     }
 
-    fn encoder(&self) -> &dyn AdaptedEncoder {
-        &self.bert
+    fn encoder(&self) -> Option<&dyn AdaptedEncoder> {
+        Some(&self.bert)
     }
 
-    fn encoder_mut(&mut self) -> &mut dyn AdaptedEncoder {
-        &mut self.bert
+    fn encoder_mut(&mut self) -> Option<&mut dyn AdaptedEncoder> {
+        Some(&mut self.bert)
     }
 
     fn masks(&self) -> Result<Vec<crate::tasks::task::NamedMask>> {
