@@ -41,35 +41,16 @@ pub struct EvalArgs {
 
 /// Scores the run (or a causal LM's base model) and prints its metrics as JSON.
 pub fn run(args: EvalArgs) -> crate::Result<()> {
-    use crate::tasks::causal_lm::run as lm;
-    let extras = args.split.is_some() || args.predictions.is_some() || args.logits.is_some();
-    if let Some(model) = &args.model {
-        if extras || args.confusion.is_some() {
-            return Err(crate::Error::InvalidArgument(
-                "--model scores a causal LM's perplexity and answers; --split, --predictions, \
-                 --logits and --confusion are for runs of other tasks"
-                    .into(),
-            ));
-        }
-        let gpu = crate::Gpu::new()?;
-        let m = lm::eval_base(&gpu, model, &args.data, args.max_len)?;
-        println!("{}", crate::tasks::train::metrics_json(&m));
-        return Ok(());
+    if args.model.is_some() {
+        return eval_causal_lm(&args, None);
     }
-    let run_path = args.run.clone().expect("clap: --run or --model");
+    let run_path = args
+        .run
+        .clone()
+        .ok_or_else(|| crate::Error::InvalidArgument("eval needs --run or --model".into()))?;
     let (_, cfg) = crate::tasks::train::read_run(&run_path)?;
     if cfg.kind()? == crate::tasks::kind::TaskKind::CausalLm {
-        if extras || args.confusion.is_some() {
-            return Err(crate::Error::InvalidArgument(
-                "a causal-lm run is scored on the --data JSONL file alone (no --split, \
-                 --predictions, --logits or --confusion)"
-                    .into(),
-            ));
-        }
-        let gpu = crate::Gpu::new()?;
-        let m = lm::eval_run(&gpu, &run_path, &args.data)?;
-        println!("{}", crate::tasks::train::metrics_json(&m));
-        return Ok(());
+        return eval_causal_lm(&args, Some(&run_path));
     }
     if args.confusion.is_some() && cfg.kind()? != crate::tasks::kind::TaskKind::Image {
         return Err(crate::Error::InvalidArgument(
@@ -127,6 +108,31 @@ pub fn run(args: EvalArgs) -> crate::Result<()> {
             p.display()
         );
     }
+    println!("{}", crate::tasks::train::metrics_json(&m));
+    Ok(())
+}
+
+/// A causal-LM run (`run`), or the base model of `--model`, scored on the JSONL `--data`.
+fn eval_causal_lm(args: &EvalArgs, run: Option<&std::path::Path>) -> crate::Result<()> {
+    use crate::tasks::causal_lm::run as lm;
+    let extras = args.split.is_some() || args.predictions.is_some() || args.logits.is_some();
+    if extras || args.confusion.is_some() {
+        return Err(crate::Error::InvalidArgument(
+            "a causal LM is scored on the --data JSONL file alone (no --split, --predictions, \
+             --logits or --confusion)"
+                .into(),
+        ));
+    }
+    let gpu = crate::Gpu::new()?;
+    let m = match (run, &args.model) {
+        (Some(run), _) => lm::eval_run(&gpu, run, &args.data)?,
+        (None, Some(model)) => lm::eval_base(&gpu, model, &args.data, args.max_len)?,
+        (None, None) => {
+            return Err(crate::Error::InvalidArgument(
+                "eval needs --run or --model".into(),
+            ));
+        }
+    };
     println!("{}", crate::tasks::train::metrics_json(&m));
     Ok(())
 }

@@ -31,6 +31,7 @@ pub mod merge;
 pub mod metrics;
 pub mod run;
 pub mod squad;
+pub mod targets;
 pub mod task;
 pub mod trace;
 pub mod train;
