@@ -77,7 +77,8 @@ pub struct DataConfig {
     #[arg(long)]
     #[serde(default)]
     pub dev_limit: Option<usize>,
-    /// Truncation length in tokens (QA: window length); default 64, squad 384.
+    /// Truncation length in tokens (QA: window length; causal-lm: an example's length,
+    /// the prompt's start cut first); default 64, squad 384, causal-lm 512.
     #[arg(long)]
     pub max_len: Option<usize>,
     /// Text column override.
@@ -108,8 +109,8 @@ impl DataConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, clap::Args)]
 pub struct ModelConfig {
     /// BERT-family model folder (config.json, model.safetensors, tokenizer.json), or (--task
-    /// image) a ViTModel / Dinov2Model folder; default: the all-MiniLM-L6-v2 that
-    /// scripts/fetch-minilm.sh installs.
+    /// image) a ViTModel / Dinov2Model folder, or (--task causal-lm) a Llama-architecture
+    /// GGUF file; default: the all-MiniLM-L6-v2 that scripts/fetch-minilm.sh installs.
     #[arg(long, default_value_os_t = crate::models::bert::default_model_dir())]
     pub model: PathBuf,
     /// GPU storage of the encoder's frozen projection weights (query ... output.dense):
