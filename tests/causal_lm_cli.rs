@@ -116,6 +116,12 @@ fn finetune_eval_generate_export_on_a_tiny_chat_model() {
         ok && so.starts_with("Review: ok") && err.contains("tokens/s"),
         "{so}{err}"
     );
+    let chat = ["generate", "--model", s(&model), "--prompt", "hi", "--chat"];
+    let (ok, so, err) = run(&[&chat[..], &["--max-new-tokens", "2"]].concat());
+    assert!(ok && !so.starts_with("hi"), "the reply alone: {so}{err}");
+    let plain = format!("{}/tests/data/tiny-llama.gguf", env!("CARGO_MANIFEST_DIR"));
+    let (ok, _, err) = run(&["generate", "--model", &plain, "--prompt", "t1", "--chat"]);
+    assert!(!ok && err.contains("no chat template"), "{err}");
     let peft = dir.join("peft");
     let (ok, _, err) = run(&[
         "export",
@@ -179,6 +185,8 @@ fn bad_causal_lm_input_is_named() {
     assert!(!ok && err.contains("lora or capaboost"), "{err}");
     let (ok, _, err) = go(&["--targets", "intermediate"], &train, &model);
     assert!(!ok && err.contains("gate and up"), "{err}");
+    let (ok, _, err) = go(&["--max-len", "200"], &train, &model);
+    assert!(!ok && err.contains("context of 128"), "{err}");
     let (ok, _, err) = go(&["--base-dtype", "f16"], &train, &model);
     assert!(!ok && err.contains("--base-dtype"), "{err}");
     let bad = dir.join("bad.jsonl");

@@ -123,9 +123,15 @@ fn run_setup(args: FinetuneArgs, given: &[String]) -> crate::Result<(TrainConfig
     resume::check_method_flags(cfg.adapter.method, given)?;
     resume::check_task_flags(task, given)?;
     cfg.optim.lr = Some(cfg.lr());
-    cfg.data.max_len = Some(cfg.max_len());
     cfg.data.data = Some(absolute("--data", cfg.data_dir()?)?);
     cfg.model.model = absolute("--model", &cfg.model.model)?;
+    if let Some(e) = &cfg.data.eval_data {
+        cfg.data.eval_data = Some(absolute("--eval-data", e)?);
+    }
+    cfg.data.max_len = Some(match task {
+        crate::tasks::kind::TaskKind::CausalLm => crate::tasks::causal_lm::run::max_len(&cfg)?,
+        _ => cfg.max_len(),
+    });
     let out = args.out.unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

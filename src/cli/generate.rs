@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::models::llama::{Llama, LlamaTokenizer, Sampling};
+use crate::models::llama::{ChatTemplate, Llama, LlamaTokenizer, Message, Sampling};
 use crate::runtime::gguf::Gguf;
 use crate::runtime::gpu::Gpu;
 
@@ -17,9 +17,13 @@ pub struct GenerateArgs {
     /// A causal-lm run folder: generate with its adapters (its checkpoint) on --model.
     #[arg(long)]
     run: Option<PathBuf>,
-    /// Text to continue (no chat template is applied).
+    /// Text to continue (as it is, unless --chat).
     #[arg(long)]
     prompt: String,
+    /// Send --prompt as a user message through the model's chat template (with the
+    /// generation prompt that opens the assistant's turn) and print the reply alone.
+    #[arg(long)]
+    chat: bool,
     /// Most tokens to generate (fewer when EOS comes first or the context fills).
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
@@ -51,7 +55,11 @@ pub fn run(args: GenerateArgs) -> crate::Result<()> {
         }
         None => Llama::load(&gpu, &g)?,
     };
-    let prompt = tok.encode(&args.prompt)?;
+    let text = match args.chat {
+        true => chat_prompt(&g, &tok, &args.prompt)?,
+        false => args.prompt.clone(),
+    };
+    let prompt = tok.encode(&text)?;
     let sampling = Sampling {
         temperature: args.temperature,
         top_p: args.top_p,
@@ -59,7 +67,9 @@ pub fn run(args: GenerateArgs) -> crate::Result<()> {
     };
     let (mut ids, mut printed) = (Vec::new(), String::new());
     let mut out = std::io::stdout();
-    print!("{}", args.prompt);
+    if !args.chat {
+        print!("{}", args.prompt);
+    }
     let limits = (args.max_new_tokens, tok.eos);
     let r = model.generate(&prompt, limits, &sampling, |id| {
         ids.push(id);
@@ -84,4 +94,22 @@ pub fn run(args: GenerateArgs) -> crate::Result<()> {
         rate
     );
     Ok(())
+}
+
+/// `prompt` as a user turn rendered with the file's chat template, the assistant's turn
+/// opened.
+fn chat_prompt(g: &Gguf, tok: &LlamaTokenizer, prompt: &str) -> crate::Result<String> {
+    let text = |id: Option<u32>| id.map_or(Ok(String::new()), |id| tok.decode(&[id], false));
+    let template =
+        ChatTemplate::from_gguf(g, &text(tok.bos)?, &text(tok.eos)?)?.ok_or_else(|| {
+            crate::Error::InvalidArgument(format!(
+                "--chat: {} has no chat template (tokenizer.chat_template)",
+                g.name()
+            ))
+        })?;
+    let user = Message {
+        role: "user".into(),
+        content: prompt.to_string(),
+    };
+    template.render(&[user], true)
 }

@@ -74,12 +74,26 @@ pub fn load(cfg: &TrainConfig) -> Result<CausalLmTask> {
     let enc = Encoder {
         tok: &tok,
         chat: chat.as_ref(),
-        max_len: cfg.max_len(),
+        max_len: max_len(cfg)?,
     };
     Ok(CausalLmTask::new(
         enc.encode_all(&train, "training")?,
         enc.encode_all(&eval, "evaluation")?,
     ))
+}
+
+/// The longest example: `--max-len` (an error beyond the model's context), else the
+/// default 512 or the context if shorter.
+pub fn max_len(cfg: &TrainConfig) -> Result<usize> {
+    let g = Gguf::open(&cfg.model.model)?;
+    let context = crate::models::llama::LlamaConfig::from_gguf(&g)?.context;
+    match cfg.data.max_len {
+        Some(n) if n > context => Err(Error::InvalidArgument(format!(
+            "--max-len {n} exceeds the model's context of {context} tokens"
+        ))),
+        Some(n) => Ok(n),
+        None => Ok(cfg.max_len().min(context)),
+    }
 }
 
 /// The model of a saved causal-LM run: the base (the run's GGUF file, or `base` when
@@ -193,7 +207,7 @@ fn eval_task(model: &Path, data: &Path, max_len: usize) -> Result<CausalLmTask> 
 /// Scores a saved causal-LM run on the JSONL file `data`.
 pub fn eval_run(gpu: &Gpu, run_path: &Path, data: &Path) -> Result<Metrics> {
     let (cfg, model) = load_run_model(gpu, run_path, None)?;
-    eval_task(&cfg.model.model, data, cfg.max_len())?.evaluate(gpu, &model)
+    eval_task(&cfg.model.model, data, max_len(&cfg)?)?.evaluate(gpu, &model)
 }
 
 /// Scores the base model of the GGUF file `model` (no adapters) on the JSONL file `data`,
@@ -201,5 +215,6 @@ pub fn eval_run(gpu: &Gpu, run_path: &Path, data: &Path) -> Result<Metrics> {
 pub fn eval_base(gpu: &Gpu, model: &Path, data: &Path, max_len: usize) -> Result<Metrics> {
     let g = Gguf::open(model)?;
     let llama = crate::models::llama::Llama::load(gpu, &g)?;
+    let max_len = max_len.min(llama.config.context);
     eval_task(model, data, max_len)?.evaluate(gpu, &LmModel { llama })
 }
