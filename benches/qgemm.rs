@@ -17,7 +17,9 @@ fn bench(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("qgemm");
     for (m, n, k) in [(256, 1536, 576), (256, 576, 1536), (1, 1536, 576)] {
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
         let blocks = quant::quantize(BlockFormat::Q4_1, &w).unwrap();
         let w = QuantTensor::from_blocks(&gpu, "w", BlockFormat::Q4_1, &blocks, [n, k]).unwrap();
         let x = Tensor::full(&gpu, &[m, k], 0.5).unwrap();

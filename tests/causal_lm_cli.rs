@@ -4,7 +4,8 @@
 //! (run folder, perplexity), `eval --run` and `eval --model`, `generate --run`, `export
 //! --format peft` (HF Llama module names, the rank-d r LoRA), `merge` refused with the way
 //! out, resume; and bad input: a line that is not an object, methods and targets a decoder
-//! cannot take, chat data for a model without a template.
+//! cannot take, chat data for a model without a template. And a learning check: 30 LoRA
+//! steps memorize a response (loss below a fifth of the base's, every answer greedy-exact).
 
 mod common;
 #[path = "common/tiny_chat.rs"]
@@ -205,5 +206,63 @@ fn bad_causal_lm_input_is_named() {
     let (ok, _, err) = go(&[], &chat, Path::new(&plain));
     assert!(!ok && err.contains("chat template"), "{err}");
     assert!(!out.exists(), "no run folder is created for bad input");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn metric(json: &str, key: &str) -> f64 {
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    v[key].as_f64().unwrap()
+}
+
+#[test]
+fn a_short_fine_tune_learns_a_response() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = scratch().join("learn");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("tiny-chat.gguf");
+    tiny_chat::write(&model);
+    let line = "{\"prompt\": \"Q: sky?\\nA:\", \"response\": \" blue\"}\n";
+    let data = dir.join("sky.jsonl");
+    std::fs::write(&data, line.repeat(8)).unwrap();
+    let (ok, before, err) = run(&["eval", "--model", s(&model), "--data", s(&data)]);
+    assert!(ok, "{err}");
+    let out = dir.join("run");
+    let args = [
+        "finetune",
+        "--task",
+        "causal-lm",
+        "--data",
+        s(&data),
+        "--eval-data",
+        s(&data),
+        "--model",
+        s(&model),
+        "--method",
+        "lora",
+        "--r",
+        "4",
+        "--targets",
+        "all-linear",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "30",
+        "--lr",
+        "3e-2",
+        "--no-progress",
+        "--out",
+        s(&out),
+    ];
+    let (ok, _, err) = run(&args);
+    assert!(ok, "{err}");
+    let (ok, after, err) = run(&["eval", "--run", s(&out), "--data", s(&data)]);
+    assert!(ok, "{err}");
+    let (l0, l1) = (metric(&before, "loss"), metric(&after, "loss"));
+    eprintln!("loss {l0:.3} -> {l1:.3}; exact match {before} -> {after}");
+    assert!(l1 < 0.2 * l0, "loss {l0} -> {l1}");
+    assert_eq!(metric(&after, "exact_match"), 1.0, "{after}");
+    assert_eq!(metric(&before, "exact_match"), 0.0, "{before}");
     std::fs::remove_dir_all(&dir).ok();
 }
