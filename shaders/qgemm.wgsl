@@ -129,9 +129,10 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     }
 }
 
-// ---- Register forms (no workgroup memory, no barriers): each invocation owns a 4 x 4 block
-// of Y (forward) or 4 rows x 8 columns of dX (backward), decoding its weight words straight
-// from the buffer. They are what CPU devices (llvmpipe) run fast, where the tiled forms
+// ---- Register forms (no workgroup memory, no barriers): each invocation owns 8 rows x 4
+// columns of Y (forward; 1 x 4 for a single row) or 8 rows x 8 columns
+// of dX (backward), decoding its weight words straight from the buffer (a block's scales
+// once per block in the forward), each decoded weight feeding 8 rows. They are what CPU devices (llvmpipe) run fast, where the tiled forms
 // above spend their time in barriers. Out-of-range rows and columns are clamped on load
 // (every read stays in its buffer) and skipped on store, so any M and N work.
 //
@@ -153,7 +154,11 @@ fn signed_bytes(word: u32) -> vec4<f32> {
 
 // Elements lo and hi (see above) of word q of block b (= row * K / 32 + block in the row).
 fn wpair(b: u32, q: u32) -> mat2x4<f32> {
-    let s = unpack2x16float(w[b]);
+    return wpair_scaled(b, q, unpack2x16float(w[b]));
+}
+
+// wpair with the block's scale words `s` (d, m) already decoded.
+fn wpair_scaled(b: u32, q: u32, s: vec2<f32>) -> mat2x4<f32> {
     if (p.format == FMT_Q8_0) {
         let base = p.blocks + b * 8u + q;
         return mat2x4<f32>(signed_bytes(w[base]) * s.x, signed_bytes(w[base + 4u]) * s.x);
@@ -168,32 +173,43 @@ fn wpair(b: u32, q: u32) -> mat2x4<f32> {
 @compute @workgroup_size(64)
 fn forward_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c0 = gid.x * 4u;
-    let r0 = gid.y * 4u;
+    let r0 = gid.y * 8u;
     if (c0 >= p.n || r0 >= p.m) {
         return;
     }
     let kb = p.k / 32u;
     let k4 = p.k / 4u;
     var wrow: vec4<u32>;
-    var xrow: vec4<u32>;
+    var xa: vec4<u32>;
+    var xb: vec4<u32>;
     for (var j = 0u; j < 4u; j++) {
         wrow[j] = min(c0 + j, p.n - 1u) * kb;
-        xrow[j] = min(r0 + j, p.m - 1u) * k4;
+        xa[j] = min(r0 + j, p.m - 1u) * k4;
+        xb[j] = min(r0 + 4u + j, p.m - 1u) * k4;
     }
     var acc = mat4x4<f32>();  // acc[i] = row r0 + i, columns c0..c0+3
+    var acc2 = mat4x4<f32>();  // rows r0 + 4 + i
     for (var b = 0u; b < kb; b++) {
+        let s0 = unpack2x16float(w[wrow.x + b]);
+        let s1 = unpack2x16float(w[wrow.y + b]);
+        let s2 = unpack2x16float(w[wrow.z + b]);
+        let s3 = unpack2x16float(w[wrow.w + b]);
         for (var q = 0u; q < 4u; q++) {
-            let w0 = wpair(wrow.x + b, q);
-            let w1 = wpair(wrow.y + b, q);
-            let w2 = wpair(wrow.z + b, q);
-            let w3 = wpair(wrow.w + b, q);
+            let w0 = wpair_scaled(wrow.x + b, q, s0);
+            let w1 = wpair_scaled(wrow.y + b, q, s1);
+            let w2 = wpair_scaled(wrow.z + b, q, s2);
+            let w3 = wpair_scaled(wrow.w + b, q, s3);
             let lo = mat4x4<f32>(w0[0], w1[0], w2[0], w3[0]);
             let hi = mat4x4<f32>(w0[1], w1[1], w2[1], w3[1]);
             let xo = b * 8u + q;
-            acc[0] += a4[xrow.x + xo] * lo + a4[xrow.x + xo + 4u] * hi;
-            acc[1] += a4[xrow.y + xo] * lo + a4[xrow.y + xo + 4u] * hi;
-            acc[2] += a4[xrow.z + xo] * lo + a4[xrow.z + xo + 4u] * hi;
-            acc[3] += a4[xrow.w + xo] * lo + a4[xrow.w + xo + 4u] * hi;
+            acc[0] += a4[xa.x + xo] * lo + a4[xa.x + xo + 4u] * hi;
+            acc[1] += a4[xa.y + xo] * lo + a4[xa.y + xo + 4u] * hi;
+            acc[2] += a4[xa.z + xo] * lo + a4[xa.z + xo + 4u] * hi;
+            acc[3] += a4[xa.w + xo] * lo + a4[xa.w + xo + 4u] * hi;
+            acc2[0] += a4[xb.x + xo] * lo + a4[xb.x + xo + 4u] * hi;
+            acc2[1] += a4[xb.y + xo] * lo + a4[xb.y + xo + 4u] * hi;
+            acc2[2] += a4[xb.z + xo] * lo + a4[xb.z + xo + 4u] * hi;
+            acc2[3] += a4[xb.w + xo] * lo + a4[xb.w + xo + 4u] * hi;
         }
     }
     for (var i = 0u; i < 4u; i++) {
@@ -201,46 +217,55 @@ fn forward_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
             if (r0 + i < p.m && c0 + j < p.n) {
                 out[(r0 + i) * p.n + c0 + j] = acc[i][j];
             }
+            if (r0 + 4u + i < p.m && c0 + j < p.n) {
+                out[(r0 + 4u + i) * p.n + c0 + j] = acc2[i][j];
+            }
         }
     }
 }
 
 // dX[M, K] = dY[M, N] W: invocation (gid.x = block * 4 + q, gid.y = row group) owns rows
-// r0..r0+3 and the 8 columns of word q of the column block.
+// r0..r0+7 and the 8 columns of word q of the column block.
 @compute @workgroup_size(64)
 fn backward_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
     let kb = p.k / 32u;
     let blk = gid.x / 4u;
     let q = gid.x % 4u;
-    let r0 = gid.y * 4u;
+    let r0 = gid.y * 8u;
     if (blk >= kb || r0 >= p.m) {
         return;
     }
     var row: vec4<u32>;
+    var row2: vec4<u32>;
     for (var j = 0u; j < 4u; j++) {
         row[j] = min(r0 + j, p.m - 1u) * p.n;
+        row2[j] = min(r0 + 4u + j, p.m - 1u) * p.n;
     }
     var lo = mat4x4<f32>();  // lo[i] = row r0 + i, columns 4q..4q+3 of the block
     var hi = mat4x4<f32>();
+    var lo2 = mat4x4<f32>();  // rows r0 + 4 + i
+    var hi2 = mat4x4<f32>();
     for (var n = 0u; n < p.n; n++) {
         let wv = wpair(n * kb + blk, q);
         let g = vec4<f32>(a[row.x + n], a[row.y + n], a[row.z + n], a[row.w + n]);
-        lo[0] += g.x * wv[0];
-        hi[0] += g.x * wv[1];
-        lo[1] += g.y * wv[0];
-        hi[1] += g.y * wv[1];
-        lo[2] += g.z * wv[0];
-        hi[2] += g.z * wv[1];
-        lo[3] += g.w * wv[0];
-        hi[3] += g.w * wv[1];
+        let g2 = vec4<f32>(a[row2.x + n], a[row2.y + n], a[row2.z + n], a[row2.w + n]);
+        lo += mat4x4<f32>(g.x * wv[0], g.y * wv[0], g.z * wv[0], g.w * wv[0]);
+        hi += mat4x4<f32>(g.x * wv[1], g.y * wv[1], g.z * wv[1], g.w * wv[1]);
+        lo2 += mat4x4<f32>(g2.x * wv[0], g2.y * wv[0], g2.z * wv[0], g2.w * wv[0]);
+        hi2 += mat4x4<f32>(g2.x * wv[1], g2.y * wv[1], g2.z * wv[1], g2.w * wv[1]);
     }
     let c = blk * 32u + 4u * q;
     for (var i = 0u; i < 4u; i++) {
-        if (r0 + i < p.m) {
-            let o = (r0 + i) * p.k + c;
-            for (var j = 0u; j < 4u; j++) {
+        for (var j = 0u; j < 4u; j++) {
+            if (r0 + i < p.m) {
+                let o = (r0 + i) * p.k + c;
                 out[o + j] = lo[i][j];
                 out[o + 16u + j] = hi[i][j];
+            }
+            if (r0 + 4u + i < p.m) {
+                let o = (r0 + 4u + i) * p.k + c;
+                out[o + j] = lo2[i][j];
+                out[o + 16u + j] = hi2[i][j];
             }
         }
     }

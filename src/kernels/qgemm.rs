@@ -20,9 +20,9 @@ const REG_GROUP: usize = 64;
 pub enum QForm {
     /// 16 x 16 output tiles staged through workgroup memory (GPUs).
     Tiled,
-    /// Each invocation a 4 x 4 block of outputs (4 x 8 backward; 1 x 4 forward when there
-    /// is one row) decoded straight from the weight buffer: no workgroup memory, no
-    /// barriers (CPU devices).
+    /// Each invocation an 8 x 4 block of outputs (8 x 8 backward; 1 x 4 forward for one
+    /// row) decoded straight from the weight buffer: no workgroup
+    /// memory, no barriers (CPU devices).
     Register,
 }
 
@@ -48,12 +48,12 @@ impl QForm {
                 let groups = cols.div_ceil(4).div_ceil(REG_GROUP) as u32;
                 match m {
                     1 => ("forward_row", [groups, 1, 1]),
-                    _ => ("forward_reg", [groups, m.div_ceil(4) as u32, 1]),
+                    _ => ("forward_reg", [groups, m.div_ceil(8) as u32, 1]),
                 }
             }
             (QForm::Register, Product::Backward) => {
                 let groups = (k / 32 * 4).div_ceil(REG_GROUP);
-                ("backward_reg", [groups as u32, m.div_ceil(4) as u32, 1])
+                ("backward_reg", [groups as u32, m.div_ceil(8) as u32, 1])
             }
         }
     }
