@@ -1,6 +1,7 @@
 //! A bounded, deterministic mutation fuzzer for the file readers a user's input reaches:
 //! GLUE TSVs, SQuAD JSON, safetensors files, a BERT folder's `config.json` (and the whole
-//! tiny BERT folder, on the GPU), and a run's `config.json`.
+//! tiny BERT folder, on the GPU), a run's `config.json`, and causal-LM JSONL (read, then
+//! tokenized with a tiny chat model's tokenizer and chat template).
 //!
 //! Each seed of `tests/fuzz_corpus/` is read as is and after `CAPABOOST_FUZZ_ITERS`
 //! (default 150) mutations drawn from a fixed seed (`CAPABOOST_FUZZ_SEED` replays another
@@ -9,6 +10,8 @@
 //! failing input is written to the temp folder and its path printed.
 
 mod common;
+#[path = "common/tiny_chat.rs"]
+mod tiny_chat;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -293,4 +296,35 @@ fn bert_loader_never_panics() {
         false,
         || Bert::load(&gpu, &dir).map(drop).map_err(|e| e.to_string()),
     );
+}
+
+#[test]
+fn causal_lm_jsonl_reader_and_encoder_never_panic() {
+    use capaboost::models::llama::{ChatTemplate, LlamaTokenizer};
+    use capaboost::runtime::gguf::Gguf;
+    use capaboost::tasks::causal_lm::data::{Encoder, read_jsonl};
+    let dir = scratch("jsonl");
+    let model = dir.join("tiny-chat.gguf");
+    tiny_chat::write(&model);
+    let g = Gguf::open(&model).unwrap();
+    let tok = LlamaTokenizer::from_gguf(&g).unwrap();
+    let chat = ChatTemplate::from_gguf(&g, "<|im_start|>", "<|im_end|>").unwrap();
+    let enc = Encoder {
+        tok: &tok,
+        chat: chat.as_ref(),
+        max_len: 24,
+    };
+    for (name, seed) in corpus("jsonl") {
+        let file = dir.join("input.jsonl");
+        fuzz(&format!("jsonl-{name}"), &seed, &file, true, || {
+            read_jsonl(&file).map(drop).map_err(|e| e.to_string())
+        });
+        // Encoding errors name the line, not the file; they must not panic.
+        fuzz(&format!("jsonl-encode-{name}"), &seed, &file, false, || {
+            let lines = read_jsonl(&file).map_err(|e| e.to_string())?;
+            enc.encode_all(&lines, "training")
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+    }
 }
