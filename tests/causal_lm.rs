@@ -8,8 +8,8 @@
 //!
 //! Tolerances: logits of packed vs single sequences are f32 computations of the same
 //! products in a different order: 1e-5 of the largest logit. Adapter gradients against
-//! central differences of the f32 GPU loss (step 1e-2): 2e-2 of the largest checked entry
-//! (the f32 loss's rounding over the step bounds the differences at about 1e-3).
+//! central differences of the f32 GPU loss (step 2e-2) at each checked tensor's largest
+//! gradient entry: 3e-3 of the largest checked entry (measured up to 4e-4 over 16 runs).
 
 mod common;
 #[path = "common/tiny_chat.rs"]
@@ -173,23 +173,27 @@ fn adapters_start_at_the_base_and_their_gradients_match_finite_differences() {
         let params = m.adapter_params();
         let (mut got, mut want) = (Vec::new(), Vec::new());
         for (k, (name, t)) in params.iter().enumerate().step_by(5) {
+            // The largest gradient entry: the most signal over the f32 loss's noise.
+            let e = (0..grads[k].len())
+                .max_by(|&i, &j| grads[k][i].abs().total_cmp(&grads[k][j].abs()))
+                .unwrap();
             let mut v = t.to_vec().unwrap();
-            let e = (k * 7) % v.len();
             let x0 = v[e];
             let mut at = |x: f32| {
                 v[e] = x;
                 t.write(&v).unwrap();
                 lm_loss(&gpu, &m, data, false).0
             };
-            let fd = (at(x0 + 1e-2) - at(x0 - 1e-2)) / 2e-2;
+            let fd = (at(x0 + 2e-2) - at(x0 - 2e-2)) / 4e-2;
             at(x0);
             eprintln!("d={d} {name}[{e}]: {} vs {fd}", grads[k][e]);
             got.push(grads[k][e] as f64);
             want.push(fd);
         }
         let e = common::rel_max_abs(&got, &want);
+        eprintln!("d={d}: adapter gradients vs finite differences {e:.2e}");
         assert!(
-            e < 2e-2,
+            e < 3e-3,
             "d={d}: adapter gradients vs finite differences {e}"
         );
         assert!(

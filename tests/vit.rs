@@ -198,7 +198,9 @@ fn vit_loss(
 #[test]
 fn dinov2_adapter_gradients_match_finite_differences() {
     // Pre-LN blocks with layer scale: the parts of the ViT backward BERT does not share.
-    // Central differences of the f32 GPU loss (step 1e-2): within 2e-2 of the largest entry.
+    // Central differences of the f32 GPU loss (step 5e-2) at each checked tensor's largest
+    // gradient entry: within 1e-3 of the largest (fresh random inputs every run; measured
+    // 2e-5 to 9e-5 over six runs).
     use capaboost::models::bert::Target;
     use capaboost::nn::modules::CapaBoostConfig;
     use rand::SeedableRng;
@@ -225,22 +227,26 @@ fn dinov2_adapter_gradients_match_finite_differences() {
     let (_, grads) = vit_loss(&gpu, &vit, &r, true);
     let (mut got, mut want) = (Vec::new(), Vec::new());
     for (k, (name, t)) in vit.params().iter().enumerate().step_by(3) {
+        // The entry with the largest gradient: the most signal over the f32 loss's noise.
+        let e = (0..grads[k].len())
+            .max_by(|&i, &j| grads[k][i].abs().total_cmp(&grads[k][j].abs()))
+            .unwrap();
         let mut v = t.to_vec().unwrap();
-        let e = (k * 11) % v.len();
         let x0 = v[e];
         let mut at = |x: f32| {
             v[e] = x;
             t.write(&v).unwrap();
             vit_loss(&gpu, &vit, &r, false).0
         };
-        let fd = (at(x0 + 1e-2) - at(x0 - 1e-2)) / 2e-2;
+        let fd = (at(x0 + 5e-2) - at(x0 - 5e-2)) / 1e-1;
         at(x0);
         eprintln!("{name}[{e}]: {} vs {fd}", grads[k][e]);
         got.push(grads[k][e] as f64);
         want.push(fd);
     }
     let e = common::rel_max_abs(&got, &want);
-    assert!(e < 2e-2, "adapter gradients vs finite differences: {e}");
+    eprintln!("adapter gradients vs finite differences: {e:.2e}");
+    assert!(e < 1e-3, "adapter gradients vs finite differences: {e}");
     assert!(
         want.iter().any(|w| w.abs() > 1e-2),
         "degenerate check {want:?}"
