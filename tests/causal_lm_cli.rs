@@ -152,6 +152,23 @@ fn finetune_eval_generate_export_on_a_tiny_chat_model() {
     ] {
         assert!(text.contains(k), "{k} missing");
     }
+    let native = dir.join("native");
+    let (ok, _, err) = run(&[
+        "export",
+        "--run",
+        s(&out),
+        "--format",
+        "native",
+        "--out",
+        s(&native),
+    ]);
+    assert!(ok, "{err}");
+    let c = std::fs::read_to_string(native.join("capaboost_config.json")).unwrap();
+    assert!(
+        c.contains("7 * layer + projection index") && c.contains("causal-lm"),
+        "{c}"
+    );
+    assert!(native.join("adapter.safetensors").exists());
     let (ok, _, err) = run(&["merge", "--run", s(&out), "--out", s(&dir.join("m"))]);
     assert!(!ok && err.contains("export --format peft"), "{err}");
     std::fs::remove_dir_all(&dir).ok();

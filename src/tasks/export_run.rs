@@ -72,12 +72,16 @@ pub(crate) fn export_native(run: &RunDir, cfg: &TrainConfig, out: &Path) -> Resu
     let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
     write_atomic(&out.join("adapter.safetensors"), &bytes)?;
     let mut c = run.config()?;
-    // The masks are a pure function of these keys (seed, module = 6 * layer + target,
-    // factor, branch), so they are regenerated on load and never stored.
+    // The masks are a pure function of these keys (seed, module id, factor, branch), so
+    // they are regenerated on load and never stored.
     let m = &cfg.adapter.mask;
+    let module_id = match cfg.data.task {
+        Some(TaskKind::CausalLm) => "7 * layer + projection index (q, k, v, o, gate, up, down)",
+        _ => "6 * layer + target index (query, key, value, attention_output, intermediate, output)",
+    };
     c["mask_keys"] = json!({
         "seed": m.seed, "kind": m.kind, "density": m.density, "d": m.d,
-        "module_id": "6 * layer + target index (query, key, value, attention_output, intermediate, output)",
+        "module_id": module_id,
     });
     write_json(&out.join("capaboost_config.json"), &c)
 }
