@@ -171,25 +171,9 @@ fn adapters_start_at_the_base_and_their_gradients_match_finite_differences() {
         }
         let (_, grads) = lm_loss(&gpu, &m, data, true);
         let params = m.adapter_params();
-        let (mut got, mut want) = (Vec::new(), Vec::new());
-        for (k, (name, t)) in params.iter().enumerate().step_by(5) {
-            // The largest gradient entry: the most signal over the f32 loss's noise.
-            let e = (0..grads[k].len())
-                .max_by(|&i, &j| grads[k][i].abs().total_cmp(&grads[k][j].abs()))
-                .unwrap();
-            let mut v = t.to_vec().unwrap();
-            let x0 = v[e];
-            let mut at = |x: f32| {
-                v[e] = x;
-                t.write(&v).unwrap();
-                lm_loss(&gpu, &m, data, false).0
-            };
-            let fd = (at(x0 + 2e-2) - at(x0 - 2e-2)) / 4e-2;
-            at(x0);
-            eprintln!("d={d} {name}[{e}]: {} vs {fd}", grads[k][e]);
-            got.push(grads[k][e] as f64);
-            want.push(fd);
-        }
+        let (got, want) = common::fd_at_largest(&params, &grads, (5, 2e-2), || {
+            lm_loss(&gpu, &m, data, false).0
+        });
         let e = common::rel_max_abs(&got, &want);
         eprintln!("d={d}: adapter gradients vs finite differences {e:.2e}");
         assert!(

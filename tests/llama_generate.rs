@@ -98,30 +98,11 @@ fn sampling_is_seeded_and_validated() {
     assert!(draws.iter().any(|&i| i != draws[0]));
 }
 
-fn smollm2() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("CAPABOOST_GGUF")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/capaboost/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    let required = std::env::var("CAPABOOST_REQUIRE_MODEL").is_ok_and(|v| v == "1");
-    if required && std::env::var_os("CAPABOOST_GGUF").is_some() {
-        panic!(
-            "CAPABOOST_REQUIRE_MODEL=1 but {} is missing",
-            path.display()
-        );
-    }
-    eprintln!("skipping: no {} (scripts/fetch-smollm2.sh)", path.display());
-    None
-}
-
 #[test]
 fn smollm2_greedy_continuations_match_transformers() {
-    let Some(path) = smollm2() else { return };
+    let Some(path) = common::smollm2_gguf() else {
+        return;
+    };
     let Some(gpu) = common::gpu() else { return };
     let g = Gguf::open(&path).unwrap();
     let tok = capaboost::models::llama::LlamaTokenizer::from_gguf(&g).unwrap();
@@ -171,7 +152,9 @@ fn generate_command_prints_the_continuation_and_names_bad_input() {
         !out.status.success() && err.contains("--top-p needs --temperature"),
         "{err}"
     );
-    let Some(path) = smollm2() else { return };
+    let Some(path) = common::smollm2_gguf() else {
+        return;
+    };
     if common::gpu().is_none() {
         return;
     }

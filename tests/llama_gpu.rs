@@ -134,30 +134,11 @@ fn gradient_through_the_frozen_layers_matches_finite_differences() {
     assert!(e < 1e-3, "{e}");
 }
 
-fn smollm2() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("CAPABOOST_GGUF")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/capaboost/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    let required = std::env::var("CAPABOOST_REQUIRE_MODEL").is_ok_and(|v| v == "1");
-    if required && std::env::var_os("CAPABOOST_GGUF").is_some() {
-        panic!(
-            "CAPABOOST_REQUIRE_MODEL=1 but {} is missing",
-            path.display()
-        );
-    }
-    eprintln!("skipping: no {} (scripts/fetch-smollm2.sh)", path.display());
-    None
-}
-
 #[test]
 fn smollm2_gpu_top_logits_match_transformers() {
-    let Some(path) = smollm2() else { return };
+    let Some(path) = common::smollm2_gguf() else {
+        return;
+    };
     let Some(gpu) = common::gpu() else { return };
     let gg = Gguf::open(&path).unwrap();
     let m = Llama::load(&gpu, &gg).unwrap();

@@ -225,25 +225,10 @@ fn dinov2_adapter_gradients_match_finite_differences() {
     let rv = common::random_vec(&mut trng, 2 * 37 * 32, 1.0);
     let r = capaboost::Tensor::from_slice(&gpu, &rv, &[2, 37, 32]).unwrap();
     let (_, grads) = vit_loss(&gpu, &vit, &r, true);
-    let (mut got, mut want) = (Vec::new(), Vec::new());
-    for (k, (name, t)) in vit.params().iter().enumerate().step_by(3) {
-        // The entry with the largest gradient: the most signal over the f32 loss's noise.
-        let e = (0..grads[k].len())
-            .max_by(|&i, &j| grads[k][i].abs().total_cmp(&grads[k][j].abs()))
-            .unwrap();
-        let mut v = t.to_vec().unwrap();
-        let x0 = v[e];
-        let mut at = |x: f32| {
-            v[e] = x;
-            t.write(&v).unwrap();
-            vit_loss(&gpu, &vit, &r, false).0
-        };
-        let fd = (at(x0 + 5e-2) - at(x0 - 5e-2)) / 1e-1;
-        at(x0);
-        eprintln!("{name}[{e}]: {} vs {fd}", grads[k][e]);
-        got.push(grads[k][e] as f64);
-        want.push(fd);
-    }
+    let params = vit.params();
+    let (got, want) = common::fd_at_largest(&params, &grads, (3, 5e-2), || {
+        vit_loss(&gpu, &vit, &r, false).0
+    });
     let e = common::rel_max_abs(&got, &want);
     eprintln!("adapter gradients vs finite differences: {e:.2e}");
     assert!(e < 1e-3, "adapter gradients vs finite differences: {e}");

@@ -129,7 +129,10 @@ fn run_setup(args: FinetuneArgs, given: &[String]) -> crate::Result<(TrainConfig
         cfg.data.eval_data = Some(absolute("--eval-data", e)?);
     }
     cfg.data.max_len = Some(match task {
-        crate::tasks::kind::TaskKind::CausalLm => crate::tasks::causal_lm::run::max_len(&cfg)?,
+        crate::tasks::kind::TaskKind::CausalLm => {
+            let g = crate::runtime::gguf::Gguf::open(&cfg.model.model)?;
+            crate::tasks::causal_lm::run::max_len(&cfg, &g)?
+        }
         _ => cfg.max_len(),
     });
     let out = args.out.unwrap_or_else(|| {

@@ -125,6 +125,17 @@ impl LayerMasks {
         let b = crate::kernels::masks::unpack(&self.b.to_words()?, d, self.b.rows * self.b.cols);
         Ok((a, b))
     }
+
+    /// Entries of `lora_A` plus entries of `lora_B` that some branch's mask lets through
+    /// (reads the masks back once).
+    pub fn used_entries(&self) -> Result<usize> {
+        fn union(masks: &[Vec<u8>]) -> usize {
+            let n = masks.first().map_or(0, Vec::len);
+            (0..n).filter(|&e| masks.iter().any(|m| m[e] != 0)).count()
+        }
+        let (ma, mb) = self.to_u8()?;
+        Ok(union(&ma) + union(&mb))
+    }
 }
 
 /// A CapaBoost-LoRA adapter: the shared factors `lora_A [r, in]` and `lora_B [out, r]`, the

@@ -324,6 +324,22 @@ pub fn adapter_params(e: &dyn AdaptedEncoder, slots: Vec<AdapterSlots<'_>>) -> V
     out
 }
 
+/// Appends the masks of one adapted module, read back, as `{prefix}.mask_A.{i}` (`[r, in]`)
+/// and `{prefix}.mask_B.{i}` (`[out, r]`), branch by branch.
+pub(crate) fn push_masks(out: &mut Vec<NamedMask>, prefix: &str, m: &LayerMasks) -> Result<()> {
+    let (ma, mb) = m.to_u8()?;
+    for (factor, bits, masks) in [("A", &m.a, ma), ("B", &m.b, mb)] {
+        for (i, v) in masks.into_iter().enumerate() {
+            out.push((
+                format!("{prefix}.mask_{factor}.{i}"),
+                vec![bits.rows, bits.cols],
+                v,
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every static mask of an encoder's adapters, read back, named as [`adapter_params`]
 /// names the tensor it masks: `{module_name}.mask_A.{i}` masks `lora_A` in branch `i`
 /// (`[r, in]`), `{module_name}.mask_B.{i}` masks `lora_B` (`[out, r]`); bottleneck
@@ -332,29 +348,16 @@ pub fn adapter_masks(
     e: &dyn AdaptedEncoder,
     slots: Vec<AdapterSlots<'_>>,
 ) -> Result<Vec<NamedMask>> {
-    fn push(out: &mut Vec<NamedMask>, prefix: &str, m: &LayerMasks) -> Result<()> {
-        let (ma, mb) = m.to_u8()?;
-        for (factor, bits, masks) in [("A", &m.a, ma), ("B", &m.b, mb)] {
-            for (i, v) in masks.into_iter().enumerate() {
-                out.push((
-                    format!("{prefix}.mask_{factor}.{i}"),
-                    vec![bits.rows, bits.cols],
-                    v,
-                ));
-            }
-        }
-        Ok(())
-    }
     let mut out = Vec::new();
     for (i, (proj, [attn, ffn])) in e.projections().into_iter().zip(slots).enumerate() {
         for (k, p) in proj.iter().enumerate() {
             if let Proj::Adapted(l) = p {
-                push(&mut out, &e.module_name(i, k), &l.masks)?;
+                push_masks(&mut out, &e.module_name(i, k), &l.masks)?;
             }
         }
         for (name, a) in [("attention_adapter", attn), ("output_adapter", ffn)] {
             if let Some(a) = a {
-                push(&mut out, &format!("encoder.layer.{i}.{name}"), &a.masks)?;
+                push_masks(&mut out, &format!("encoder.layer.{i}.{name}"), &a.masks)?;
             }
         }
     }

@@ -20,7 +20,12 @@ pub use crate::nn::weight::Weight;
 /// (initialisation only). The size is checked against the device before the host buffer
 /// is allocated, and the allocation itself is fallible, so a size no device could hold (a
 /// huge rank, say) is an error rather than an abort.
-fn uniform(gpu: &Gpu, rng: &mut impl Rng, shape: &[usize], bound: f32) -> Result<Tensor> {
+pub(crate) fn uniform(
+    gpu: &Gpu,
+    rng: &mut impl Rng,
+    shape: &[usize],
+    bound: f32,
+) -> Result<Tensor> {
     let mut v = crate::runtime::tensor::host_buffer(gpu, shape)?;
     let n: usize = shape.iter().product(); // checked by host_buffer
     v.extend((0..n).map(|_| rng.random_range(-bound..bound)));
@@ -299,14 +304,8 @@ impl CapaBoostLinear {
 
     /// Entries some branch's mask lets through (reads the masks back once).
     pub fn used_params(&self) -> Result<usize> {
-        let (ma, mb) = self.masks.to_u8()?;
-        Ok(union_count(&ma) + union_count(&mb))
+        self.masks.used_entries()
     }
-}
-
-fn union_count(masks: &[Vec<u8>]) -> usize {
-    let n = masks.first().map_or(0, Vec::len);
-    (0..n).filter(|&e| masks.iter().any(|m| m[e] != 0)).count()
 }
 
 /// Nonlinearity inside a bottleneck adapter.
@@ -430,8 +429,7 @@ impl CapaBoostAdapter {
 
     /// Entries some mask lets through (biases are unmasked).
     pub fn used_params(&self) -> Result<usize> {
-        let (ma, mb) = self.masks.to_u8()?;
-        Ok(union_count(&ma) + union_count(&mb) + self.down_bias.numel() + self.up_bias.numel())
+        Ok(self.masks.used_entries()? + self.down_bias.numel() + self.up_bias.numel())
     }
 }
 

@@ -187,3 +187,35 @@ pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
     eprintln!("skipping: no {} (scripts/fetch-smollm2.sh)", path.display());
     None
 }
+
+/// Checks analytic gradients of GPU parameters against central differences of a GPU loss:
+/// for every `stride`-th of `params` (name, tensor) with its gradient `grads[k]`, the entry
+/// with the largest |gradient| (the most signal over the f32 loss's rounding) is moved by
+/// `±h` (and put back) and `loss()` re-evaluated. Returns `(analytic, finite differences)`.
+pub fn fd_at_largest(
+    params: &[(String, capaboost::Tensor)],
+    grads: &[Vec<f32>],
+    (stride, h): (usize, f32),
+    mut loss: impl FnMut() -> f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    for (k, (name, t)) in params.iter().enumerate().step_by(stride) {
+        let g = &grads[k];
+        let e = (0..g.len())
+            .max_by(|&i, &j| g[i].abs().total_cmp(&g[j].abs()))
+            .unwrap();
+        let mut v = t.to_vec().unwrap();
+        let x0 = v[e];
+        let mut at = |x: f32| {
+            v[e] = x;
+            t.write(&v).unwrap();
+            loss()
+        };
+        let fd = (at(x0 + h) - at(x0 - h)) / (2.0 * h as f64);
+        at(x0);
+        eprintln!("{name}[{e}]: {} vs {fd}", g[e]);
+        got.push(g[e] as f64);
+        want.push(fd);
+    }
+    (got, want)
+}

@@ -7,7 +7,8 @@ use rand::Rng;
 
 use super::model::{FrozenWeight, Llama, LlamaProj};
 use crate::kernels::capaboost::{Adapter, LayerMasks};
-use crate::nn::modules::{CapaBoostConfig, NamedMask, NamedTensor};
+use crate::models::common::push_masks;
+use crate::nn::modules::{CapaBoostConfig, NamedMask, NamedTensor, uniform};
 use crate::nn::{Graph, Var};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
@@ -133,11 +134,7 @@ impl AdaptedProj {
         config.validate()?;
         let [out_f, in_f] = base.shape();
         let r = config.r;
-        let bound = 1.0 / (in_f as f32).sqrt();
-        let a: Vec<f32> = (0..r * in_f)
-            .map(|_| rng.random_range(-bound..bound))
-            .collect();
-        let lora_a = Tensor::from_slice(gpu, &a, &[r, in_f])?;
+        let lora_a = uniform(gpu, rng, &[r, in_f], 1.0 / (in_f as f32).sqrt())?;
         let lora_b = Tensor::zeros(gpu, &[out_f, r])?;
         let masks =
             gpu.run(|rec| LayerMasks::generate(rec, &config.mask, module_id, r, in_f, out_f))?;
@@ -228,17 +225,16 @@ impl Llama {
     pub fn adapter_masks(&self) -> Result<Vec<NamedMask>> {
         let mut out = Vec::new();
         for (module, a) in self.adapted() {
-            let (ma, mb) = a.masks.to_u8()?;
-            for (factor, bits, masks) in [("A", &a.masks.a, ma), ("B", &a.masks.b, mb)] {
-                for (i, v) in masks.into_iter().enumerate() {
-                    out.push((
-                        format!("{module}.mask_{factor}.{i}"),
-                        vec![bits.rows, bits.cols],
-                        v,
-                    ));
-                }
-            }
+            push_masks(&mut out, &module, &a.masks)?;
         }
         Ok(out)
+    }
+
+    /// Adapter entries some branch's mask lets through (reads the masks back).
+    pub fn adapter_used_params(&self) -> Result<usize> {
+        self.adapted()
+            .iter()
+            .map(|(_, a)| a.masks.used_entries())
+            .sum()
     }
 }

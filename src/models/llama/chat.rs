@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::LlamaTokenizer;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gguf::Gguf;
 
@@ -69,6 +70,12 @@ impl ChatTemplate {
                 path: g.name().to_string(),
                 message: e.to_string(),
             })
+    }
+
+    /// The template of a GGUF file with the BOS and EOS text of its tokenizer `tok`.
+    pub fn for_tokenizer(g: &Gguf, tok: &LlamaTokenizer) -> Result<Option<Self>> {
+        let text = |id: Option<u32>| id.map_or(Ok(String::new()), |id| tok.decode(&[id], false));
+        Self::from_gguf(g, &text(tok.bos)?, &text(tok.eos)?)
     }
 
     /// The conversation as text; with `add_generation_prompt`, followed by what opens an

@@ -8,10 +8,8 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 
 use super::{KvCache, Llama};
-use crate::kernels::layout::copy_range;
 use crate::nn::Graph;
 use crate::runtime::error::{Error, Result};
-use crate::runtime::tensor::Tensor;
 
 /// How the next token is picked.
 #[derive(Clone, Debug)]
@@ -102,15 +100,7 @@ impl Llama {
         let x = self.embed(&mut g, ids)?;
         let start = cache.len();
         let h = self.blocks(&mut g, &x, start, Some(cache))?;
-        let n = self.config.hidden;
-        let last = Tensor::empty(&gpu, &[1, n])?;
-        copy_range(
-            g.recorder(),
-            (h.value(), (ids.len() - 1) * n),
-            (&last, 0),
-            n,
-        )?;
-        let last = g.input(&last);
+        let last = g.select_rows(&h, &[ids.len() as u32 - 1])?;
         let y = self.logits(&mut g, &last)?;
         g.submit()?;
         y.value().to_vec()

@@ -16,14 +16,10 @@ use crate::tasks::export_run::ExportFormat;
 use crate::tasks::run::RunDir;
 use crate::tasks::task::{Metrics, Task};
 
-/// The tokenizer and chat template of the GGUF file `model`.
-pub fn tokenizer(model: &Path) -> Result<(LlamaTokenizer, Option<ChatTemplate>)> {
-    let g = Gguf::open(model)?;
-    let tok = LlamaTokenizer::from_gguf(&g)?;
-    let text = |id: Option<u32>| -> Result<String> {
-        id.map_or(Ok(String::new()), |id| tok.decode(&[id], false))
-    };
-    let chat = ChatTemplate::from_gguf(&g, &text(tok.bos)?, &text(tok.eos)?)?;
+/// The tokenizer and chat template of a GGUF file.
+pub fn tokenizer(g: &Gguf) -> Result<(LlamaTokenizer, Option<ChatTemplate>)> {
+    let tok = LlamaTokenizer::from_gguf(g)?;
+    let chat = ChatTemplate::for_tokenizer(g, &tok)?;
     Ok((tok, chat))
 }
 
@@ -70,11 +66,12 @@ pub fn load(cfg: &TrainConfig) -> Result<CausalLmTask> {
             "no training or no evaluation examples left (--train-limit / --dev-limit)".into(),
         ));
     }
-    let (tok, chat) = tokenizer(&cfg.model.model)?;
+    let g = Gguf::open(&cfg.model.model)?;
+    let (tok, chat) = tokenizer(&g)?;
     let enc = Encoder {
         tok: &tok,
         chat: chat.as_ref(),
-        max_len: max_len(cfg)?,
+        max_len: max_len(cfg, &g)?,
     };
     Ok(CausalLmTask::new(
         enc.encode_all(&train, "training")?,
@@ -82,11 +79,10 @@ pub fn load(cfg: &TrainConfig) -> Result<CausalLmTask> {
     ))
 }
 
-/// The longest example: `--max-len` (an error beyond the model's context), else the
-/// default 512 or the context if shorter.
-pub fn max_len(cfg: &TrainConfig) -> Result<usize> {
-    let g = Gguf::open(&cfg.model.model)?;
-    let context = crate::models::llama::LlamaConfig::from_gguf(&g)?.context;
+/// The longest example for the model `g`: `--max-len` (an error beyond the model's
+/// context), else the default 512 or the context if shorter.
+pub fn max_len(cfg: &TrainConfig, g: &Gguf) -> Result<usize> {
+    let context = crate::models::llama::LlamaConfig::from_gguf(g)?.context;
     match cfg.data.max_len {
         Some(n) if n > context => Err(Error::InvalidArgument(format!(
             "--max-len {n} exceeds the model's context of {context} tokens"
@@ -192,9 +188,9 @@ pub fn export(
     crate::tasks::export::write_peft_for_task(out, &loras, scale, &base, &targets, "CAUSAL_LM")
 }
 
-/// The evaluation examples of the JSONL file `data` for the GGUF model `model`.
-fn eval_task(model: &Path, data: &Path, max_len: usize) -> Result<CausalLmTask> {
-    let (tok, chat) = tokenizer(model)?;
+/// The evaluation examples of the JSONL file `data` for the GGUF model `g`.
+fn eval_task(g: &Gguf, data: &Path, max_len: usize) -> Result<CausalLmTask> {
+    let (tok, chat) = tokenizer(g)?;
     let enc = Encoder {
         tok: &tok,
         chat: chat.as_ref(),
@@ -207,7 +203,8 @@ fn eval_task(model: &Path, data: &Path, max_len: usize) -> Result<CausalLmTask> 
 /// Scores a saved causal-LM run on the JSONL file `data`.
 pub fn eval_run(gpu: &Gpu, run_path: &Path, data: &Path) -> Result<Metrics> {
     let (cfg, model) = load_run_model(gpu, run_path, None)?;
-    eval_task(&cfg.model.model, data, max_len(&cfg)?)?.evaluate(gpu, &model)
+    let g = Gguf::open(&cfg.model.model)?;
+    eval_task(&g, data, max_len(&cfg, &g)?)?.evaluate(gpu, &model)
 }
 
 /// Scores the base model of the GGUF file `model` (no adapters) on the JSONL file `data`,
@@ -216,5 +213,5 @@ pub fn eval_base(gpu: &Gpu, model: &Path, data: &Path, max_len: usize) -> Result
     let g = Gguf::open(model)?;
     let llama = crate::models::llama::Llama::load(gpu, &g)?;
     let max_len = max_len.min(llama.config.context);
-    eval_task(model, data, max_len)?.evaluate(gpu, &LmModel { llama })
+    eval_task(&g, data, max_len)?.evaluate(gpu, &LmModel { llama })
 }

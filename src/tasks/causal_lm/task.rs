@@ -42,17 +42,7 @@ impl Model for LmModel {
     }
 
     fn used_params(&self) -> Result<usize> {
-        let mut n = 0;
-        for (_, a) in self.llama.adapted() {
-            let (ma, mb) = a.masks.to_u8()?;
-            for masks in [ma, mb] {
-                let len = masks.first().map_or(0, Vec::len);
-                n += (0..len)
-                    .filter(|&e| masks.iter().any(|m| m[e] != 0))
-                    .count();
-            }
-        }
-        Ok(n)
+        self.llama.adapter_used_params()
     }
 
     fn encoder(&self) -> Option<&dyn AdaptedEncoder> {
