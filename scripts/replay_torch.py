@@ -139,6 +139,27 @@ def masks_of(init, module, dtype):
     return branches("A"), branches("B")
 
 
+def trainable(init, dtype):
+    """The trace's trainable tensors (every float tensor of init.safetensors; masks are u8)
+    as parameters in `dtype`."""
+    return {
+        n: torch.nn.Parameter(t.to(dtype).clone())
+        for n, t in init.items()
+        if t.dtype in (torch.float32, torch.float64)
+    }
+
+
+def setup_torch(threads):
+    """Quiet transformers, `threads` CPU threads, full fp32 (no TF32)."""
+    torch.set_num_threads(threads)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="Detected call of")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
 def build(recipe, init, dtype):
     """The encoder with the trace's adapters and the head; the trainable tensors by name."""
     model_dir = recipe["model"]["dir"]
@@ -151,11 +172,7 @@ def build(recipe, init, dtype):
     ).to(dtype)
     bert.eval()
     bert.requires_grad_(False)
-    params = {
-        n: torch.nn.Parameter(t.to(dtype).clone())
-        for n, t in init.items()
-        if t.dtype in (torch.float32, torch.float64)
-    }
+    params = trainable(init, dtype)
     method = recipe["method"]
     modules = sorted({n.rsplit(".", 2)[0] for n in params if ".lora_A." in n})
     for module in modules:
@@ -316,13 +333,7 @@ def main():
     ap.add_argument("--quiet", action="store_true", help="no per-step lines")
     args = ap.parse_args()
 
-    torch.set_num_threads(args.threads)
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message="Detected call of")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
+    setup_torch(args.threads)
 
     steps = [json.loads(l) for l in open(os.path.join(args.trace, "steps.jsonl")) if l.strip()]
     traced = len(steps)

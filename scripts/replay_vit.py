@@ -26,17 +26,16 @@ import argparse
 import json
 import os
 import sys
-import warnings
 
 import torch
 import torch.nn.functional as F
-import transformers
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from replay_torch import PREFIX, MaskedLoRA, frob_rel, masks_of, rel, report, schedule  # noqa: E402
+from replay_torch import (  # noqa: E402
+    PREFIX, MaskedLoRA, masks_of, rel, report, schedule, setup_torch, trainable)
 from vit_torch import interleave, split  # noqa: E402
 
 # Checkpoint module names (the trace's) -> transformers 5's run-time names.
@@ -72,11 +71,7 @@ def build(recipe, init, dtype):
     enc = enc.to(dtype)
     enc.eval()
     enc.requires_grad_(False)
-    params = {
-        n: torch.nn.Parameter(t.to(dtype).clone())
-        for n, t in init.items()
-        if t.dtype in (torch.float32, torch.float64)
-    }
+    params = trainable(init, dtype)
     if any(".down.weight" in n for n in params):
         sys.exit("bottleneck adapters are not replayed for images")
     for module in sorted({n.rsplit(".", 2)[0] for n in params if ".lora_A." in n}):
@@ -95,21 +90,23 @@ def images(recipe, dtype, part="train"):
     cfg = recipe["config"]
     data = recipe["data"]["dir"]
     if os.path.isdir(os.path.join(data, "train")):
-        classes, train, held = split(os.path.join(data, part), 0.0)
-        train = interleave(train + held)
+        # Every file of train/ (or dev/): split() always holds one out, so join them again
+        # (interleave keeps each class's files in name order).
+        classes, kept, held = split(os.path.join(data, part), 0.0)
+        items = interleave(kept + held)
     else:
         classes, train, dev = split(data, cfg["dev_ratio"])
-        train = interleave(train if part == "train" else dev)
+        items = interleave(train if part == "train" else dev)
     limit = cfg["train_limit"] if part == "train" else cfg["dev_limit"]
-    train = train[:limit] if limit else train
+    items = items[:limit] if limit else items
     if classes != recipe["task"]["classes"]:
         sys.exit(f"classes {classes} differ from the trace's {recipe['task']['classes']}")
     proc = AutoImageProcessor.from_pretrained(recipe["model"]["dir"])
     n = recipe["task"]["image_size"]
-    x = proc(images=[Image.open(p).convert("RGB") for p, _ in train],
+    x = proc(images=[Image.open(p).convert("RGB") for p, _ in items],
              size={"height": n, "width": n}, do_center_crop=False,
              return_tensors="pt")["pixel_values"].to(dtype)
-    return x, torch.tensor([k for _, k in train])
+    return x, torch.tensor([k for _, k in items])
 
 
 def replay(trace, dtype, steps, quiet, evaluate=False):
@@ -171,12 +168,7 @@ def main():
     ap.add_argument("--eval", action="store_true",
                     help="then score the replayed model on the run's evaluation images")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
+    setup_torch(args.threads)
     steps = [json.loads(l) for l in open(os.path.join(args.trace, "steps.jsonl")) if l.strip()]
     traced = len(steps)
     steps = steps[: args.steps] if args.steps else steps

@@ -123,17 +123,20 @@ fn finetune_eval_generate_export_on_a_tiny_chat_model() {
     let plain = format!("{}/tests/data/tiny-llama.gguf", env!("CARGO_MANIFEST_DIR"));
     let (ok, _, err) = run(&["generate", "--model", &plain, "--prompt", "t1", "--chat"]);
     assert!(!ok && err.contains("no chat template"), "{err}");
+    let export = |format: &str, to: &Path| {
+        let (ok, _, err) = run(&[
+            "export",
+            "--run",
+            s(&out),
+            "--format",
+            format,
+            "--out",
+            s(to),
+        ]);
+        assert!(ok, "export --format {format}: {err}");
+    };
     let peft = dir.join("peft");
-    let (ok, _, err) = run(&[
-        "export",
-        "--run",
-        s(&out),
-        "--format",
-        "peft",
-        "--out",
-        s(&peft),
-    ]);
-    assert!(ok, "{err}");
+    export("peft", &peft);
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(peft.join("adapter_config.json")).unwrap())
             .unwrap();
@@ -153,16 +156,7 @@ fn finetune_eval_generate_export_on_a_tiny_chat_model() {
         assert!(text.contains(k), "{k} missing");
     }
     let native = dir.join("native");
-    let (ok, _, err) = run(&[
-        "export",
-        "--run",
-        s(&out),
-        "--format",
-        "native",
-        "--out",
-        s(&native),
-    ]);
-    assert!(ok, "{err}");
+    export("native", &native);
     let c = std::fs::read_to_string(native.join("capaboost_config.json")).unwrap();
     assert!(
         c.contains("7 * layer + projection index") && c.contains("causal-lm"),

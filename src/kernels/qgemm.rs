@@ -21,8 +21,8 @@ pub enum QForm {
     /// 16 x 16 output tiles staged through workgroup memory (GPUs).
     Tiled,
     /// Each invocation an 8 x 4 block of outputs (8 x 8 backward; 1 x 4 forward for one
-    /// row) decoded straight from the weight buffer: no workgroup
-    /// memory, no barriers (CPU devices).
+    /// row) decoded straight from the weight buffer: no workgroup memory, no barriers
+    /// (CPU devices).
     Register,
 }
 
