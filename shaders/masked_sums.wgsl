@@ -1,6 +1,7 @@
 // The two masked sums of one CapaBoost adapter's backward in one dispatch:
 //   dA = sum_i M_i * S_A[i]   (S_A is [d r, in], branch i is rows i r .. i r + r)
-//   dB = sum_i N_i * S_B[:, i]  (S_B is [out, d r], branch i is columns i r .. i r + r)
+//   dB = sum_i N_i * S_B[:, i]  (S_B is [out, d r], branch i is columns i r .. i r + r;
+//        with b_rows, S_B^T [d r, out] is given instead: branch i is rows i r .. i r + r)
 // Threads 0 .. r in fold factor A, the next out r fold factor B; each entry adds its
 // branches in order 0 .. d-1 with `select`, exactly as `masked_sum` in shaders/masks.wgsl
 // (so the results are bit for bit those of two `masked_sum` dispatches).
@@ -15,7 +16,7 @@ struct PairParams {
     numel_a: u32,    // r * in
     total: u32,      // r * in + out * r
     grid_x: u32,
-    _pad: u32,
+    b_rows: u32,     // 1: stacked_b holds S_B^T [d r, out]
 }
 
 @group(0) @binding(0) var<uniform> pp: PairParams;
@@ -56,7 +57,8 @@ fn masked_sum_pair(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let row = e / pp.r;
     let col = e - row * pp.r;
     for (var i = 0u; i < pp.branches; i++) {
-        let src = row * (pp.branches * pp.r) + i * pp.r + col;
+        let src = select(row * (pp.branches * pp.r) + i * pp.r + col,
+                         (i * pp.r + col) * pp.out_f + row, pp.b_rows == 1u);
         acc += select(0.0, stacked_b[src], bit_b(i * numel_b + e));
     }
     sum_b[e] = acc;

@@ -584,7 +584,7 @@ fn adapter_update_and_backward_match_reference() {
     let y0 = random_vec(&mut rng, c.t * c.out_f, 1.0);
     let y = Tensor::from_slice(&gpu, &y0, &[c.t, c.out_f]).unwrap();
     let h = gpu.run(|rec| adapter.update(rec, &g.x, &y)).unwrap();
-    assert_eq!(h.shape(), [c.t, 3 * c.r]);
+    assert_eq!(h.shape(), [3 * c.r, c.t], "H is saved transposed");
     let mut want: Vec<f64> = y0.iter().map(|&v| v as f64).collect();
     reference.update(&c.x, c.t, &mut want);
     let e = rel_frobenius(&y.to_vec().unwrap(), &want);

@@ -1,14 +1,15 @@
 //! `masked_sum_pair` (`shaders/masked_sums.wgsl`): both factors' masked sums of an
 //! adapter's backward in one dispatch, against the f64 twin on odd shapes with fresh
 //! random inputs (bar: relative Frobenius error 1e-6), bit for bit against two
-//! `masked_sum` dispatches, and its shape errors. The gradients it produces inside the
+//! `masked_sum` dispatches and with factor B's stack given transposed
+//! ([`StackedB::Rows`], what the adapter's backward passes), and its shape errors. The gradients it produces inside the
 //! layer's backward are checked by finite differences in tests/autograd.rs
 //! (`capaboost_ops`) and tests/capaboost_layer.rs.
 
 mod common;
 
 use capaboost::kernels::capaboost::LayerMasks;
-use capaboost::kernels::masked_sums::{cpu, masked_sum_pair};
+use capaboost::kernels::masked_sums::{StackedB, cpu, masked_sum_pair, masked_sum_pair_as};
 use capaboost::kernels::masks::{Factor, MaskBits, MaskKind, MaskSpec, masked_sum, unpack};
 use capaboost::{Gpu, Tensor};
 use common::{random_vec, rel_frobenius};
@@ -59,12 +60,18 @@ fn pair_matches_twin_and_two_single_sums() {
         let sb = random_vec(&mut rng, o * d * r, 1.0);
         let ta = Tensor::from_slice(&gpu, &sa, &[d * r, i]).unwrap();
         let tb = Tensor::from_slice(&gpu, &sb, &[o, d * r]).unwrap();
-        let ((da, db), one_a, one_b) = gpu
+        // S_B^T [d r, o]: the same values, rows and columns swapped.
+        let sbt: Vec<f32> = (0..d * r * o)
+            .map(|e| sb[(e % o) * d * r + e / o])
+            .collect();
+        let tbt = Tensor::from_slice(&gpu, &sbt, &[d * r, o]).unwrap();
+        let ((da, db), one_a, one_b, (ra, rb)) = gpu
             .run(|rec| {
                 let pair = masked_sum_pair(rec, &layer, &ta, &tb)?;
                 let one_a = masked_sum(rec, &layer.a, Factor::A, &ta)?;
                 let one_b = masked_sum(rec, &layer.b, Factor::B, &tb)?;
-                Ok((pair, one_a, one_b))
+                let rows = masked_sum_pair_as(rec, &layer, &ta, (&tbt, StackedB::Rows))?;
+                Ok((pair, one_a, one_b, rows))
             })
             .unwrap();
         let (da, db) = (da.to_vec().unwrap(), db.to_vec().unwrap());
@@ -73,6 +80,8 @@ fn pair_matches_twin_and_two_single_sums() {
         assert!(ea < 1e-6 && eb < 1e-6, "{kind:?} d {d}: {ea:.2e} {eb:.2e}");
         assert_eq!(da, one_a.to_vec().unwrap(), "{kind:?} d {d}: A differs");
         assert_eq!(db, one_b.to_vec().unwrap(), "{kind:?} d {d}: B differs");
+        assert_eq!(da, ra.to_vec().unwrap(), "{kind:?} d {d}: A differs (rows)");
+        assert_eq!(db, rb.to_vec().unwrap(), "{kind:?} d {d}: B^T differs");
         assert!(da.iter().chain(&db).any(|v| *v != 0.0));
     }
 }
@@ -92,4 +101,9 @@ fn pair_refuses_wrong_shapes() {
             .unwrap_err();
         assert!(err.to_string().contains("stacked gradient"), "{err}");
     }
+    // Transposed, factor B's stack must be [d r, out]; [out, d r] is refused.
+    let err = gpu
+        .run(|rec| masked_sum_pair_as(rec, &layer, &ok_a, (&ok_b, StackedB::Rows)))
+        .unwrap_err();
+    assert!(err.to_string().contains("[6, 7]"), "{err}");
 }

@@ -14,7 +14,8 @@
 //! `alpha / sqrt(r)`), no division by d.
 
 use crate::kernels::gemm::{Operand, View, gemm, gemm_into};
-use crate::kernels::masked_sums::masked_sum_pair;
+use crate::kernels::layout::swap_middle;
+use crate::kernels::masked_sums::{StackedB, masked_sum_pair_as};
 use crate::kernels::masks::{Factor, MaskBits, MaskConfig, masked_sum};
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
@@ -247,17 +248,21 @@ impl<'a> Adapter<'a> {
         Operand::stacked(self.b, view, &self.masks.b)
     }
 
-    /// `y += s H B_s^T` with `H = x A_s^T` for `x [T, in]` and `y [T, out]` (two GEMM
-    /// dispatches, masks applied on load); returns `H [T, d r]`, which the backward needs.
+    /// `y += s H B_s^T` with `H = x A_s^T` for `x [T, in]` and `y [T, out]` (two GEMMs,
+    /// masks applied on load, and a small transpose); returns `H^T = A_s x^T [d r, T]`,
+    /// which the backward needs. The narrow products are computed transposed: with
+    /// `d r` as their N (`x A_s^T`, `G^T H`, `G B_s`) they cost 2-3x their transposed twins
+    /// on llvmpipe (BENCHMARKS.md, 2026-12-02).
     pub fn update(&self, rec: &mut Recorder, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         self.check_rows(x, "output", y)?;
-        let h = gemm(
+        let ht = gemm(
             rec,
-            Operand::plain(x),
-            self.a_view(View::AStackedT),
+            self.a_view(View::AStacked),
+            Operand::trans(x),
             1.0,
             None,
         )?;
+        let h = transpose(rec, &ht)?;
         gemm_into(
             rec,
             Operand::plain(&h),
@@ -267,7 +272,7 @@ impl<'a> Adapter<'a> {
             1.0,
             None,
         )?;
-        Ok(h)
+        Ok(ht)
     }
 
     /// Checks `x [T, in]` and an output-side tensor `[T, out]` (named `name` in errors);
@@ -289,63 +294,65 @@ impl<'a> Adapter<'a> {
         Ok(t)
     }
 
-    /// Checks the backward's inputs: `x [T, in]`, saved `h [T, d r]`, `g [T, out]`.
-    fn check_backward(&self, x: &Tensor, h: &Tensor, g: &Tensor) -> Result<()> {
+    /// Checks the backward's inputs: `x [T, in]`, saved `ht [d r, T]`, `g [T, out]`.
+    fn check_backward(&self, x: &Tensor, ht: &Tensor, g: &Tensor) -> Result<()> {
         let t = self.check_rows(x, "grad_y", g)?;
         let (r, _, _) = self.dims()?;
         let dr = self.d() * r;
-        if h.shape() != [t, dr] {
+        if ht.shape() != [dr, t] {
             return Err(Error::shape(format!(
-                "saved H is {:?}, expected [{t}, {dr}]",
-                h.shape()
+                "saved H^T is {:?}, expected [{dr}, {t}]",
+                ht.shape()
             )));
         }
         Ok(())
     }
 
-    /// The backward of [`Adapter::update`] for `G = dL/dy` and the saved `H`:
+    /// The backward of [`Adapter::update`] for `G = dL/dy` and the saved `H^T`:
     /// `dB = s sum_i N_i (G^T H_i)`, `dH = s G B_s`, `dA = sum_i M_i (dH_i^T x)`,
     /// `dx (+)= dH A_s`, each only when `needs` asks for it (`dH` when `dA` or `dx` is).
+    /// The narrow products run transposed (`H^T G`, `dH^T = s B_s^T G^T`).
     pub fn backward(
         &self,
         rec: &mut Recorder,
         x: &Tensor,
-        h: &Tensor,
+        ht: &Tensor,
         g: &Tensor,
         needs: Needs<'_>,
     ) -> Result<AdapterGrads> {
-        self.check_backward(x, h, g)?;
+        self.check_backward(x, ht, g)?;
         let s = self.scale;
         let mut out = AdapterGrads::default();
-        // Both factors' stacked gradients are folded by one `masked_sum_pair` dispatch.
-        let stacked_b = if needs.b {
-            Some(gemm(rec, Operand::trans(g), Operand::plain(h), s, None)?)
-        } else {
-            None
-        };
+        if needs.b && !needs.a {
+            let sb = gemm(rec, Operand::trans(g), Operand::trans(ht), s, None)?;
+            out.db = Some(masked_sum(rec, &self.masks.b, Factor::B, &sb)?);
+        }
         if !needs.a && matches!(needs.x, Dx::Skip) {
-            if let Some(sb) = &stacked_b {
-                out.db = Some(masked_sum(rec, &self.masks.b, Factor::B, sb)?);
-            }
             return Ok(out);
         }
-        let dh = gemm(rec, Operand::plain(g), self.b_view(View::BStacked), s, None)?;
+        let b_st = self.b_view(View::BStackedT);
+        let dht = gemm(rec, b_st, Operand::trans(g), s, None)?;
         if needs.a {
-            let sa = gemm(rec, Operand::trans(&dh), Operand::plain(x), 1.0, None)?;
-            if let Some(sb) = &stacked_b {
-                let (da, db) = masked_sum_pair(rec, self.masks, &sa, sb)?;
+            let sa = gemm(rec, Operand::plain(&dht), Operand::plain(x), 1.0, None)?;
+            if needs.b {
+                // S_B^T = s H^T G [d r, out], folded with dA's stack in one dispatch.
+                let sbt = gemm(rec, Operand::plain(ht), Operand::plain(g), s, None)?;
+                let (da, db) = masked_sum_pair_as(rec, self.masks, &sa, (&sbt, StackedB::Rows))?;
                 (out.da, out.db) = (Some(da), Some(db));
             } else {
                 out.da = Some(masked_sum(rec, &self.masks.a, Factor::A, &sa)?);
             }
-        } else if let Some(sb) = &stacked_b {
-            out.db = Some(masked_sum(rec, &self.masks.b, Factor::B, sb)?);
+        }
+        if matches!(needs.x, Dx::Skip) {
+            return Ok(out);
         }
         let a_s = self.a_view(View::AStacked);
+        let dh = transpose(rec, &dht)?;
+        let dh = Operand::plain(&dh);
         match needs.x {
             Dx::Skip => {}
-            Dx::New => out.dx = Some(gemm(rec, Operand::plain(&dh), a_s, 1.0, None)?),
-            Dx::AddTo(dx) => gemm_into(rec, Operand::plain(&dh), a_s, dx, 1.0, 1.0, None)?,
+            Dx::New => out.dx = Some(gemm(rec, dh, a_s, 1.0, None)?),
+            Dx::AddTo(dx) => gemm_into(rec, dh, a_s, dx, 1.0, 1.0, None)?,
         }
         Ok(out)
     }
@@ -392,6 +399,14 @@ impl<'a> Adapter<'a> {
     }
 }
 
+/// `[R, C] -> [C, R]` (one small copy kernel): the narrow products' outputs are read
+/// again as the A operand of a K = d r product, which on llvmpipe runs several times
+/// slower through a transposed view than from a row-major copy.
+fn transpose(rec: &mut Recorder, t: &Tensor) -> Result<Tensor> {
+    let [r, c] = dims2("transposed", t)?;
+    swap_middle(rec, &t.reshape(&[1, r, c, 1])?)?.reshape(&[c, r])
+}
+
 fn dims2(name: &str, t: &Tensor) -> Result<[usize; 2]> {
     match t.shape() {
         &[a, b] => Ok([a, b]),
@@ -410,12 +425,13 @@ pub struct Layer<'a> {
     pub adapter: Adapter<'a>,
 }
 
-/// The forward's outputs: `y` and the activation `H = x A_s^T` the backward needs.
+/// The forward's outputs: `y` and the activation `H = x A_s^T` (stored transposed) the
+/// backward needs.
 #[derive(Clone, Debug)]
 pub struct Forward {
     /// `x W0^T + b0 + s H B_s^T`, `[T, out]`.
     pub y: Tensor,
-    /// `x A_s^T`, `[T, d r]`.
+    /// `H^T = A_s x^T`, `[d r, T]`.
     pub h: Tensor,
 }
 
@@ -469,7 +485,8 @@ impl<'a> Layer<'a> {
         self.adapter.dims().map(drop)
     }
 
-    /// `y = x W0^T + b0 + s (x A_s^T) B_s^T`: three GEMM dispatches, masks applied on load.
+    /// `y = x W0^T + b0 + s (x A_s^T) B_s^T`: three GEMMs (masks applied on load) and a
+    /// small transpose ([`Adapter::update`]).
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Forward> {
         self.check(x)?;
         let y = gemm(
@@ -483,8 +500,8 @@ impl<'a> Layer<'a> {
         Ok(Forward { y, h })
     }
 
-    /// The backward of [`Layer::forward`] for `G = dL/dy` and the saved `h`: the adapter's
-    /// gradients, and `dx = G W0 + dH A_s` when `want_dx`.
+    /// The backward of [`Layer::forward`] for `G = dL/dy` and the saved `h` (`H^T`): the
+    /// adapter's gradients, and `dx = G W0 + dH A_s` when `want_dx`.
     pub fn backward(
         &self,
         rec: &mut Recorder,

@@ -20,7 +20,16 @@ struct PairParams {
     numel_a: u32,
     total: u32,
     grid_x: u32,
-    _pad: u32,
+    b_rows: u32,
+}
+
+/// How the stacked gradient of factor B is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackedB {
+    /// `S_B [out, d r]`: branch i is columns `i r .. i r + r`.
+    Columns,
+    /// `S_B^T [d r, out]`: branch i is rows `i r .. i r + r` (what `H^T G` gives).
+    Rows,
 }
 
 /// `(dA [r, in], dB [out, r])`: the masked sums over the d branches of the stacked
@@ -32,6 +41,17 @@ pub fn masked_sum_pair(
     stacked_a: &Tensor,
     stacked_b: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
+    masked_sum_pair_as(rec, masks, stacked_a, (stacked_b, StackedB::Columns))
+}
+
+/// [`masked_sum_pair`] with factor B's stacked gradient laid out as `layout` says
+/// (`[out, d r]` or `[d r, out]`); the sums are the same, bit for bit.
+pub fn masked_sum_pair_as(
+    rec: &mut Recorder,
+    masks: &LayerMasks,
+    stacked_a: &Tensor,
+    (stacked_b, layout): (&Tensor, StackedB),
+) -> Result<(Tensor, Tensor)> {
     let (r, in_f) = (masks.a.rows, masks.a.cols);
     let out_f = masks.b.rows;
     let d = masks.d();
@@ -41,9 +61,13 @@ pub fn masked_sum_pair(
             masks.b.branches, masks.b.cols
         )));
     }
+    let want_b = match layout {
+        StackedB::Columns => [out_f, d * r],
+        StackedB::Rows => [d * r, out_f],
+    };
     for (name, t, want) in [
         ("factor A", stacked_a, [d * r, in_f]),
-        ("factor B", stacked_b, [out_f, d * r]),
+        ("factor B", stacked_b, want_b),
     ] {
         if t.shape() != want {
             return Err(Error::shape(format!(
@@ -65,7 +89,7 @@ pub fn masked_sum_pair(
         numel_a: numel_a as u32,
         total,
         grid_x: grid[0],
-        _pad: 0,
+        b_rows: (layout == StackedB::Rows) as u32,
     };
     let uniform = rec.uniform(bytemuck::bytes_of(&p));
     let bindings = [
