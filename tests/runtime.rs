@@ -18,6 +18,43 @@ fn one_round(gpu: &Gpu, a: &Tensor, b: &Tensor) -> f32 {
     out.to_vec().unwrap()[0]
 }
 
+/// Recordings that differ at the same dispatch places (other inputs, other kernels in
+/// another order) take turns: each must bind its own buffers (the cache tries the group
+/// the previous recording had at that place first, then falls back), with correct
+/// results every time and no bind group created once both are warm.
+#[test]
+fn alternating_recordings_bind_their_own_buffers() {
+    let Some(gpu) = common::fresh_gpu() else {
+        return;
+    };
+    let n = 1037;
+    let a = Tensor::full(&gpu, &[n], 1.5).unwrap();
+    let b = Tensor::full(&gpu, &[n], 2.0).unwrap();
+    let c = Tensor::full(&gpu, &[n], -3.0).unwrap();
+    let other = |gpu: &Gpu| -> f32 {
+        let out = gpu
+            .run(|rec| {
+                let m = elementwise::mul(rec, &c, &a)?;
+                let s = elementwise::scale(rec, &m, 2.0)?;
+                elementwise::add(rec, &s, &c)
+            })
+            .unwrap();
+        out.to_vec().unwrap()[n - 1]
+    };
+    for _ in 0..3 {
+        assert_eq!(one_round(&gpu, &a, &b), 3.5);
+        assert_eq!(other(&gpu), -12.0);
+        assert_eq!(one_round(&gpu, &c, &a), -1.125);
+    }
+    let created = gpu.pipelines().bind_groups_created();
+    for i in 0..20 {
+        assert_eq!(one_round(&gpu, &a, &b), 3.5, "round {i}");
+        assert_eq!(other(&gpu), -12.0, "round {i}");
+        assert_eq!(one_round(&gpu, &c, &a), -1.125, "round {i}");
+    }
+    assert_eq!(gpu.pipelines().bind_groups_created(), created);
+}
+
 #[test]
 fn pool_and_caches_stay_flat_over_repeated_work() {
     let Some(gpu) = common::fresh_gpu() else {

@@ -118,6 +118,11 @@ pub struct PipelineCache {
     modules: Mutex<HashMap<(&'static str, Checks), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<Key, Arc<Pipeline>>>,
     bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+    /// The bind groups of the latest recordings by dispatch ordinal: a training step
+    /// records the same dispatches over the same pooled buffers every time, so the group
+    /// at the same ordinal is tried first (one key comparison, no hashing, sequential
+    /// memory); [`PipelineCache::bind_groups`] answers the rest.
+    sequence: Mutex<Vec<Option<(BindKey, wgpu::BindGroup)>>>,
     next_id: AtomicU64,
     compiled: AtomicU64,
     bind_groups_created: AtomicU64,
@@ -131,6 +136,7 @@ impl PipelineCache {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             bind_groups: Mutex::new(HashMap::new()),
+            sequence: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             compiled: AtomicU64::new(0),
             bind_groups_created: AtomicU64::new(0),
@@ -248,13 +254,39 @@ impl PipelineCache {
     }
 
     /// A bind group for `pipeline` over the given buffers, reused while the same buffers
-    /// are bound again (the pool hands the same buffers back step after step).
+    /// are bound again (the pool hands the same buffers back step after step); `ordinal`
+    /// is the dispatch's place in its recording (see `sequence`).
     pub(crate) fn bind_group(
         &self,
         pipeline: &Pipeline,
         entries: &[(u32, u64, &wgpu::Buffer, u64, u64)],
+        ordinal: usize,
     ) -> Result<wgpu::BindGroup> {
         let key = BindKey::new(pipeline.id, entries);
+        let Some(k) = key.filter(|_| ordinal < MAX_BIND_GROUPS) else {
+            return self.lookup_or_create(pipeline, entries, key);
+        };
+        if let Some(Some((seen, bg))) = self.sequence.lock().unwrap().get(ordinal)
+            && *seen == k
+        {
+            return Ok(bg.clone());
+        }
+        let bg = self.lookup_or_create(pipeline, entries, key)?;
+        let mut seq = self.sequence.lock().unwrap();
+        if seq.len() <= ordinal {
+            seq.resize(ordinal + 1, None);
+        }
+        seq[ordinal] = Some((k, bg.clone()));
+        Ok(bg)
+    }
+
+    /// The cached bind group of `key`, or a new one (cached when `key` is some).
+    fn lookup_or_create(
+        &self,
+        pipeline: &Pipeline,
+        entries: &[(u32, u64, &wgpu::Buffer, u64, u64)],
+        key: Option<BindKey>,
+    ) -> Result<wgpu::BindGroup> {
         if let Some(bg) = key.and_then(|k| self.bind_groups.lock().unwrap().get(&k).cloned()) {
             return Ok(bg);
         }
@@ -294,6 +326,7 @@ impl PipelineCache {
     /// Forgets every cached bind group (they keep their buffers alive).
     pub fn clear_bind_groups(&self) {
         self.bind_groups.lock().unwrap().clear();
+        self.sequence.lock().unwrap().clear();
     }
 
     /// Number of cached bind groups.

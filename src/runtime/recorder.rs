@@ -320,7 +320,10 @@ impl Recorder {
                 )
             })
             .collect();
-        let bind_group = self.gpu.pipelines().bind_group(&pipeline, &entries)?;
+        let bind_group = self
+            .gpu
+            .pipelines()
+            .bind_group(&pipeline, &entries, self.dispatches)?;
         for (_, b) in bindings {
             self.keep.push(b.buffer.clone());
         }
