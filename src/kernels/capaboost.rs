@@ -343,16 +343,15 @@ impl<'a> Adapter<'a> {
                 out.da = Some(masked_sum(rec, &self.masks.a, Factor::A, &sa)?);
             }
         }
-        if matches!(needs.x, Dx::Skip) {
-            return Ok(out);
-        }
-        let a_s = self.a_view(View::AStacked);
+        let target = match needs.x {
+            Dx::Skip => return Ok(out),
+            t => t,
+        };
         let dh = transpose(rec, &dht)?;
-        let dh = Operand::plain(&dh);
-        match needs.x {
-            Dx::Skip => {}
-            Dx::New => out.dx = Some(gemm(rec, dh, a_s, 1.0, None)?),
+        let (dh, a_s) = (Operand::plain(&dh), self.a_view(View::AStacked));
+        match target {
             Dx::AddTo(dx) => gemm_into(rec, dh, a_s, dx, 1.0, 1.0, None)?,
+            _ => out.dx = Some(gemm(rec, dh, a_s, 1.0, None)?),
         }
         Ok(out)
     }

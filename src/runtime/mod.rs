@@ -16,3 +16,4 @@ pub mod quant;
 pub mod recorder;
 pub mod shaders;
 pub mod tensor;
+pub mod timing;

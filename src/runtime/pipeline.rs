@@ -121,7 +121,7 @@ pub struct PipelineCache {
     /// The bind groups of the latest recordings by dispatch ordinal: a training step
     /// records the same dispatches over the same pooled buffers every time, so the group
     /// at the same ordinal is tried first (one key comparison, no hashing, sequential
-    /// memory); [`PipelineCache::bind_groups`] answers the rest.
+    /// memory); the `bind_groups` map answers the rest.
     sequence: Mutex<Vec<Option<(BindKey, wgpu::BindGroup)>>>,
     next_id: AtomicU64,
     compiled: AtomicU64,
