@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gate::Gate;
+use crate::runtime::recorder::Binding;
 use crate::runtime::shaders::ShaderSource;
 
 /// A compiled compute pipeline and the layout of its bind group 0.
@@ -60,6 +61,11 @@ impl std::hash::Hash for Source {
 /// one entry point is well under this); a dispatch with more gets an uncached group.
 const MAX_BIND_ENTRIES: usize = 20;
 
+/// Bytes a binding binds: at least 4, a whole number of words.
+fn bound_size(b: &Binding) -> u64 {
+    b.bytes.max(4).div_ceil(4) * 4
+}
+
 /// Bind-group cache key: pipeline id and (binding, buffer id, offset, bound size), held
 /// inline so that the lookup on every dispatch allocates nothing and compares without
 /// following a pointer.
@@ -71,17 +77,17 @@ struct BindKey {
 }
 
 impl BindKey {
-    fn new(pipeline: u64, entries: &[(u32, u64, &wgpu::Buffer, u64, u64)]) -> Option<Self> {
-        if entries.len() > MAX_BIND_ENTRIES {
+    fn new(pipeline: u64, bindings: &[(u32, &Binding)]) -> Option<Self> {
+        if bindings.len() > MAX_BIND_ENTRIES {
             return None;
         }
         let mut key = BindKey {
             pipeline,
-            len: entries.len(),
+            len: bindings.len(),
             entries: [(0, 0, 0, 0); MAX_BIND_ENTRIES],
         };
-        for (slot, &(b, id, _, offset, size)) in key.entries.iter_mut().zip(entries) {
-            *slot = (b, id, offset, size);
+        for (slot, &(i, b)) in key.entries.iter_mut().zip(bindings) {
+            *slot = (i, b.buffer.id(), b.offset, bound_size(b));
         }
         Some(key)
     }
@@ -106,6 +112,57 @@ impl std::hash::Hash for BindKey {
     }
 }
 
+/// The pipeline a dispatch wants: shader, entry point, override constants, checks.
+pub(crate) struct Want<'a> {
+    pub(crate) shader: &'static ShaderSource,
+    pub(crate) entry: &'static str,
+    pub(crate) constants: &'a [(&'static str, f64)],
+    pub(crate) checks: Checks,
+}
+
+/// What one dispatch place of a recording bound last time: its pipeline's key (compared
+/// field by field, constants by name and bits), the pipeline, the bind group.
+struct Slot {
+    source: Source,
+    entry: &'static str,
+    constants: Vec<(&'static str, u64)>,
+    checks: Checks,
+    pipeline: Arc<Pipeline>,
+    key: BindKey,
+    group: wgpu::BindGroup,
+}
+
+impl Slot {
+    fn new(want: &Want, pipeline: &Arc<Pipeline>, key: BindKey, group: &wgpu::BindGroup) -> Self {
+        Self {
+            source: Source(want.shader.name),
+            entry: want.entry,
+            constants: want
+                .constants
+                .iter()
+                .map(|&(k, v)| (k, v.to_bits()))
+                .collect(),
+            checks: want.checks,
+            pipeline: pipeline.clone(),
+            key,
+            group: group.clone(),
+        }
+    }
+
+    /// Whether `want` names this slot's pipeline.
+    fn is(&self, want: &Want) -> bool {
+        self.source == Source(want.shader.name)
+            && self.entry == want.entry
+            && self.checks == want.checks
+            && self.constants.len() == want.constants.len()
+            && self
+                .constants
+                .iter()
+                .zip(want.constants)
+                .all(|(&(k, v), &(wk, wv))| k == wk && v == wv.to_bits())
+    }
+}
+
 /// Bind groups kept at most; past this the cache starts over, so it cannot grow without
 /// bound when buffers churn.
 const MAX_BIND_GROUPS: usize = 4096;
@@ -118,11 +175,8 @@ pub struct PipelineCache {
     modules: Mutex<HashMap<(&'static str, Checks), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<Key, Arc<Pipeline>>>,
     bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
-    /// The bind groups of the latest recordings by dispatch ordinal: a training step
-    /// records the same dispatches over the same pooled buffers every time, so the group
-    /// at the same ordinal is tried first (one key comparison, no hashing, sequential
-    /// memory); the `bind_groups` map answers the rest.
-    sequence: Mutex<Vec<Option<(BindKey, wgpu::BindGroup)>>>,
+    /// What the latest recordings bound, by dispatch ordinal (see `prepare`).
+    sequence: Mutex<Vec<Option<Slot>>>,
     next_id: AtomicU64,
     compiled: AtomicU64,
     bind_groups_created: AtomicU64,
@@ -253,52 +307,57 @@ impl PipelineCache {
             .clone()
     }
 
-    /// A bind group for `pipeline` over the given buffers, reused while the same buffers
-    /// are bound again (the pool hands the same buffers back step after step); `ordinal`
-    /// is the dispatch's place in its recording (see `sequence`).
-    pub(crate) fn bind_group(
+    /// The pipeline and bind group of a dispatch: `want`'s pipeline with `bindings` bound
+    /// in group 0. `ordinal` is the dispatch's place in its recording: a training step
+    /// records the same dispatches over the same pooled buffers every time, so the slot
+    /// the previous recording left at that place is tried first (its keys compared, no
+    /// hashing, no allocation); the maps answer the rest.
+    pub(crate) fn prepare(
         &self,
-        pipeline: &Pipeline,
-        entries: &[(u32, u64, &wgpu::Buffer, u64, u64)],
+        want: &Want,
+        bindings: &[(u32, &Binding)],
         ordinal: usize,
-    ) -> Result<wgpu::BindGroup> {
-        let key = BindKey::new(pipeline.id, entries);
-        let Some(k) = key.filter(|_| ordinal < MAX_BIND_GROUPS) else {
-            return self.lookup_or_create(pipeline, entries, key);
-        };
-        if let Some(Some((seen, bg))) = self.sequence.lock().unwrap().get(ordinal)
-            && *seen == k
+    ) -> Result<(Arc<Pipeline>, wgpu::BindGroup)> {
+        if ordinal < MAX_BIND_GROUPS
+            && let Some(Some(slot)) = self.sequence.lock().unwrap().get(ordinal)
+            && slot.is(want)
+            && let Some(key) = BindKey::new(slot.pipeline.id, bindings)
+            && slot.key == key
         {
-            return Ok(bg.clone());
+            return Ok((slot.pipeline.clone(), slot.group.clone()));
         }
-        let bg = self.lookup_or_create(pipeline, entries, key)?;
-        let mut seq = self.sequence.lock().unwrap();
-        if seq.len() <= ordinal {
-            seq.resize(ordinal + 1, None);
+        let pipeline = self.get_with(want.shader, want.entry, want.constants, want.checks)?;
+        let key = BindKey::new(pipeline.id, bindings);
+        let group = self.lookup_or_create(&pipeline, bindings, key)?;
+        if let Some(key) = key.filter(|_| ordinal < MAX_BIND_GROUPS) {
+            let mut seq = self.sequence.lock().unwrap();
+            if seq.len() <= ordinal {
+                seq.resize_with(ordinal + 1, || None);
+            }
+            seq[ordinal] = Some(Slot::new(want, &pipeline, key, &group));
         }
-        seq[ordinal] = Some((k, bg.clone()));
-        Ok(bg)
+        Ok((pipeline, group))
     }
 
     /// The cached bind group of `key`, or a new one (cached when `key` is some).
     fn lookup_or_create(
         &self,
         pipeline: &Pipeline,
-        entries: &[(u32, u64, &wgpu::Buffer, u64, u64)],
+        bindings: &[(u32, &Binding)],
         key: Option<BindKey>,
     ) -> Result<wgpu::BindGroup> {
         if let Some(bg) = key.and_then(|k| self.bind_groups.lock().unwrap().get(&k).cloned()) {
             return Ok(bg);
         }
         let scope = Scope::push(&self.device);
-        let wgpu_entries: Vec<_> = entries
+        let wgpu_entries: Vec<_> = bindings
             .iter()
-            .map(|&(binding, _, buffer, offset, size)| wgpu::BindGroupEntry {
+            .map(|&(binding, b)| wgpu::BindGroupEntry {
                 binding,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer,
-                    offset,
-                    size: wgpu::BufferSize::new(size),
+                    buffer: b.buffer.buffer(),
+                    offset: b.offset,
+                    size: wgpu::BufferSize::new(bound_size(b)),
                 }),
             })
             .collect();

@@ -6,7 +6,7 @@
 //! (at most 25% slack) so nearby sizes share a class.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::runtime::gate::Gate;
@@ -87,6 +87,8 @@ struct PoolShared {
     max_buffer: u64,
     state: Mutex<PoolState>,
     next_id: AtomicU64,
+    /// Most buffers one recording has held (see [`BufferPool::held_hint`]).
+    held: AtomicUsize,
 }
 
 impl PoolShared {
@@ -110,8 +112,20 @@ impl BufferPool {
                 max_buffer,
                 state: Mutex::new(PoolState::default()),
                 next_id: AtomicU64::new(1),
+                held: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// The most buffers one recording has held until its submit so far: a new recording
+    /// reserves room for that many up front (a training step holds a few thousand).
+    pub(crate) fn held_hint(&self) -> usize {
+        self.shared.held.load(Ordering::Relaxed)
+    }
+
+    /// Notes that a recording held `n` buffers until its submit.
+    pub(crate) fn note_held(&self, n: usize) {
+        self.shared.held.fetch_max(n, Ordering::Relaxed);
     }
 
     /// Hands out a buffer of at least `bytes` bytes (contents undefined when reused).

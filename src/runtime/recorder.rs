@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::runtime::error::{Error, Result};
 use crate::runtime::gpu::Gpu;
-use crate::runtime::pipeline::Checks;
+use crate::runtime::pipeline::{Checks, Want};
 use crate::runtime::pool::{BufferKind, PooledBuffer};
 use crate::runtime::shaders::ShaderSource;
 use crate::runtime::tensor::Tensor;
@@ -54,8 +54,9 @@ struct Timestamps {
     labels: Vec<&'static str>,
 }
 
-/// Buffers a recording reserves room to keep alive up front: a training step binds a
-/// few thousand, so the list grows a few times instead of a dozen.
+/// Buffers a recording reserves room to keep alive up front, at the least; it reserves
+/// as many as the largest recording before it held (`BufferPool::held_hint`), so a
+/// training step's list (a few thousand) never grows while it records.
 const KEEP_CAPACITY: usize = 1024;
 
 /// Idle pooled buffers below this many bytes are never shed after a submit
@@ -98,7 +99,7 @@ impl Recorder {
             encoder: Some(encoder),
             pass: None,
             arena: Vec::new(),
-            keep: Vec::with_capacity(KEEP_CAPACITY),
+            keep: Vec::with_capacity(gpu.pool().held_hint().max(KEEP_CAPACITY)),
             dispatches: 0,
             passes: 0,
             uniforms: 0,
@@ -119,7 +120,7 @@ impl Recorder {
             encoder: Some(encoder),
             pass: None,
             arena: Vec::new(),
-            keep: Vec::with_capacity(KEEP_CAPACITY),
+            keep: Vec::with_capacity(gpu.pool().held_hint().max(KEEP_CAPACITY)),
             dispatches: 0,
             passes: 0,
             uniforms: 0,
@@ -305,26 +306,16 @@ impl Recorder {
         if workgroups.contains(&0) {
             return Ok(());
         }
-        let pipeline = self
-            .gpu
-            .pipelines()
-            .get_with(shader, entry, constants, checks)?;
-        let entries: Vec<_> = bindings
-            .iter()
-            .map(|(i, b)| {
-                (
-                    *i,
-                    b.buffer.id(),
-                    b.buffer.buffer(),
-                    b.offset,
-                    b.bytes.max(4).div_ceil(4) * 4,
-                )
-            })
-            .collect();
-        let bind_group = self
-            .gpu
-            .pipelines()
-            .bind_group(&pipeline, &entries, self.dispatches)?;
+        let want = Want {
+            shader,
+            entry,
+            constants,
+            checks,
+        };
+        let (pipeline, bind_group) =
+            self.gpu
+                .pipelines()
+                .prepare(&want, bindings, self.dispatches)?;
         for (_, b) in bindings {
             self.keep.push(b.buffer.clone());
         }
@@ -444,6 +435,7 @@ impl Recorder {
         };
         let gpu = self.gpu.clone();
         let idx = gpu.scoped("submitting recorded work", || gpu.submit(encoder.finish()))?;
+        gpu.pool().note_held(self.keep.len());
         self.keep.clear();
         // This work's buffers are back in the pool: shed the idle ones if shapes moved on
         // (an evaluation over length-sorted batches, length-bucketed training steps).
