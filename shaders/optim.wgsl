@@ -115,17 +115,24 @@ fn lerp(a: f32, b: f32, w: f32) -> f32 {
 
 // The operations of torch.optim.AdamW's single-tensor path, in its order: decay the
 // parameter, update the moments, then p -= step_size * m / (sqrt(v) / sqrt(bc2) + eps).
+// From the parameter, its clipped gradient and moments: the new (parameter, m, v). The
+// multi-tensor entry points (src/kernels/optim/multi.rs) call it too, so both paths give
+// the same bits.
+fn adam_update(p: f32, g: f32, m_old: f32, v_old: f32, k: AdamParams) -> vec3<f32> {
+    let m = lerp(m_old, g, k.one_minus_beta1);
+    let v = v_old * k.beta2 + k.one_minus_beta2 * (g * g);
+    let denom = sqrt(v) / k.bc2_sqrt + k.eps;
+    return vec3<f32>(p * k.decay - k.step_size * (m / denom), m, v);
+}
+
 @compute @workgroup_size(256)
 fn adamw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = thread_index(wid, lid, ap.grid_x, WG);
     if (i >= ap.n) {
         return;
     }
-    let g = grad[i] * clip[0];
-    let m = lerp(m1[i], g, ap.one_minus_beta1);
-    let v = m2[i] * ap.beta2 + ap.one_minus_beta2 * (g * g);
-    m1[i] = m;
-    m2[i] = v;
-    let denom = sqrt(v) / ap.bc2_sqrt + ap.eps;
-    param[i] = param[i] * ap.decay - ap.step_size * (m / denom);
+    let u = adam_update(param[i], grad[i] * clip[0], m1[i], m2[i], ap);
+    param[i] = u.x;
+    m1[i] = u.y;
+    m2[i] = u.z;
 }

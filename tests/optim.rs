@@ -519,3 +519,99 @@ fn extending_the_schedule_on_resume_matches_a_run_started_longer() {
     assert_eq!(bits(straight.read()), bits(resumed.read()), "parameters");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Odd sizes around the kernels' workgroup chunks (256 for AdamW, 1024 for the norm's
+/// partial sums), an empty tensor among them.
+const MULTI_SIZES: [usize; 11] = [1, 255, 0, 257, 1023, 1025, 3, 4097, 700, 2, 1500];
+
+fn multi_tensors(gpu: &Gpu, rng: &mut StdRng, scale: f32) -> (Vec<Vec<f32>>, Vec<Tensor>) {
+    let data: Vec<Vec<f32>> = MULTI_SIZES
+        .iter()
+        .map(|&n| random_vec(rng, n, scale))
+        .collect();
+    let ts = data
+        .iter()
+        .map(|d| Tensor::from_slice(gpu, d, &[d.len()]).unwrap())
+        .collect();
+    (data, ts)
+}
+
+#[test]
+fn multi_tensor_norm_gives_the_same_bits_for_every_count() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("multi_tensor_norm_gives_the_same_bits_for_every_count");
+    // Every WebGPU device binds at least 8 storage buffers per stage: 7 gradients and the
+    // partial sums, so the multi-tensor path runs wherever this test does.
+    assert!(optim::multi::sq_slots(&gpu) >= 7);
+    let (data, ts) = multi_tensors(&gpu, &mut rng, 2.0);
+    let refs: Vec<&Tensor> = ts.iter().collect();
+    let norm = |per: usize| {
+        let t = gpu
+            .run(|rec| optim::grad_sq_norm_in(rec, &refs, per))
+            .unwrap();
+        t.to_vec().unwrap()[0]
+    };
+    let one = norm(1);
+    let ds: Vec<&[f32]> = data.iter().map(|d| d.as_slice()).collect();
+    let want = kcpu::grad_sq_norm(&ds);
+    assert!((one as f64 - want).abs() <= TOL * want, "{one} vs {want}");
+    let most = optim::multi::SQ_SLOTS;
+    for per in [2, 3, 4, 7, most] {
+        assert_eq!(
+            norm(per).to_bits(),
+            one.to_bits(),
+            "{per} tensors per dispatch"
+        );
+    }
+}
+
+#[test]
+fn multi_tensor_adamw_gives_the_same_bits_for_every_count() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("multi_tensor_adamw_gives_the_same_bits_for_every_count");
+    let (p0, _) = multi_tensors(&gpu, &mut rng, 1.0);
+    let (g, gs) = multi_tensors(&gpu, &mut rng, 0.5);
+    let (m0, _) = multi_tensors(&gpu, &mut rng, 0.1);
+    let v0: Vec<Vec<f32>> = multi_tensors(&gpu, &mut rng, 0.1)
+        .0
+        .iter()
+        .map(|v| v.iter().map(|x| x * x).collect())
+        .collect();
+    let clip = Tensor::from_slice(&gpu, &[0.75], &[1]).unwrap();
+    let s = optim::AdamStep {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        lr: 3e-3,
+        weight_decay: 0.01,
+        t: 3,
+    };
+    let run = |per: usize| {
+        let up = |d: &[Vec<f32>]| upload(&gpu, d, &MULTI_SIZES.map(|n| vec![n]));
+        let (p, m, v) = (up(&p0), up(&m0), up(&v0));
+        let states: Vec<[&Tensor; 4]> = (0..p.len())
+            .map(|i| [&p[i], &gs[i], &m[i], &v[i]])
+            .collect();
+        gpu.run(|rec| optim::adamw_update_many_in(rec, &states, &clip, (&s, per)))
+            .unwrap();
+        [read_all(&p), read_all(&m), read_all(&v)]
+    };
+    let one = run(1);
+    eprintln!(
+        "AdamW parameters per dispatch here: {}",
+        optim::multi::adam_slots(&gpu)
+    );
+    // The single-tensor path against f64 (one step from the given moments).
+    for i in 0..p0.len() {
+        let wide = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
+        let (mut p, mut m, mut v) = (wide(&p0[i]), wide(&m0[i]), wide(&v0[i]));
+        kcpu::adamw_update(&mut p, &mut m, &mut v, &g[i], 0.75, &s);
+        assert!(worst(&one[0][i..=i], &[p], 1e-3) <= TOL, "parameter {i}");
+    }
+    let bits = |r: &[Vec<Vec<f32>>; 3]| -> Vec<u32> {
+        r.iter().flatten().flatten().map(|x| x.to_bits()).collect()
+    };
+    for per in [2, 3, optim::multi::ADAM_SLOTS] {
+        assert_eq!(bits(&run(per)), bits(&one), "{per} parameters per dispatch");
+    }
+}

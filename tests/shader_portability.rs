@@ -147,6 +147,24 @@ fn every_generated_gemm_variant_translates_to_every_backend() {
 }
 
 #[test]
+fn the_generated_multi_tensor_optimizer_translates_to_every_backend() {
+    let shader = capaboost::kernels::optim::multi::source();
+    let module = naga::front::wgsl::parse_str(shader.source).unwrap();
+    let entries: BTreeSet<&str> = module
+        .entry_points
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    for c in 1..=capaboost::kernels::optim::multi::SQ_SLOTS {
+        assert!(entries.contains(format!("sq_partial_{c}").as_str()), "{c}");
+    }
+    for c in 1..=capaboost::kernels::optim::multi::ADAM_SLOTS {
+        assert!(entries.contains(format!("adamw_{c}").as_str()), "{c}");
+    }
+    translate_everywhere(shader).unwrap();
+}
+
+#[test]
 fn every_file_in_shaders_is_registered() {
     let registered: BTreeSet<String> = ALL.iter().map(|s| s.name.to_string()).collect();
     assert_eq!(wgsl_stems("shaders"), registered);

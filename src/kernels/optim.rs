@@ -6,9 +6,11 @@
 //! buffers that the update kernel reads.
 
 use crate::runtime::error::{Result, index_u32};
-use crate::runtime::recorder::Recorder;
+use crate::runtime::recorder::{Binding, Recorder};
 use crate::runtime::shaders::OPTIM;
 use crate::runtime::tensor::Tensor;
+
+pub mod multi;
 
 const WORKGROUP: u64 = 256;
 /// Elements one `sq_partial` workgroup covers (`WG * PER_THREAD` in the shader).
@@ -32,7 +34,7 @@ struct ClipParams {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct AdamParams {
+pub(crate) struct AdamParams {
     n: u32,
     grid_x: u32,
     beta2: f32,
@@ -47,9 +49,22 @@ struct AdamParams {
 
 /// The squared global L2 norm of `grads`, `sum_t sum_i grads[t][i]^2`, as a `[1]` tensor.
 ///
-/// Each tensor is reduced to per-workgroup partial sums in one shared buffer, and a single
-/// workgroup then adds those up, so the result never leaves the GPU.
+/// Each tensor is reduced to per-workgroup partial sums in one shared buffer (as many
+/// tensors per dispatch as the device allows: [`multi::sq_slots`]), and a single workgroup
+/// then adds those up, so the result never leaves the GPU.
 pub fn grad_sq_norm(rec: &mut Recorder, grads: &[&Tensor]) -> Result<Tensor> {
+    let per = multi::sq_slots(rec.gpu());
+    grad_sq_norm_in(rec, grads, per)
+}
+
+/// [`grad_sq_norm`] with at most `per_dispatch` tensors per partial-sum dispatch (1: one
+/// dispatch each; capped at [`multi::sq_slots`]). The result is the same bits whatever
+/// the count: each tensor's partial sums are computed and stored alike.
+pub fn grad_sq_norm_in(
+    rec: &mut Recorder,
+    grads: &[&Tensor],
+    per_dispatch: usize,
+) -> Result<Tensor> {
     let groups: Vec<u64> = grads
         .iter()
         .map(|g| (g.numel() as u64).div_ceil(SQ_CHUNK))
@@ -63,28 +78,28 @@ pub fn grad_sq_norm(rec: &mut Recorder, grads: &[&Tensor]) -> Result<Tensor> {
     }
     let partials = Tensor::empty(rec.gpu(), &[total as usize])?;
     let bp = partials.binding();
+    let per = per_dispatch.min(multi::sq_slots(rec.gpu()));
+    let live: Vec<(usize, &Tensor)> = grads
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| groups[i] > 0)
+        .map(|(i, g)| (i, *g))
+        .collect();
+    for (i, g) in &live {
+        index_u32(&format!("grad_sq_norm: gradient {i}"), g.numel())?;
+    }
     let mut offset = 0u32;
-    for (i, (g, &n_groups)) in grads.iter().zip(&groups).enumerate() {
-        if n_groups == 0 {
-            continue;
+    if per >= 2 {
+        for chunk in live.chunks(per) {
+            let ts: Vec<&Tensor> = chunk.iter().map(|&(_, g)| g).collect();
+            multi::sq_partials(rec, &ts, &bp, offset)?;
+            offset += chunk.iter().map(|&(i, _)| groups[i] as u32).sum::<u32>();
         }
-        let grid = rec.grid_1d(n_groups);
-        let p = SqParams {
-            n: index_u32(&format!("grad_sq_norm: gradient {i}"), g.numel())?,
-            grid_x: grid[0],
-            offset,
-            groups: n_groups as u32,
-        };
-        let uniform = rec.uniform(bytemuck::bytes_of(&p));
-        let bg = g.binding();
-        rec.dispatch(
-            &OPTIM,
-            "sq_partial",
-            &[],
-            &[(0, &uniform), (1, &bg), (2, &bp)],
-            grid,
-        )?;
-        offset += n_groups as u32;
+    } else {
+        for &(i, g) in &live {
+            sq_partial(rec, g, &bp, (offset, groups[i] as u32))?;
+            offset += groups[i] as u32;
+        }
     }
     let p = SqParams {
         n: total,
@@ -102,6 +117,31 @@ pub fn grad_sq_norm(rec: &mut Recorder, grads: &[&Tensor]) -> Result<Tensor> {
         [1, 1, 1],
     )?;
     Ok(out)
+}
+
+/// One tensor's `sq_partial`: its `n_groups` partial sums from `offset` of `partials`.
+fn sq_partial(
+    rec: &mut Recorder,
+    g: &Tensor,
+    partials: &Binding,
+    (offset, n_groups): (u32, u32),
+) -> Result<()> {
+    let grid = rec.grid_1d(n_groups as u64);
+    let p = SqParams {
+        n: g.numel() as u32,
+        grid_x: grid[0],
+        offset,
+        groups: n_groups,
+    };
+    let uniform = rec.uniform(bytemuck::bytes_of(&p));
+    let bg = g.binding();
+    rec.dispatch(
+        &OPTIM,
+        "sq_partial",
+        &[],
+        &[(0, &uniform), (1, &bg), (2, partials)],
+        grid,
+    )
 }
 
 /// From a squared norm `sq` (`[1]`): `(norm, clip)` with `norm = sqrt(sq)` and
@@ -156,21 +196,8 @@ pub fn adamw_update(
     if n == 0 {
         return Ok(());
     }
-    let bc1 = 1.0 - s.beta1.powf(s.t as f64);
-    let bc2 = 1.0 - s.beta2.powf(s.t as f64);
     let grid = rec.grid_1d((n as u64).div_ceil(WORKGROUP));
-    let ap = AdamParams {
-        n,
-        grid_x: grid[0],
-        beta2: s.beta2 as f32,
-        one_minus_beta1: (1.0 - s.beta1) as f32,
-        one_minus_beta2: (1.0 - s.beta2) as f32,
-        eps: s.eps as f32,
-        decay: (1.0 - s.lr * s.weight_decay) as f32,
-        step_size: (s.lr / bc1) as f32,
-        bc2_sqrt: bc2.sqrt() as f32,
-        _pad: [0; 3],
-    };
+    let ap = adam_params(n, grid[0], s);
     let uniform = rec.uniform(bytemuck::bytes_of(&ap));
     let (bp, bg, bm, bv, bc) = (
         p.binding(),
@@ -188,6 +215,63 @@ pub fn adamw_update(
         (12, &bc),
     ];
     rec.dispatch(&OPTIM, "adamw", &[], &bindings, grid)
+}
+
+/// The kernel scalars of step `s` (`n` and `grid_x` for the single-tensor kernel; the
+/// multi-tensor one ignores them).
+fn adam_params(n: u32, grid_x: u32, s: &AdamStep) -> AdamParams {
+    let bc1 = 1.0 - s.beta1.powf(s.t as f64);
+    let bc2 = 1.0 - s.beta2.powf(s.t as f64);
+    AdamParams {
+        n,
+        grid_x,
+        beta2: s.beta2 as f32,
+        one_minus_beta1: (1.0 - s.beta1) as f32,
+        one_minus_beta2: (1.0 - s.beta2) as f32,
+        eps: s.eps as f32,
+        decay: (1.0 - s.lr * s.weight_decay) as f32,
+        step_size: (s.lr / bc1) as f32,
+        bc2_sqrt: bc2.sqrt() as f32,
+        _pad: [0; 3],
+    }
+}
+
+/// [`adamw_update`] of several parameters (each `[p, g, m, v]`), as many per dispatch as
+/// the device's binding limit allows ([`multi::adam_slots`], at most
+/// [`multi::ADAM_SLOTS`]): the same bits as one `adamw_update` each, in fewer dispatches.
+pub fn adamw_update_many(
+    rec: &mut Recorder,
+    states: &[[&Tensor; 4]],
+    clip: &Tensor,
+    s: &AdamStep,
+) -> Result<()> {
+    let per = multi::adam_slots(rec.gpu());
+    adamw_update_many_in(rec, states, clip, (s, per))
+}
+
+/// [`adamw_update_many`] with at most `per_dispatch` parameters per dispatch (1: one
+/// dispatch each; capped at [`multi::adam_slots`]); the same bits whatever the count.
+pub fn adamw_update_many_in(
+    rec: &mut Recorder,
+    states: &[[&Tensor; 4]],
+    clip: &Tensor,
+    (s, per_dispatch): (&AdamStep, usize),
+) -> Result<()> {
+    let mut live = Vec::with_capacity(states.len());
+    for (i, st) in states.iter().enumerate() {
+        if index_u32(&format!("AdamW parameter {i}"), st[0].numel())? > 0 {
+            live.push(*st);
+        }
+    }
+    let per = per_dispatch.min(multi::adam_slots(rec.gpu()));
+    if per < 2 {
+        return live
+            .iter()
+            .try_for_each(|st| adamw_update(rec, *st, clip, s));
+    }
+    let params = adam_params(0, 0, s);
+    live.chunks(per)
+        .try_for_each(|chunk| multi::adamw(rec, chunk, clip, params))
 }
 
 /// f64 CPU references for the kernels above.

@@ -313,8 +313,8 @@ impl AdamW {
     }
 
     /// Records one AdamW step from a backward pass's gradients: optional global-norm
-    /// clipping over the gradients present, then one fused update per parameter that has a
-    /// gradient, in place. Returns how many parameters were updated.
+    /// clipping over the gradients present, then the fused update of each parameter that
+    /// has a gradient, in place (several per dispatch: `kernels::optim::adamw_update_many`). Returns how many parameters were updated.
     pub fn step(&mut self, rec: &mut Recorder, grads: &Gradients) -> Result<usize> {
         let found = self.gradients(grads)?;
         let c = self.config;
@@ -333,12 +333,12 @@ impl AdamW {
             }
         };
         let s = adam_step(&c, t);
-        for (i, g) in found.iter().enumerate() {
-            if let Some(g) = g {
-                let state = [&self.params[i], *g, &self.m[i], &self.v[i]];
-                kernels::adamw_update(rec, state, &clip, &s)?;
-            }
-        }
+        let states: Vec<[&Tensor; 4]> = found
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| Some([&self.params[i], (*g)?, &self.m[i], &self.v[i]]))
+            .collect();
+        kernels::adamw_update_many(rec, &states, &clip, &s)?;
         self.step = t;
         Ok(present.len())
     }
