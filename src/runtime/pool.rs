@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::runtime::gate::Gate;
 
+/// Staging vectors [`BufferPool::return_staging`] keeps at most.
+const SPARE_STAGING: usize = 4;
+
 /// Smallest buffer the pool hands out, in bytes.
 pub const MIN_CLASS_BYTES: u64 = 256;
 
@@ -89,6 +92,8 @@ struct PoolShared {
     next_id: AtomicU64,
     /// Most buffers one recording has held (see [`BufferPool::held_hint`]).
     held: AtomicUsize,
+    /// Host staging vectors handed back by finished recordings ([`BufferPool::staging`]).
+    staging: Mutex<Vec<Vec<u8>>>,
 }
 
 impl PoolShared {
@@ -113,6 +118,7 @@ impl BufferPool {
                 state: Mutex::new(PoolState::default()),
                 next_id: AtomicU64::new(1),
                 held: AtomicUsize::new(0),
+                staging: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -126,6 +132,34 @@ impl BufferPool {
     /// Notes that a recording held `n` buffers until its submit.
     pub(crate) fn note_held(&self, n: usize) {
         self.shared.held.fetch_max(n, Ordering::Relaxed);
+    }
+
+    /// An empty host vector with room for at least `capacity` bytes, for staging a
+    /// recording's kernel parameters: one handed back by an earlier recording when there
+    /// is one, so a training step does not allocate (and fault in) a fresh one each time.
+    pub(crate) fn staging(&self, capacity: usize) -> Vec<u8> {
+        let spare = self
+            .shared
+            .staging
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut v = spare.unwrap_or_default();
+        v.reserve(capacity);
+        v
+    }
+
+    /// Takes a staging vector back (emptied; at most [`SPARE_STAGING`] are kept).
+    pub(crate) fn return_staging(&self, mut v: Vec<u8>) {
+        v.clear();
+        let mut spare = self
+            .shared
+            .staging
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if spare.len() < SPARE_STAGING {
+            spare.push(v);
+        }
     }
 
     /// Hands out a buffer of at least `bytes` bytes (contents undefined when reused).

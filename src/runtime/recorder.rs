@@ -191,6 +191,7 @@ impl Recorder {
                     .write_buffer(chunk.buffer.buffer(), 0, &chunk.bytes);
                 self.uniform_writes += 1;
             }
+            self.gpu.pool().return_staging(chunk.bytes);
             self.keep.push(chunk.buffer);
         }
     }
@@ -247,10 +248,8 @@ impl Recorder {
         }
         if !self.arena.last().is_some_and(fits) {
             let buffer = Arc::new(self.gpu.pool().acquire(BufferKind::Uniform, ARENA_CHUNK));
-            self.arena.push(ArenaChunk {
-                buffer,
-                bytes: Vec::with_capacity(ARENA_CHUNK as usize),
-            });
+            let bytes = self.gpu.pool().staging(ARENA_CHUNK as usize);
+            self.arena.push(ArenaChunk { buffer, bytes });
         }
         let chunk = self.arena.last_mut().expect("chunk just ensured");
         let offset = (chunk.bytes.len() as u64).div_ceil(align) * align;
@@ -386,7 +385,8 @@ impl Recorder {
         }
         let grid = self.grid_1d(groups);
         let uniform = self.uniform(bytemuck::bytes_of(&params(grid[0])));
-        let mut all = vec![(0u32, &uniform)];
+        let mut all = Vec::with_capacity(bindings.len() + 1);
+        all.push((0u32, &uniform));
         all.extend_from_slice(bindings);
         self.dispatch(shader, entry, &[], &all, grid)
     }
