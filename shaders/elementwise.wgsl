@@ -1,4 +1,5 @@
-// Elementwise kernels over flat f32 arrays: add, mul, scale, fill, and a vec4 copy.
+// Elementwise kernels over flat f32 arrays: add (of two, three or four arrays), mul,
+// scale, fill, and a vec4 copy.
 //
 // Grids are 2-D so that more than 65535 workgroups of 256 can be launched; the flat index
 // is rebuilt from the x extent passed in `p.grid_x` by thread_index, a shared part from
@@ -17,12 +18,31 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> src4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> dst4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> c: array<f32>;
+@group(0) @binding(7) var<storage, read> d: array<f32>;
 
 @compute @workgroup_size(256)
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = thread_index(wid, lid, p.grid_x, 256u);
     if (i < p.n) {
         out[i] = a[i] + b[i];
+    }
+}
+
+// Left to right, so each sum has the bits of the two-operand adds in turn.
+@compute @workgroup_size(256)
+fn add3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = thread_index(wid, lid, p.grid_x, 256u);
+    if (i < p.n) {
+        out[i] = (a[i] + b[i]) + c[i];
+    }
+}
+
+@compute @workgroup_size(256)
+fn add4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = thread_index(wid, lid, p.grid_x, 256u);
+    if (i < p.n) {
+        out[i] = ((a[i] + b[i]) + c[i]) + d[i];
     }
 }
 

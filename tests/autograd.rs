@@ -224,6 +224,22 @@ fn linear_add_mul_scale_reshape() {
         },
         1e-2,
     );
+    // x used seven times (x*y, then six scaled copies of x added in): contributions are
+    // summed four at a time, then the rest, so a fold that drops or repeats one fails.
+    let (a, b) = (rand_input(&mut rng, &[3, 7]), rand_input(&mut rng, &[3, 7]));
+    gradcheck(
+        "seven uses",
+        vec![a, b],
+        &|g, v| {
+            let mut acc = g.mul(&v[0], &v[1])?;
+            for k in 1..=6 {
+                let s = g.scale(&v[0], 0.25 * k as f32)?;
+                acc = g.add(&acc, &s)?;
+            }
+            Ok(acc)
+        },
+        1e-2,
+    );
 }
 
 #[test]

@@ -121,3 +121,36 @@ fn tensors_up_to_the_binding_limit_round_trip() {
         assert!(back.iter().all(|&x| x == -3.0));
     }
 }
+
+#[test]
+fn add_many_has_the_bits_of_adding_in_turn() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("add_many_has_the_bits_of_adding_in_turn");
+    for n in [1, 1023, 4099] {
+        let parts: Vec<Tensor> = (0..7)
+            .map(|_| Tensor::from_slice(&gpu, &random_vec(&mut rng, n, 10.0), &[n]).unwrap())
+            .collect();
+        for count in 1..=parts.len() {
+            let (many, in_turn) = gpu
+                .run(|rec| {
+                    let mut acc = parts[0].clone();
+                    for p in &parts[1..count] {
+                        acc = elementwise::add(rec, &acc, p)?;
+                    }
+                    Ok((elementwise::add_many(rec, &parts[..count])?, acc))
+                })
+                .unwrap();
+            let bits = |t: &Tensor| -> Vec<u32> {
+                t.to_vec().unwrap().iter().map(|x| x.to_bits()).collect()
+            };
+            assert_eq!(bits(&many), bits(&in_turn), "{count} tensors of {n}");
+        }
+    }
+    let a = Tensor::from_slice(&gpu, &[1.0; 4], &[4]).unwrap();
+    let b = Tensor::from_slice(&gpu, &[1.0; 4], &[2, 2]).unwrap();
+    let err = gpu
+        .run(|rec| elementwise::add_many(rec, &[a.clone(), a.clone(), b.clone()]))
+        .unwrap_err();
+    assert!(matches!(err, Error::Shape(_)), "{err}");
+    assert!(gpu.run(|rec| elementwise::add_many(rec, &[])).is_err());
+}

@@ -77,6 +77,40 @@ pub fn add(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(rec, "add", a, b)
 }
 
+/// Most tensors [`add_many`] sums in one dispatch.
+pub const ADD_MANY_MAX: usize = 4;
+
+/// The sum of `parts` (same shapes, at least one), left to right: the same bits as adding
+/// them two at a time in order, in one dispatch for up to [`ADD_MANY_MAX`] (none for one:
+/// the tensor itself is returned).
+pub fn add_many(rec: &mut Recorder, parts: &[Tensor]) -> Result<Tensor> {
+    let Some((first, rest)) = parts.split_first() else {
+        return Err(Error::InvalidArgument("add_many: no tensors".into()));
+    };
+    for t in rest {
+        same_shape("add_many", first, t)?;
+    }
+    if parts.len() > ADD_MANY_MAX {
+        let head = add_many(rec, &parts[..ADD_MANY_MAX])?;
+        let mut tail = vec![head];
+        tail.extend_from_slice(&parts[ADD_MANY_MAX..]);
+        return add_many(rec, &tail);
+    }
+    let entry = match parts.len() {
+        1 => return Ok(first.clone()),
+        2 => "add",
+        3 => "add3",
+        _ => "add4",
+    };
+    let out = Tensor::empty(rec.gpu(), first.shape())?;
+    let bound: Vec<Binding> = parts.iter().map(Tensor::binding).collect();
+    let bo = out.binding();
+    let mut bindings: Vec<(u32, &Binding)> = [1, 2, 6, 7].into_iter().zip(&bound).collect();
+    bindings.push((3, &bo));
+    launch(rec, entry, first.numel(), 0.0, 0, &bindings)?;
+    Ok(out)
+}
+
 /// `a * b` elementwise (same shapes).
 pub fn mul(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(rec, "mul", a, b)

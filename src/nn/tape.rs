@@ -277,11 +277,12 @@ impl Graph {
             )));
         }
         let nodes = std::mem::take(&mut self.nodes);
-        let mut grads: HashMap<usize, Tensor> = HashMap::with_capacity(nodes.len() + 1);
-        grads.insert(out.id, grad);
+        // The reverse pass's frontier is small: the map stays far below the node count.
+        let mut grads: HashMap<usize, Parts> = HashMap::with_capacity(64);
+        grads.insert(out.id, Parts::One(grad));
         for node in nodes.into_iter().rev() {
             // Every contribution to this node's output came from later nodes, which have run.
-            let Some(g) = grads.remove(&node.out) else {
+            let Some(g) = take(&mut self.rec, &mut grads, node.out)? else {
                 continue;
             };
             for (id, contribution) in (node.backward)(&mut self.rec, &g)? {
@@ -290,7 +291,7 @@ impl Graph {
         }
         let mut out = Gradients::default();
         for (storage, v) in &self.param_by_storage {
-            if let Some(g) = grads.remove(&v.id) {
+            if let Some(g) = take(&mut self.rec, &mut grads, v.id)? {
                 out.by_storage.insert(*storage, g);
                 out.var_storage.insert(v.id, *storage);
             }
@@ -299,17 +300,47 @@ impl Graph {
     }
 }
 
-/// Adds a gradient contribution, summing with any earlier one for the same value.
+/// The gradient contributions to one value not yet summed: one (no allocation) or several.
+enum Parts {
+    One(Tensor),
+    Many(Vec<Tensor>),
+}
+
+/// Notes a gradient contribution to value `id`. Contributions wait to be summed in one
+/// dispatch when the value's gradient is taken ([`take`]), or as soon as
+/// [`elementwise::ADD_MANY_MAX`] wait, so at most that many are held per value.
 fn accumulate(
     rec: &mut Recorder,
-    grads: &mut HashMap<usize, Tensor>,
+    grads: &mut HashMap<usize, Parts>,
     id: usize,
     g: Tensor,
 ) -> Result<()> {
-    let sum = match grads.remove(&id) {
-        Some(prev) => elementwise::add(rec, &prev, &g)?,
-        None => g,
+    let parts = match grads.remove(&id) {
+        None => Parts::One(g),
+        Some(Parts::One(first)) => Parts::Many(vec![first, g]),
+        Some(Parts::Many(mut v)) => {
+            v.push(g);
+            if v.len() == elementwise::ADD_MANY_MAX {
+                Parts::One(elementwise::add_many(rec, &v)?)
+            } else {
+                Parts::Many(v)
+            }
+        }
     };
-    grads.insert(id, sum);
+    grads.insert(id, parts);
     Ok(())
+}
+
+/// The gradient of value `id`, its contributions summed in arrival order (the bits of
+/// adding them one at a time); `None` when nothing reached it.
+fn take(
+    rec: &mut Recorder,
+    grads: &mut HashMap<usize, Parts>,
+    id: usize,
+) -> Result<Option<Tensor>> {
+    match grads.remove(&id) {
+        Some(Parts::One(g)) => Ok(Some(g)),
+        Some(Parts::Many(v)) => elementwise::add_many(rec, &v).map(Some),
+        None => Ok(None),
+    }
 }
