@@ -524,3 +524,98 @@ fn training_losses_match_f64_formulas() {
     check("mse pred", loss, want, &gs[0], &dp);
     check("mse target", loss, want, &gs[1], &dt);
 }
+
+/// The attention core built from the separate ops, as models/common.rs had it before the
+/// fused op: splits, scaled scores, masked softmax, weighted values, merge.
+fn attention_by_parts(
+    g: &mut Graph,
+    [q, k, v]: [&Var; 3],
+    mask: Option<&Tensor>,
+    (b, s, heads): (usize, usize, usize),
+) -> Result<Var> {
+    let h = q.shape()[1];
+    let dh = h / heads;
+    let split = |g: &mut Graph, t: &Var| -> Result<Var> {
+        let t = g.reshape(t, &[b, s, heads, dh])?;
+        let t = g.swap_middle(&t)?;
+        g.reshape(&t, &[b * heads, s, dh])
+    };
+    let (q, k, v) = (split(g, q)?, split(g, k)?, split(g, v)?);
+    let scores = g.matmul_scaled(&q, false, &k, true, 1.0 / (dh as f32).sqrt())?;
+    let probs = g.softmax(&scores, mask, heads * s)?;
+    let ctx = g.matmul(&probs, false, &v, false)?;
+    let ctx = g.reshape(&ctx, &[b, heads, s, dh])?;
+    let ctx = g.swap_middle(&ctx)?;
+    g.reshape(&ctx, &[b * s, h])
+}
+
+/// An additive mask `[2, 3]` with the last key of the second sequence padded.
+fn attention_mask(gpu: &Gpu) -> Tensor {
+    Tensor::from_slice(gpu, &[0.0, 0.0, 0.0, 0.0, 0.0, f32::MIN], &[2, 3]).unwrap()
+}
+
+#[test]
+fn attention_op_gradients() {
+    let mut rng = common::rng("attention_op_gradients");
+    let qkv: Vec<_> = (0..3).map(|_| rand_input(&mut rng, &[6, 4])).collect();
+    gradcheck(
+        "attention",
+        qkv,
+        &|g, v| {
+            let mask = attention_mask(g.recorder().gpu());
+            g.attention([&v[0], &v[1], &v[2]], Some(&mask), (2, 3, 2))
+        },
+        1e-2,
+    );
+}
+
+#[test]
+fn attention_op_has_the_bits_of_the_separate_ops() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("attention_op_has_the_bits_of_the_separate_ops");
+    let (b, s, heads, hidden) = (2, 3, 2, 8);
+    let data: Vec<Vec<f32>> = (0..4)
+        .map(|_| random_vec(&mut rng, b * s * hidden, 1.0))
+        .collect();
+    let ts: Vec<Tensor> = data
+        .iter()
+        .map(|d| Tensor::from_slice(&gpu, d, &[b * s, hidden]).unwrap())
+        .collect();
+    let mask = attention_mask(&gpu);
+    // `frozen`: the input (0, 1, 2 for q, k, v; 3 for none) taken as an untracked input,
+    // as the first layer's key is when only query and value carry adapters.
+    let run = |fused: bool, frozen: usize| -> Vec<Vec<u32>> {
+        let mut g = Graph::new(&gpu);
+        let v: Vec<Var> = ts[..3]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| if i == frozen { g.input(t) } else { g.param(t) })
+            .collect();
+        let qkv = [&v[0], &v[1], &v[2]];
+        let out = if fused {
+            g.attention(qkv, Some(&mask), (b, s, heads))
+        } else {
+            attention_by_parts(&mut g, qkv, Some(&mask), (b, s, heads))
+        }
+        .unwrap();
+        let w = g.input(&ts[3]);
+        let weighted = g.mul(&out, &w).unwrap();
+        let l = g.sum(&weighted).unwrap();
+        let grads = g.backward(&l).unwrap();
+        g.submit().unwrap();
+        let bits = |t: &Tensor| t.to_vec().unwrap().iter().map(|x| x.to_bits()).collect();
+        let mut all = vec![bits(out.value())];
+        all.extend(ts[..3].iter().map(|t| grads.of(t).map_or(Vec::new(), bits)));
+        all
+    };
+    for frozen in [3, 0, 1, 2] {
+        let fused = run(true, frozen);
+        assert_eq!(fused, run(false, frozen), "input {frozen} frozen");
+        let missing = fused[1..].iter().filter(|g| g.is_empty()).count();
+        assert_eq!(missing, usize::from(frozen < 3));
+    }
+    // A hidden size that does not split into the heads is an error, not a panic.
+    let mut g = Graph::new(&gpu);
+    let v = g.param(&ts[0]);
+    assert!(g.attention([&v, &v, &v], None, (b, s, 3)).is_err());
+}

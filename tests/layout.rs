@@ -62,3 +62,45 @@ fn swap_middle_gradient_is_the_inverse_swap() {
     let got = grads.of(&x).unwrap().to_vec().unwrap();
     assert_eq!(max_rel_err(&got, &want, 1e-30), 0.0);
 }
+
+#[test]
+fn swap_middle3_swaps_three_tensors_as_three_swaps() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("swap_middle3_swaps_three_tensors_as_three_swaps");
+    for dims in [
+        [1, 1, 1, 1],
+        [2, 3, 5, 7],
+        [3, 37, 12, 32],
+        [1, 30001, 3, 1],
+    ] {
+        let n = dims.iter().product();
+        let xs: Vec<Vec<f32>> = (0..3).map(|_| random_vec(&mut rng, n, 1.0)).collect();
+        let ts: Vec<Tensor> = xs
+            .iter()
+            .map(|x| Tensor::from_slice(&gpu, x, &dims).unwrap())
+            .collect();
+        let ys = gpu
+            .run(|rec| layout::swap_middle3(rec, [&ts[0], &ts[1], &ts[2]]))
+            .unwrap();
+        for (x, y) in xs.iter().zip(&ys) {
+            assert_eq!(y.shape(), &[dims[0], dims[2], dims[1], dims[3]]);
+            let want: Vec<f32> = layout::cpu::swap_middle(x, dims)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            assert_eq!(y.to_vec().unwrap(), want, "{dims:?}");
+        }
+    }
+    let a = Tensor::full(&gpu, &[2, 3, 4, 5], 1.0).unwrap();
+    let b = Tensor::full(&gpu, &[2, 4, 3, 5], 1.0).unwrap();
+    let err = gpu
+        .run(|rec| layout::swap_middle3(rec, [&a, &b, &a]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("one shape"), "{err}");
+    let flat = Tensor::full(&gpu, &[6], 1.0).unwrap();
+    assert!(
+        gpu.run(|rec| layout::swap_middle3(rec, [&flat, &flat, &flat]))
+            .is_err()
+    );
+}

@@ -45,6 +45,51 @@ pub fn swap_middle(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
+/// [`swap_middle`] of three tensors of one 4-D shape in one dispatch (the attention's
+/// query, key and value, or their gradients).
+pub fn swap_middle3(rec: &mut Recorder, xs: [&Tensor; 3]) -> Result<[Tensor; 3]> {
+    let &[a, b, c, d] = xs[0].shape() else {
+        return Err(Error::shape(format!(
+            "swap_middle3 needs 4-D tensors, got {:?}",
+            xs[0].shape()
+        )));
+    };
+    if xs.iter().any(|x| x.shape() != xs[0].shape()) {
+        let shapes: Vec<&[usize]> = xs.iter().map(|x| x.shape()).collect();
+        return Err(Error::shape(format!(
+            "swap_middle3 needs three tensors of one shape, got {shapes:?}"
+        )));
+    }
+    let empty = || Tensor::empty(rec.gpu(), &[a, c, b, d]);
+    let outs = [empty()?, empty()?, empty()?];
+    let n = xs[0].numel();
+    if n == 0 {
+        return Ok(outs);
+    }
+    let total = (n as u64) * 3;
+    crate::runtime::error::index_u32("swap_middle3 elements", total as usize)?;
+    let grid = rec.grid_1d(total.div_ceil(256));
+    let p = Params {
+        dims: [a, b, c, d].map(|v| v as u32),
+        grid_x: grid[0],
+        _pad: [0; 3],
+    };
+    let uniform = rec.uniform(bytemuck::bytes_of(&p));
+    let ins = xs.map(Tensor::binding);
+    let bo = [outs[0].binding(), outs[1].binding(), outs[2].binding()];
+    let bindings = [
+        (0, &uniform),
+        (1, &ins[0]),
+        (2, &bo[0]),
+        (3, &ins[1]),
+        (4, &bo[1]),
+        (5, &ins[2]),
+        (6, &bo[2]),
+    ];
+    rec.dispatch(&LAYOUT, "swap_middle3", &[], &bindings, grid)?;
+    Ok(outs)
+}
+
 /// Copies all of `src` into `dst` starting at element `at` (a buffer copy recorded in
 /// order with the dispatches); a range past the end of `dst` is an error naming both.
 pub fn copy_into(rec: &mut Recorder, src: &Tensor, dst: &Tensor, at: usize) -> Result<()> {

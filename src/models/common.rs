@@ -242,24 +242,11 @@ pub fn self_attention(
     (b, s, heads): (usize, usize, usize),
     mask: Option<&Tensor>,
 ) -> Result<Var> {
-    let h = x.shape()[1];
-    let dh = h / heads;
-    let split = |g: &mut Graph, t: &Var| -> Result<Var> {
-        let t = g.reshape(t, &[b, s, heads, dh])?;
-        let t = g.swap_middle(&t)?;
-        g.reshape(&t, &[b * heads, s, dh])
-    };
     let q = proj[0].forward(g, x)?;
     let k = proj[1].forward(g, x)?;
     let v = proj[2].forward(g, x)?;
-    let (q, k, v) = (split(g, &q)?, split(g, &k)?, split(g, &v)?);
-    // The 1/sqrt(dh) scale rides in the GEMM's alpha (no separate scale pass).
-    let scores = g.matmul_scaled(&q, false, &k, true, 1.0 / (dh as f32).sqrt())?;
-    let probs = g.softmax(&scores, mask, heads * s)?;
-    let ctx = g.matmul(&probs, false, &v, false)?;
-    let ctx = g.reshape(&ctx, &[b, heads, s, dh])?;
-    let ctx = g.swap_middle(&ctx)?;
-    let ctx = g.reshape(&ctx, &[b * s, h])?;
+    // The 1/sqrt(dh) scale rides in the score GEMM's alpha (no separate scale pass).
+    let ctx = g.attention([&q, &k, &v], mask, (b, s, heads))?;
     proj[3].forward(g, &ctx)
 }
 

@@ -10,6 +10,7 @@
 //! - [`lookup`] holds `embedding`, `mean_pool`;
 //! - [`reduce`] holds `sum`, `mean`, `cross_entropy`, `mse`;
 //! - [`layout`] holds `swap_middle`;
+//! - [`attention`] holds `attention` (head split, scores, softmax, values, merge as one op);
 //! - [`llama`] holds `qlinear`, `rms_norm`, `rope`, `swiglu` (the decoder's kernels).
 
 use crate::nn::Var;
@@ -17,6 +18,7 @@ use crate::runtime::error::{Error, Result};
 use crate::runtime::tensor::Tensor;
 
 pub mod activations;
+pub mod attention;
 pub mod capaboost;
 pub mod elementwise;
 pub mod half;
