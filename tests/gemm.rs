@@ -45,8 +45,9 @@ fn dense_views_match_reference() {
             let vb = gemm::cpu::view(&b, b_shape, ob.view, &[]).0;
             let c64: Vec<f64> = c0.iter().map(|&v| v as f64).collect();
             let b64: Vec<f64> = bias.iter().map(|&v| v as f64).collect();
-            let want = gemm::cpu::gemm(&va, &vb, &c64, Some(&b64), [m, k, n], 0.75, -1.25);
-            let err = rel_frobenius(&gc.to_vec().unwrap(), &want);
+            let got = gc.to_vec().unwrap();
+            let inputs = (&va[..], &vb[..], &c64[..], Some(&b64[..]));
+            let err = common::gemm_rel_err(&got, inputs, [m, k, n], (0.75, -1.25));
             eprintln!("[{m}x{k}x{n}] ta={ta} tb={tb}: rel err {err:.2e}");
             assert!(err < TOL, "[{m}x{k}x{n}] ta={ta} tb={tb}: {err}");
         }

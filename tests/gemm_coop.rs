@@ -64,12 +64,14 @@ fn reference(p: &Problem, c0: &[f32]) -> (Vec<f64>, Vec<f64>) {
 /// rounding both inputs moves a product by at most `(2u + u^2)` of its magnitude (`u`: the
 /// input rounding's relative error, 0 for f32 inputs), the f32 sum of K products by at
 /// most `(K + 2) 2^-24` of the sum of magnitudes, and the epilogue adds three f32
-/// roundings. Returns the relative Frobenius error.
-fn within_bound(p: &Problem, c0: &[f32], got: &[f32], u: f64) -> f64 {
+/// roundings. Returns the relative Frobenius error and how much of the terms' size the
+/// result keeps (`||want|| / ||terms||`).
+fn within_bound(p: &Problem, c0: &[f32], got: &[f32], u: f64) -> (f64, f64) {
     let (want, mag) = reference(p, c0);
     let eps = f64::powi(2.0, -24);
     let k = p.mkn[1] as f64;
     let alpha = p.alpha.abs() as f64;
+    let (mut num, mut den) = (0.0f64, 0.0f64);
     for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
         let j = i % p.mkn[2];
         let sum = alpha * mag[i] * (1.0 + 2.0 * u + u * u);
@@ -87,12 +89,17 @@ fn within_bound(p: &Problem, c0: &[f32], got: &[f32], u: f64) -> f64 {
             "{:?} at {i}: got {g}, want {w}, error {err:e} over the bound {bound:e}",
             p.mkn
         );
+        num += w * w;
+        den += (alpha * mag[i] + edges).powi(2);
     }
-    common::rel_frobenius(got, &want)
+    // How much of the terms' size the result keeps: near 0 when it cancels (fresh random
+    // inputs on a 1x1x1 problem), where the relative error says nothing the bound did not.
+    let kept = (num / den.max(f64::MIN_POSITIVE)).sqrt();
+    (common::rel_frobenius(got, &want), kept)
 }
 
 /// Runs the twin and checks it against the bound (f16: round to nearest, `u = 2^-11`).
-fn check(shape: CoopShape, (pk, ns): (u32, u32), p: &Problem, c0: &[f32]) -> f64 {
+fn check(shape: CoopShape, (pk, ns): (u32, u32), p: &Problem, c0: &[f32]) -> (f64, f64) {
     let mut got = c0.to_vec();
     coop_twin::gemm(shape, pk, ns, p, &mut got).unwrap_or_else(|e| panic!("{shape:?}: {e}"));
     let u = match shape.input {
@@ -133,10 +140,12 @@ fn twin_matches_the_f64_reference_on_odd_shapes_within_the_rounding_bound() {
                 bias: Some(&bias),
             };
             // NVIDIA-like subgroups (32 wide, 4 per workgroup).
-            let err = check(shape, (per_subgroup(32), 4), &p, &c0);
+            let (err, kept) = check(shape, (per_subgroup(32), 4), &p, &c0);
             let tol = coop::check_tol(shape);
+            // Every element is within its rounding bound (asserted in `check`); the relative
+            // error is meaningful where the result did not cancel away.
             assert!(
-                err <= tol,
+                err <= tol || kept < 0.1,
                 "{shape:?} {mkn:?}: relative error {err:e} > {tol:e}"
             );
             if shape.input == CoopInput::F16 && k >= 64 {
@@ -147,7 +156,7 @@ fn twin_matches_the_f64_reference_on_odd_shapes_within_the_rounding_bound() {
                     bias: None,
                     ..p
                 };
-                let err = check(shape, (per_subgroup(32), 4), &no_c, &c0);
+                let (err, _) = check(shape, (per_subgroup(32), 4), &no_c, &c0);
                 assert!(err > CHECK_TOL, "{shape:?} {mkn:?}: f16 error {err:e}");
             }
         }
@@ -178,7 +187,7 @@ fn twin_is_exact_for_every_subgroup_size_the_accumulator_count_allows() {
                     beta: 0.0,
                     bias: None,
                 };
-                let got = check(shape, (per_subgroup(sg_max), 128 / size), &p, &c0);
+                let (got, _) = check(shape, (per_subgroup(sg_max), 128 / size), &p, &c0);
                 assert!(got.is_finite(), "{shape:?} sg_max {sg_max} size {size}");
                 size /= 2;
             }
@@ -404,9 +413,9 @@ fn the_emulated_kernel_matches_the_f64_reference_on_odd_shapes_and_views() {
                     bias: Some(&bias),
                 };
                 let range = i * m * n..(i + 1) * m * n;
-                let err = within_bound(&p, &c0[range.clone()], &got[range], u);
+                let (err, kept) = within_bound(&p, &c0[range.clone()], &got[range], u);
                 assert!(
-                    err <= coop::check_tol(*shape),
+                    err <= coop::check_tol(*shape) || kept < 0.1,
                     "{shape:?} {m}x{k}x{n}: {err:e}"
                 );
             }

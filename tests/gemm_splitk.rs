@@ -54,16 +54,10 @@ fn check_dense(
             .unwrap();
         let va = gemm::cpu::view(&a, a_shape, oa.view, &[]).0;
         let vb = gemm::cpu::view(&b, b_shape, ob.view, &[]).0;
-        let want = gemm::cpu::gemm(
-            &va,
-            &vb,
-            &to64(&c0),
-            Some(&to64(&bias)),
-            [m, k, n],
-            0.75,
-            -1.25,
-        );
-        let err = rel_frobenius(&gc.to_vec().unwrap(), &want);
+        let (c64, b64) = (to64(&c0), to64(&bias));
+        let inputs = (&va[..], &vb[..], &c64[..], Some(&b64[..]));
+        let got = gc.to_vec().unwrap();
+        let err = common::gemm_rel_err(&got, inputs, [m, k, n], (0.75, -1.25));
         assert!(
             err < TOL,
             "{} [{m}x{k}x{n}] ta={ta} tb={tb}: {err:.2e}",

@@ -71,8 +71,9 @@ fn check_dense(
                 .map(|&v| v as f64)
                 .collect();
             let b64: Vec<f64> = bias.iter().map(|&v| v as f64).collect();
-            let want = gemm::cpu::gemm(&va, &vb, &c64, Some(&b64), [m, k, n], 0.75, -1.25);
-            let err = rel_frobenius(&got[i * m * n..(i + 1) * m * n], &want);
+            let inputs = (&va[..], &vb[..], &c64[..], Some(&b64[..]));
+            let got = &got[i * m * n..(i + 1) * m * n];
+            let err = common::gemm_rel_err(got, inputs, [m, k, n], (0.75, -1.25));
             assert!(
                 err < TOL,
                 "{kernel:?} [{m}x{k}x{n}] batch {i}/{batch} ta={ta} tb={tb}: {err:.2e}"

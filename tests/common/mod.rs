@@ -92,6 +92,40 @@ pub fn rel_frobenius(got: &[f32], want: &[f64]) -> f64 {
     (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }
 
+/// `got` against the f64 reference `alpha op(A) op(B) + beta C + bias` of `[m, k, n]`
+/// (logical operands `a`, `b`, old `c`, `bias`), relative to the size of the terms summed:
+/// `||got - want|| / ||scale||` with `scale` the reference over absolute values
+/// (`|alpha| |A| |B| + |beta| |C| + |bias|`). Rounding error follows the terms' size; for an
+/// output that cancels to near zero (likely enough with fresh random inputs on a 1x1x1
+/// problem) `||want||` would be a bar no f32 kernel meets.
+pub fn gemm_rel_err(
+    got: &[f32],
+    (a, b, c, bias): (&[f64], &[f64], &[f64], Option<&[f64]>),
+    mkn: [usize; 3],
+    (alpha, beta): (f64, f64),
+) -> f64 {
+    use capaboost::kernels::gemm::cpu::gemm;
+    let want = gemm(a, b, c, bias, mkn, alpha, beta);
+    let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+    let abs_bias = bias.map(abs);
+    let scale = gemm(
+        &abs(a),
+        &abs(b),
+        &abs(c),
+        abs_bias.as_deref(),
+        mkn,
+        alpha.abs(),
+        beta.abs(),
+    );
+    let num: f64 = got
+        .iter()
+        .zip(&want)
+        .map(|(&g, &w)| (g as f64 - w).powi(2))
+        .sum();
+    let den: f64 = scale.iter().map(|w| w * w).sum();
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
 /// `v` widened to f64.
 pub fn to64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&a| a as f64).collect()
