@@ -92,6 +92,9 @@ pub fn rel_frobenius(got: &[f32], want: &[f64]) -> f64 {
     (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }
 
+/// A GEMM's f64 inputs: logical op(A), op(B), the old C, the bias.
+pub type GemmInputs<'a> = (&'a [f64], &'a [f64], &'a [f64], Option<&'a [f64]>);
+
 /// `got` against the f64 reference `alpha op(A) op(B) + beta C + bias` of `[m, k, n]`
 /// (logical operands `a`, `b`, old `c`, `bias`), relative to the size of the terms summed:
 /// `||got - want|| / ||scale||` with `scale` the reference over absolute values
@@ -100,7 +103,7 @@ pub fn rel_frobenius(got: &[f32], want: &[f64]) -> f64 {
 /// problem) `||want||` would be a bar no f32 kernel meets.
 pub fn gemm_rel_err(
     got: &[f32],
-    (a, b, c, bias): (&[f64], &[f64], &[f64], Option<&[f64]>),
+    (a, b, c, bias): GemmInputs,
     mkn: [usize; 3],
     (alpha, beta): (f64, f64),
 ) -> f64 {
