@@ -130,7 +130,7 @@ impl<T: Task> Trainer<T> {
 
     /// Continues the run in `run` (whose `config.json` gave `cfg`) from its checkpoint.
     /// When `cfg` changed the run's length, the learning-rate schedule is refitted to the
-    /// new total (see [`Trainer::fit_schedule`]).
+    /// new total (see `Trainer::fit_schedule`).
     pub fn resume(gpu: &Gpu, task: T, cfg: TrainConfig, run: RunDir) -> Result<Self> {
         let state: TrainerState = match run.load_checkpoint_state()? {
             Some(v) => serde_json::from_value(v)

@@ -21,7 +21,7 @@ pub enum Kernel {
     Tiled(usize),
     /// [`Kernel::Tiled`] as a trusted module where proven in range, checked elsewhere.
     TiledTrusted(usize),
-    /// Split-K ([`split`]): the register variant of shape `.0` computes `.1` partial
+    /// Split-K ([`super::split`]): the register variant of shape `.0` computes `.1` partial
     /// products over slices of K, then one pass (`shaders/splitk.wgsl`) sums them in a
     /// fixed order and applies alpha, beta and the bias. Unbatched problems only.
     SplitK(usize, u32),

@@ -1,6 +1,6 @@
 //! The GEMM autotuner: picks a [`Kernel`] per device and problem class by measuring the
 //! candidates on the device, checks the winner against [`Kernel::Reference`] there before
-//! it is used, and persists the choice ([`super::cache`]), so a second process reuses it.
+//! it is used, and persists the choice (`super::cache`), so a second process reuses it.
 //!
 //! The key ([`key`]): adapter (vendor, device, backend, driver, driver info), crate version
 //! and a hash of the GEMM shader set, the views of A and B and whether they are batched,

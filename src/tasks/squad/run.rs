@@ -139,7 +139,7 @@ fn logits_jsonl(task: &SquadTask, preds: &[f32]) -> String {
     text
 }
 
-/// Scores a saved QA run on `data` (see [`eval_questions`]), writing `out`.
+/// Scores a saved QA run on `data` (see `eval_questions`), writing `out`.
 pub fn eval_run(gpu: &Gpu, run_path: &Path, data: &Path, out: EvalOutputs) -> Result<Metrics> {
     let (run, cfg) = crate::tasks::train::read_run(run_path)?;
     let mut inputs = cfg.input_paths(run_path);
