@@ -120,47 +120,38 @@ pub(crate) struct Want<'a> {
     pub(crate) checks: Checks,
 }
 
-/// What one dispatch place of a recording bound last time: its pipeline's key (compared
-/// field by field, constants by name and bits), the pipeline, the bind group.
+impl Want<'_> {
+    /// The pipeline cache's key of this pipeline.
+    fn key(&self) -> Key {
+        let constants = self.constants.iter().map(|&(k, v)| (k, v.to_bits()));
+        (
+            Source(self.shader.name),
+            self.entry,
+            constants.collect(),
+            self.checks,
+        )
+    }
+
+    /// Whether `key` names this pipeline (compared field by field, without building a key).
+    fn is(&self, (source, entry, constants, checks): &Key) -> bool {
+        *source == Source(self.shader.name)
+            && *entry == self.entry
+            && *checks == self.checks
+            && constants.len() == self.constants.len()
+            && constants
+                .iter()
+                .zip(self.constants)
+                .all(|(&(k, v), &(wk, wv))| k == wk && v == wv.to_bits())
+    }
+}
+
+/// What one dispatch place of a recording bound last time: the pipeline with its cache
+/// key, the bind group with its key.
 struct Slot {
-    source: Source,
-    entry: &'static str,
-    constants: Vec<(&'static str, u64)>,
-    checks: Checks,
+    pipeline_key: Key,
     pipeline: Arc<Pipeline>,
     key: BindKey,
     group: wgpu::BindGroup,
-}
-
-impl Slot {
-    fn new(want: &Want, pipeline: &Arc<Pipeline>, key: BindKey, group: &wgpu::BindGroup) -> Self {
-        Self {
-            source: Source(want.shader.name),
-            entry: want.entry,
-            constants: want
-                .constants
-                .iter()
-                .map(|&(k, v)| (k, v.to_bits()))
-                .collect(),
-            checks: want.checks,
-            pipeline: pipeline.clone(),
-            key,
-            group: group.clone(),
-        }
-    }
-
-    /// Whether `want` names this slot's pipeline.
-    fn is(&self, want: &Want) -> bool {
-        self.source == Source(want.shader.name)
-            && self.entry == want.entry
-            && self.checks == want.checks
-            && self.constants.len() == want.constants.len()
-            && self
-                .constants
-                .iter()
-                .zip(want.constants)
-                .all(|(&(k, v), &(wk, wv))| k == wk && v == wv.to_bits())
-    }
 }
 
 /// Bind groups kept at most; past this the cache starts over, so it cannot grow without
@@ -227,12 +218,13 @@ impl PipelineCache {
         constants: &[(&'static str, f64)],
         checks: Checks,
     ) -> Result<Arc<Pipeline>> {
-        let key: Key = (
-            Source(shader.name),
+        let want = Want {
+            shader,
             entry,
-            constants.iter().map(|&(k, v)| (k, v.to_bits())).collect(),
+            constants,
             checks,
-        );
+        };
+        let key = want.key();
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
@@ -320,7 +312,7 @@ impl PipelineCache {
     ) -> Result<(Arc<Pipeline>, wgpu::BindGroup)> {
         if ordinal < MAX_BIND_GROUPS
             && let Some(Some(slot)) = self.sequence.lock().unwrap().get(ordinal)
-            && slot.is(want)
+            && want.is(&slot.pipeline_key)
             && let Some(key) = BindKey::new(slot.pipeline.id, bindings)
             && slot.key == key
         {
@@ -334,7 +326,12 @@ impl PipelineCache {
             if seq.len() <= ordinal {
                 seq.resize_with(ordinal + 1, || None);
             }
-            seq[ordinal] = Some(Slot::new(want, &pipeline, key, &group));
+            seq[ordinal] = Some(Slot {
+                pipeline_key: want.key(),
+                pipeline: pipeline.clone(),
+                key,
+                group: group.clone(),
+            });
         }
         Ok((pipeline, group))
     }

@@ -94,6 +94,11 @@ impl Recorder {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("capaboost"),
             });
+        Self::over(gpu, encoder, false)
+    }
+
+    /// A recorder over `encoder`; `host_owned` for [`Recorder::wrap`].
+    fn over(gpu: &Gpu, encoder: wgpu::CommandEncoder, host_owned: bool) -> Self {
         Self {
             gpu: gpu.clone(),
             encoder: Some(encoder),
@@ -106,7 +111,7 @@ impl Recorder {
             uniform_writes: 0,
             entries: None,
             timestamps: None,
-            host_owned: false,
+            host_owned,
         }
     }
 
@@ -115,20 +120,7 @@ impl Recorder {
     /// read back on this path (kernel parameters are staged with `Queue::write_buffer`,
     /// which lands at your next submit).
     pub fn wrap(gpu: &Gpu, encoder: wgpu::CommandEncoder) -> Self {
-        Self {
-            gpu: gpu.clone(),
-            encoder: Some(encoder),
-            pass: None,
-            arena: Vec::new(),
-            keep: Vec::with_capacity(gpu.pool().held_hint().max(KEEP_CAPACITY)),
-            dispatches: 0,
-            passes: 0,
-            uniforms: 0,
-            uniform_writes: 0,
-            entries: None,
-            timestamps: None,
-            host_owned: true,
-        }
+        Self::over(gpu, encoder, true)
     }
 
     /// Whether this recorder records into a host program's encoder ([`Recorder::wrap`]):

@@ -48,9 +48,9 @@ impl Graph {
         let [qh, kh, vh] = layout::swap_middle3(rec, [&qs, &ks, &vs])?.map(heads_of);
         let (qh, kh, vh) = (qh?, kh?, vh?);
         let alpha = 1.0 / (dh as f32).sqrt();
-        let scores = gemm::gemm(rec, Operand::plain(&qh), Operand::trans(&kh), alpha, None)?;
+        let scores = mm(rec, Operand::plain(&qh), Operand::trans(&kh), alpha)?;
         let probs = norms::softmax(rec, &scores, mask, heads * s)?;
-        let ctx = gemm::gemm(rec, Operand::plain(&probs), Operand::plain(&vh), 1.0, None)?;
+        let ctx = mm(rec, Operand::plain(&probs), Operand::plain(&vh), 1.0)?;
         let ctx = layout::swap_middle(rec, &ctx.reshape(&[b, heads, s, dh])?)?;
         let ctx = ctx.reshape(&[b * s, hidden])?;
         let saved = Saved {
@@ -87,41 +87,19 @@ fn attention_backward(
 ) -> Result<[Option<Tensor>; 3]> {
     let dc = layout::swap_middle(rec, &dctx.reshape(&[b, s, heads, dh])?)?;
     let dc = dc.reshape(&[b * heads, s, dh])?;
-    let (mut dq, mut dk, mut dv) = (None, None, None);
+    let (mut dq, mut dk) = (None, None);
     // ctx = probs v: d probs = dc v^T, d v = probs^T dc.
     if gq || gk {
-        let dprobs = gemm::gemm(rec, Operand::plain(&dc), Operand::trans(&sv.v), 1.0, None)?;
+        let dprobs = mm(rec, Operand::plain(&dc), Operand::trans(&sv.v), 1.0)?;
         let ds = norms::softmax_backward(rec, &sv.probs, &dprobs)?;
         // scores = alpha q k^T: d q = alpha dS k, d k = alpha dS^T q.
-        let a = sv.alpha;
-        if gq {
-            dq = Some(gemm::gemm(
-                rec,
-                Operand::plain(&ds),
-                Operand::plain(&sv.k),
-                a,
-                None,
-            )?);
-        }
-        if gk {
-            dk = Some(gemm::gemm(
-                rec,
-                Operand::trans(&ds),
-                Operand::plain(&sv.q),
-                a,
-                None,
-            )?);
-        }
+        let (q, k, a) = (&sv.q, &sv.k, sv.alpha);
+        dq = gq.then(|| mm(rec, Operand::plain(&ds), Operand::plain(k), a));
+        dk = gk.then(|| mm(rec, Operand::trans(&ds), Operand::plain(q), a));
     }
-    if gv {
-        dv = Some(gemm::gemm(
-            rec,
-            Operand::trans(&sv.probs),
-            Operand::plain(&dc),
-            1.0,
-            None,
-        )?);
-    }
+    let p = &sv.probs;
+    let dv = gv.then(|| mm(rec, Operand::trans(p), Operand::plain(&dc), 1.0));
+    let (dq, dk, dv) = (dq.transpose()?, dk.transpose()?, dv.transpose()?);
     let four = |t: &Tensor| t.reshape(&[b, heads, s, dh]);
     if let (Some(q), Some(k), Some(v)) = (&dq, &dk, &dv) {
         return Ok(layout::swap_middle3(rec, [&four(q)?, &four(k)?, &four(v)?])?.map(Some));
@@ -130,4 +108,9 @@ fn attention_backward(
         g.map(|g| layout::swap_middle(rec, &four(&g)?)).transpose()
     };
     Ok([merge(dq)?, merge(dk)?, merge(dv)?])
+}
+
+/// `alpha op(a) op(b)`.
+fn mm(rec: &mut Recorder, a: Operand, b: Operand, alpha: f32) -> Result<Tensor> {
+    gemm::gemm(rec, a, b, alpha, None)
 }
