@@ -95,6 +95,18 @@ impl BindKey {
     fn used(&self) -> &[(u32, u64, u64, u64)] {
         &self.entries[..self.len]
     }
+
+    /// Whether `bindings` give this key (with its own pipeline): the same test as
+    /// `BindKey::new(self.pipeline, bindings) == Some(*self)`, without building and copying
+    /// a key on the dispatch path.
+    fn binds(&self, bindings: &[(u32, &Binding)]) -> bool {
+        self.len == bindings.len()
+            && self
+                .used()
+                .iter()
+                .zip(bindings)
+                .all(|(&e, &(i, b))| e == (i, b.buffer.id(), b.offset, bound_size(b)))
+    }
 }
 
 impl PartialEq for BindKey {
@@ -313,8 +325,7 @@ impl PipelineCache {
         if ordinal < MAX_BIND_GROUPS
             && let Some(Some(slot)) = self.sequence.lock().unwrap().get(ordinal)
             && want.is(&slot.pipeline_key)
-            && let Some(key) = BindKey::new(slot.pipeline.id, bindings)
-            && slot.key == key
+            && slot.key.binds(bindings)
         {
             return Ok((slot.pipeline.clone(), slot.group.clone()));
         }
