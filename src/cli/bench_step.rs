@@ -142,15 +142,19 @@ fn record_step(g: &mut Graph, s: &mut Setup) -> Result<()> {
     Ok(())
 }
 
-/// Records, submits and waits for one step, timing each part.
-fn step(gpu: &Gpu, s: &mut Setup) -> Result<StepCost> {
+/// Records, submits and waits for one step, timing each part. `count` also counts the
+/// dispatches per kernel (a map lookup per dispatch that a training step does not make:
+/// only in an untimed step).
+fn step(gpu: &Gpu, s: &mut Setup, count: bool) -> Result<StepCost> {
     gpu.wait()?;
     let pipes = gpu.pipelines();
     let (bg0, pc0) = (pipes.bind_groups_created(), pipes.compiled_count());
     let c0 = thread_cpu();
     let t0 = Instant::now();
     let mut g = Graph::new(gpu);
-    g.recorder().count_entries();
+    if count {
+        g.recorder().count_entries();
+    }
     record_step(&mut g, s)?;
     let rec = g.recorder();
     let (dispatches, passes) = (rec.dispatch_count(), rec.pass_count());
@@ -217,12 +221,20 @@ pub fn run(args: BenchStepArgs) -> Result<()> {
         },
         args.r
     );
-    for _ in 0..args.warmup {
-        step(&gpu, &mut s)?;
+    // The per-kernel counts come from the last warm-up step (or one more step after).
+    let mut entries = None;
+    for i in 0..args.warmup {
+        let last = i + 1 == args.warmup;
+        let cost = step(&gpu, &mut s, last)?;
+        entries = last.then_some(cost.entries);
     }
     let costs = (0..args.steps)
-        .map(|_| step(&gpu, &mut s))
+        .map(|_| step(&gpu, &mut s, false))
         .collect::<Result<Vec<_>>>()?;
+    let mut entries = match entries {
+        Some(e) => e,
+        None => step(&gpu, &mut s, true)?.entries,
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let last = &costs[costs.len() - 1];
     let cpu: Option<Vec<Duration>> = costs.iter().map(|c| c.record_cpu).collect();
@@ -246,7 +258,6 @@ pub fn run(args: BenchStepArgs) -> Result<()> {
         gpu.pipelines().bind_group_count(),
         last.pipelines_compiled
     );
-    let mut entries = last.entries.clone();
     entries.sort_by_key(|&(name, n)| (std::cmp::Reverse(n), name));
     let list: Vec<String> = entries.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("dispatches per kernel: {}", list.join(", "));
