@@ -6,6 +6,10 @@ use crate::runtime::pipeline::Checks;
 use crate::runtime::recorder::{Binding, Recorder};
 use crate::runtime::shaders::{GEMM, ShaderSource};
 use crate::runtime::tensor::Tensor;
+use smallvec::SmallVec;
+
+/// A GEMM dispatch's override constants (three or four: no heap block per dispatch).
+type Constants = SmallVec<[(&'static str, f64); 4]>;
 
 mod cache;
 mod candidates;
@@ -269,8 +273,8 @@ fn prepare(gpu: &crate::Gpu, kernel: Kernel, a: &Operand, b: &Operand, c: &Tenso
 /// The override constants of `kernel`: the views, the bias, and (the reference kernel,
 /// whose `B_HALF` picks the packed f16 binding) the storage of B; a generated kernel reads
 /// f16 through its own B load kind instead.
-fn constants(kernel: Kernel, a: &Operand, b: &Operand, bias: bool) -> Vec<(&'static str, f64)> {
-    let mut c = Vec::with_capacity(4);
+fn constants(kernel: Kernel, a: &Operand, b: &Operand, bias: bool) -> Constants {
+    let mut c = Constants::new();
     c.extend([
         ("A_MODE", a.view.code() as f64),
         ("B_MODE", b.view.code() as f64),
@@ -285,15 +289,16 @@ fn constants(kernel: Kernel, a: &Operand, b: &Operand, bias: bool) -> Vec<(&'sta
 /// Operand B's bindings: `(3, b)` for an f32 operand or a generated kernel (whose `b`
 /// is declared packed for f16); the reference kernel also takes `(7, b_half)`, with a
 /// dummy in whichever of the two it does not read.
-fn b_bindings(kernel: Kernel, b: &Operand, dummy: &Binding) -> Vec<(u32, Binding)> {
+fn b_bindings(kernel: Kernel, b: &Operand, dummy: &Binding) -> SmallVec<[(u32, Binding); 2]> {
+    let mut out = SmallVec::new();
     if kernel != Kernel::Reference {
-        return vec![(3, b.tensor.binding())];
-    }
-    if b.tensor.is_f16() {
-        vec![(3, dummy.clone()), (7, b.tensor.binding())]
+        out.push((3, b.tensor.binding()));
+    } else if b.tensor.is_f16() {
+        out.extend([(3, dummy.clone()), (7, b.tensor.binding())]);
     } else {
-        vec![(3, b.tensor.binding()), (7, dummy.clone())]
+        out.extend([(3, b.tensor.binding()), (7, dummy.clone())]);
     }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -307,8 +312,7 @@ fn dispatch(
     bias: Option<&Tensor>,
     d: &Dims,
 ) -> Result<()> {
-    let gpu = rec.gpu().clone();
-    let pl = plan(&gpu, kernel, (a, b), (c, bias), d)?;
+    let pl = plan(rec.gpu(), kernel, (a, b), (c, bias), d)?;
     if d.m == 0 || d.n == 0 {
         return Ok(());
     }
@@ -350,23 +354,22 @@ fn launch(
     c: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<()> {
-    let gpu = rec.gpu().clone();
     let uniform = rec.uniform(bytemuck::bytes_of(p));
-    let dummy = dummy_binding(&gpu)?;
-    let a_bits = a.masks.map_or(dummy.clone(), |m| m.binding());
-    let b_bits = b.masks.map_or(dummy.clone(), |m| m.binding());
-    let bias_b = bias.map_or(dummy.clone(), |t| t.binding());
+    let dummy = dummy_binding(rec.gpu())?;
+    // Each binding is a reference-counted handle: the absent ones borrow the dummy.
+    let (a_bits, b_bits) = (a.masks.map(|m| m.binding()), b.masks.map(|m| m.binding()));
+    let bias_b = bias.map(|t| t.binding());
     let constants = constants(kernel, a, b, bias.is_some());
     let (a_b, c_b) = (a.tensor.binding(), c.binding());
     let b_b = b_bindings(kernel, b, &dummy);
-    let mut bindings = Vec::with_capacity(8);
+    let mut bindings: SmallVec<[(u32, &Binding); 8]> = SmallVec::new();
     bindings.extend([
         (0, &uniform),
         (1, &a_b),
-        (2, &a_bits),
-        (4, &b_bits),
+        (2, a_bits.as_ref().unwrap_or(&dummy)),
+        (4, b_bits.as_ref().unwrap_or(&dummy)),
         (5, &c_b),
-        (6, &bias_b),
+        (6, bias_b.as_ref().unwrap_or(&dummy)),
     ]);
     bindings.extend(b_b.iter().map(|(i, x)| (*i, x)));
     rec.dispatch_with(

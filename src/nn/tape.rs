@@ -8,7 +8,7 @@
 //! [`Graph::no_grad`] records nothing (evaluation, inference). A graph lives for one step:
 //! dropping it (or calling backward) releases every saved activation.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::kernels::elementwise;
 use crate::runtime::error::{Error, Result};
@@ -61,8 +61,8 @@ struct Node {
 /// [`AdamW::step`](crate::nn::optim::AdamW::step).
 #[derive(Debug, Default)]
 pub struct Gradients {
-    by_storage: HashMap<u64, Tensor>,
-    var_storage: HashMap<usize, u64>,
+    by_storage: FxHashMap<u64, Tensor>,
+    var_storage: FxHashMap<usize, u64>,
 }
 
 impl Gradients {
@@ -129,7 +129,7 @@ impl Gradients {
 pub struct Graph {
     rec: Recorder,
     nodes: Vec<Node>,
-    param_by_storage: HashMap<u64, Var>,
+    param_by_storage: FxHashMap<u64, Var>,
     seed: u64,
     next_id: usize,
     grad_enabled: bool,
@@ -168,7 +168,7 @@ impl Graph {
         Self {
             rec,
             nodes: Vec::new(),
-            param_by_storage: HashMap::new(),
+            param_by_storage: FxHashMap::default(),
             seed: 0,
             next_id: 0,
             grad_enabled,
@@ -278,7 +278,8 @@ impl Graph {
         }
         let nodes = std::mem::take(&mut self.nodes);
         // The reverse pass's frontier is small: the map stays far below the node count.
-        let mut grads: HashMap<usize, Parts> = HashMap::with_capacity(64);
+        let mut grads: FxHashMap<usize, Parts> = FxHashMap::default();
+        grads.reserve(64);
         grads.insert(out.id, Parts::One(grad));
         for node in nodes.into_iter().rev() {
             // Every contribution to this node's output came from later nodes, which have run.
@@ -311,7 +312,7 @@ enum Parts {
 /// [`elementwise::ADD_MANY_MAX`] wait, so at most that many are held per value.
 fn accumulate(
     rec: &mut Recorder,
-    grads: &mut HashMap<usize, Parts>,
+    grads: &mut FxHashMap<usize, Parts>,
     id: usize,
     g: Tensor,
 ) -> Result<()> {
@@ -335,7 +336,7 @@ fn accumulate(
 /// adding them one at a time); `None` when nothing reached it.
 fn take(
     rec: &mut Recorder,
-    grads: &mut HashMap<usize, Parts>,
+    grads: &mut FxHashMap<usize, Parts>,
     id: usize,
 ) -> Result<Option<Tensor>> {
     match grads.remove(&id) {

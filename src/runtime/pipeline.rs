@@ -34,7 +34,11 @@ pub enum Checks {
 
 /// Pipeline cache key: shader, entry point, override constants and the module's checks (a
 /// trusted and a checked module of the same source are two entries).
-type Key = (Source, &'static str, Vec<(&'static str, u64)>, Checks);
+type Key = (Source, &'static str, KeyConstants, Checks);
+
+/// A pipeline key's override constants, inline (a kernel has at most a handful): the
+/// dispatch-place check reads them from the slot itself, not from a heap block elsewhere.
+type KeyConstants = smallvec::SmallVec<[(&'static str, u64); 4]>;
 
 /// A shader source compared and hashed by its name's address: each source (static, or
 /// generated and leaked once per process) owns its name, so a lookup on every dispatch
@@ -316,19 +320,35 @@ impl PipelineCache {
     /// records the same dispatches over the same pooled buffers every time, so the slot
     /// the previous recording left at that place is tried first (its keys compared, no
     /// hashing, no allocation); the maps answer the rest.
-    pub(crate) fn prepare(
+    ///
+    /// `record` gets them; on the usual path it runs under the lock of the slot it found,
+    /// so neither the pipeline's nor the bind group's reference count is touched here.
+    pub(crate) fn prepare<T>(
         &self,
         want: &Want,
         bindings: &[(u32, &Binding)],
         ordinal: usize,
-    ) -> Result<(Arc<Pipeline>, wgpu::BindGroup)> {
+        record: impl FnOnce(&Pipeline, &wgpu::BindGroup) -> T,
+    ) -> Result<T> {
         if ordinal < MAX_BIND_GROUPS
             && let Some(Some(slot)) = self.sequence.lock().unwrap().get(ordinal)
             && want.is(&slot.pipeline_key)
             && slot.key.binds(bindings)
         {
-            return Ok((slot.pipeline.clone(), slot.group.clone()));
+            return Ok(record(&slot.pipeline, &slot.group));
         }
+        let (pipeline, group) = self.prepare_slow(want, bindings, ordinal)?;
+        Ok(record(&pipeline, &group))
+    }
+
+    /// [`PipelineCache::prepare`] when the dispatch place's slot does not match: from the
+    /// maps (or new), and the slot updated.
+    fn prepare_slow(
+        &self,
+        want: &Want,
+        bindings: &[(u32, &Binding)],
+        ordinal: usize,
+    ) -> Result<(Arc<Pipeline>, wgpu::BindGroup)> {
         let pipeline = self.get_with(want.shader, want.entry, want.constants, want.checks)?;
         let key = BindKey::new(pipeline.id, bindings);
         let group = self.lookup_or_create(&pipeline, bindings, key)?;

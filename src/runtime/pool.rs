@@ -5,7 +5,6 @@
 //! are handed to the next. Sizes are rounded up to quarter steps between powers of two
 //! (at most 25% slack) so nearby sizes share a class.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -80,7 +79,7 @@ struct PoolState {
     /// buffer it gets depends only on the set that is free, not on the order buffers came
     /// back in. A training step that repeats the same requests then binds the same buffers
     /// every step, and its bind groups come from the cache.
-    free: HashMap<(BufferKind, u64), FreeList>,
+    free: rustc_hash::FxHashMap<(BufferKind, u64), FreeList>,
     stats: PoolStats,
 }
 
@@ -168,9 +167,10 @@ impl BufferPool {
     /// callers check sizes against the device limits first.
     pub fn acquire(&self, kind: BufferKind, bytes: u64) -> PooledBuffer {
         let class = size_class(bytes, self.shared.max_buffer);
-        let (buffer, id) = self
-            .take_free(kind, class)
-            .unwrap_or_else(|| self.create(kind, class));
+        if let Some(reused) = self.take_free(kind, class) {
+            return reused;
+        }
+        let (buffer, id) = self.create(kind, class);
         self.hand_out(buffer, id, kind, class)
     }
 
@@ -185,38 +185,36 @@ impl BufferPool {
         during: &str,
     ) -> crate::Result<PooledBuffer> {
         let class = size_class(bytes, self.shared.max_buffer);
-        let (buffer, id) = match self.take_free(kind, class) {
-            Some(free) => free,
-            None => {
-                let scope = crate::runtime::pipeline::Scope::push(&self.shared.device);
-                let created = self.create(kind, class);
-                if let Some(message) = scope.pop() {
-                    return Err(crate::Error::Gpu {
-                        during: during.to_string(),
-                        message,
-                    });
-                }
-                created
-            }
-        };
+        if let Some(reused) = self.take_free(kind, class) {
+            return Ok(reused);
+        }
+        let scope = crate::runtime::pipeline::Scope::push(&self.shared.device);
+        let (buffer, id) = self.create(kind, class);
+        if let Some(message) = scope.pop() {
+            return Err(crate::Error::Gpu {
+                during: during.to_string(),
+                message,
+            });
+        }
         Ok(self.hand_out(buffer, id, kind, class))
     }
 
-    /// The lowest-id free buffer of the class, if any, counted as reused (else as created).
-    fn take_free(&self, kind: BufferKind, class: u64) -> Option<(wgpu::Buffer, u64)> {
+    /// The lowest-id free buffer of the class handed out, if any, counted as reused (else
+    /// counted as created, for the caller to create): one lock for the whole reuse.
+    fn take_free(&self, kind: BufferKind, class: u64) -> Option<PooledBuffer> {
         let mut st = self.state();
-        let reused = st
+        let Some((buffer, id)) = st
             .free
             .get_mut(&(kind, class))
-            .and_then(FreeList::take_lowest);
-        if reused.is_some() {
-            st.stats.cached_bytes -= class;
-            st.stats.cached_count -= 1;
-            st.stats.reused_count += 1;
-        } else {
+            .and_then(FreeList::take_lowest)
+        else {
             st.stats.created_count += 1;
-        }
-        reused
+            return None;
+        };
+        st.stats.cached_bytes -= class;
+        st.stats.cached_count -= 1;
+        st.stats.reused_count += 1;
+        Some(self.live(&mut st, buffer, id, (kind, class)))
     }
 
     /// A new buffer of the class. The device call runs outside the pool's lock (a panic
@@ -240,6 +238,17 @@ impl BufferPool {
         class: u64,
     ) -> PooledBuffer {
         let mut st = self.state();
+        self.live(&mut st, buffer, id, (kind, class))
+    }
+
+    /// `buffer` handed out, counted live (under the pool's lock).
+    fn live(
+        &self,
+        st: &mut PoolState,
+        buffer: wgpu::Buffer,
+        id: u64,
+        (kind, class): (BufferKind, u64),
+    ) -> PooledBuffer {
         st.stats.live_bytes += class;
         st.stats.live_count += 1;
         st.stats.peak_live_bytes = st.stats.peak_live_bytes.max(st.stats.live_bytes);

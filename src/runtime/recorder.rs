@@ -303,25 +303,39 @@ impl Recorder {
             constants,
             checks,
         };
-        let (pipeline, bind_group) =
-            self.gpu
-                .pipelines()
-                .prepare(&want, bindings, self.dispatches)?;
+        if self.timestamps.is_some() {
+            let (pipeline, group) =
+                self.gpu
+                    .pipelines()
+                    .prepare(&want, bindings, self.dispatches, |p, g| {
+                        (p.pipeline.clone(), g.clone())
+                    })?;
+            self.note(entry, bindings);
+            return self.timed_pass(entry, &pipeline, &group, workgroups);
+        }
+        self.open_pass();
+        let pass = self.pass.as_mut().expect("pass just opened");
+        let [x, y, z] = workgroups;
+        self.gpu
+            .pipelines()
+            .prepare(&want, bindings, self.dispatches, |p, g| {
+                pass.set_pipeline(&p.pipeline);
+                pass.set_bind_group(0, g, &[]);
+                pass.dispatch_workgroups(x, y, z);
+            })?;
+        self.note(entry, bindings);
+        self.dispatches += 1;
+        Ok(())
+    }
+
+    /// Keeps a dispatch's buffers alive until the submit and counts it under its entry.
+    fn note(&mut self, entry: &'static str, bindings: &[(u32, &Binding)]) {
         for (_, b) in bindings {
             self.keep.push(b.buffer.clone());
         }
         if let Some(counts) = &mut self.entries {
             *counts.entry(entry).or_default() += 1;
         }
-        if self.timestamps.is_some() {
-            return self.timed_pass(entry, &pipeline.pipeline, &bind_group, workgroups);
-        }
-        let pass = self.open_pass();
-        pass.set_pipeline(&pipeline.pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
-        self.dispatches += 1;
-        Ok(())
     }
 
     /// One dispatch in a pass of its own, with timestamps written around it.

@@ -27,8 +27,12 @@ use crate::runtime::recorder::{Binding, Recorder};
 pub struct Tensor {
     gpu: Gpu,
     buffer: Arc<PooledBuffer>,
-    shape: Vec<usize>,
+    shape: Shape,
 }
+
+/// A tensor's shape, inline up to four dimensions: a training step makes and reshapes
+/// hundreds of tensors, and a heap block per shape was a malloc and a free each.
+type Shape = smallvec::SmallVec<[usize; 4]>;
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,7 +86,7 @@ impl Tensor {
         Ok(Self {
             gpu: gpu.clone(),
             buffer: Arc::new(buffer),
-            shape: shape.to_vec(),
+            shape: Shape::from_slice(shape),
         })
     }
 
@@ -124,7 +128,7 @@ impl Tensor {
         Ok(Self {
             gpu: gpu.clone(),
             buffer: Arc::new(PooledBuffer::external(buffer)),
-            shape: shape.to_vec(),
+            shape: Shape::from_slice(shape),
         })
     }
 
@@ -209,7 +213,7 @@ impl Tensor {
         Ok(Self {
             gpu: self.gpu.clone(),
             buffer: self.buffer.clone(),
-            shape: shape.to_vec(),
+            shape: Shape::from_slice(shape),
         })
     }
 
@@ -336,7 +340,7 @@ pub(crate) fn map_read(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<V
 pub struct Indices {
     gpu: Gpu,
     buffer: Arc<PooledBuffer>,
-    shape: Vec<usize>,
+    shape: Shape,
 }
 
 impl std::fmt::Debug for Indices {
@@ -361,7 +365,7 @@ impl Indices {
         Ok(Self {
             gpu: gpu.clone(),
             buffer,
-            shape: shape.to_vec(),
+            shape: Shape::from_slice(shape),
         })
     }
 

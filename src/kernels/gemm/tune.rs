@@ -159,7 +159,7 @@ struct State {
     choices: HashMap<String, Kernel>,
     /// The choices already looked up, by [`Seen`] problem: a repeated GEMM skips formatting
     /// its string key (the recording of a training step makes about 180 GEMM calls).
-    seen: HashMap<Seen, Kernel>,
+    seen: rustc_hash::FxHashMap<Seen, Kernel>,
     reports: Vec<Report>,
 }
 
@@ -195,7 +195,7 @@ fn state() -> &'static Mutex<State> {
             path: cache::default_dir().map(|d| cache::file_in(&d)),
             loaded: false,
             choices: HashMap::new(),
-            seen: HashMap::new(),
+            seen: Default::default(),
             reports: Vec::new(),
         })
     })
